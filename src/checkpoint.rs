@@ -1,0 +1,443 @@
+//! An opened checkpoint: its object tree, the tensors of a selection with every extent checked,
+//! and the plan that turns them into a safetensors file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::container::{Archive, ByteOrder, Container, Record, RecordMethod};
+use crate::error::{Error, ErrorKind, Result, io};
+use crate::pickle::{GlobalUse, Limits, Value, load};
+use crate::torch::{DType, StorageRef, TensorRef, TorchHost};
+use crate::tree::{self, Leaf};
+use crate::writer::{self, HeaderEntry, Job, JobKind, Strided, Transform};
+
+/// Largest single tensor written (a stride-0 view cannot make a petabyte tensor).
+pub const MAX_TENSOR_BYTES: u64 = 1 << 40;
+
+/// A checkpoint opened and unpickled; no tensor data has been read.
+pub struct Checkpoint {
+    archive: Archive,
+    root: Value,
+    storages: Vec<Rc<StorageRef>>,
+    /// Pickle protocol of the main pickle.
+    pub protocol: u8,
+    /// Globals the main pickle names.
+    pub globals: Vec<GlobalUse>,
+}
+
+/// One tensor of a selection, checked against its storage.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    /// Output name.
+    pub name: String,
+    /// torch dtype.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Strides in elements.
+    pub stride: Vec<u64>,
+    /// Offset into the storage in elements.
+    pub offset: u64,
+    /// Storage key.
+    pub storage: String,
+    /// Bytes of the row-major tensor.
+    pub nbytes: u64,
+    /// True when the stored bytes are already row-major.
+    pub contiguous: bool,
+    /// The stored values must be conjugated.
+    pub conj: bool,
+    /// The stored values must be negated.
+    pub neg: bool,
+}
+
+/// A selection of tensors ready to be planned.
+#[derive(Debug)]
+pub struct Selection {
+    /// The dotted path selected (empty: the whole tree).
+    pub key: String,
+    /// Tensors to write, in checkpoint order.
+    pub tensors: Vec<TensorInfo>,
+    /// `(alias, kept)` pairs left out of the data.
+    pub aliases: Vec<(String, String)>,
+    /// Non-tensor leaves left out, with their types.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Checkpoint {
+    /// Opens and unpickles `path`.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let archive = Archive::open(path).map_err(|k| Error::new(path, k))?;
+        let mut host = TorchHost::default();
+        let loaded = load(&archive.pickle, 0, &mut host, &Limits::default())
+            .map_err(|e| Error::new(path, ErrorKind::Pickle { member: archive.pickle_name.clone(), source: e }))?;
+        Ok(Checkpoint { root: loaded.value, storages: host.storages, protocol: loaded.protocol, globals: loaded.globals, archive })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.archive.path
+    }
+
+    /// The container kind.
+    pub fn container(&self) -> &Container {
+        &self.archive.container
+    }
+
+    /// The unpickled object tree.
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
+    fn err(&self, kind: ErrorKind) -> Error {
+        Error::new(&self.archive.path, kind)
+    }
+
+    /// Selects tensors (`key`, or the default rule) and checks each against its storage.
+    pub fn select(&self, key: Option<&str>, keep_aliases: bool) -> Result<Selection> {
+        let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
+        let flat = tree::flatten(&sub, "").map_err(|k| self.err(k))?;
+        let mut names = HashSet::new();
+        let mut tensors = Vec::new();
+        for (name, leaf) in flat.leaves {
+            let name = if name.is_empty() { "tensor".to_string() } else { name };
+            if !names.insert(name.clone()) {
+                return Err(self.err(ErrorKind::Tensor { name, storage: None, msg: "two tensors get this same name after flattening".into() }));
+            }
+            match leaf {
+                Leaf::Tensor(t) => tensors.push((name, t)),
+                Leaf::NotATensor(n) => {
+                    let dtype = n.dtype.as_deref().map(|d| format!(" with dtype {d}")).unwrap_or_default();
+                    return Err(self.err(ErrorKind::Tensor {
+                        name,
+                        storage: None,
+                        msg: format!("a {} tensor{dtype}, which safetensors cannot hold", n.kind),
+                    }));
+                }
+            }
+        }
+        if tensors.is_empty() {
+            let what = if key.is_empty() { "the checkpoint".to_string() } else { format!("the selected key {key:?}") };
+            return Err(self.err(ErrorKind::Selection(format!(
+                "{what} holds no tensors ({} non-tensor values); use --key to pick another part",
+                flat.skipped.len()
+            ))));
+        }
+        let (kept, aliases) = if keep_aliases { (tensors, Vec::new()) } else { tree::dedupe(tensors) };
+        let tensors = kept.iter().map(|(n, t)| self.check_tensor(n, t)).collect::<Result<Vec<_>>>()?;
+        Ok(Selection { key, tensors, aliases, skipped: flat.skipped })
+    }
+
+    fn check_tensor(&self, name: &str, t: &TensorRef) -> Result<TensorInfo> {
+        let fail = |msg: String| self.err(ErrorKind::Tensor { name: name.to_string(), storage: Some(t.storage.key.clone()), msg });
+        if let Some(why) = t.dtype.refusal() {
+            return Err(fail(format!("dtype {} cannot be written: {why}", t.dtype)));
+        }
+        if t.neg && !writer::negation_supported(t.dtype) {
+            return Err(fail(format!("a negated view of dtype {} cannot be resolved bit-exactly", t.dtype)));
+        }
+        let s = &t.storage;
+        let root_bytes = s.nbytes().ok_or_else(|| fail("storage size overflows".into()))?;
+        let (vbase, vbytes) = match s.view {
+            None => (0, root_bytes),
+            Some((off, n)) => {
+                let end = off.checked_add(n).filter(|e| *e <= s.numel).ok_or_else(|| {
+                    fail(format!("storage view [{off}, +{n}) lies outside its root storage of {} elements", s.numel))
+                })?;
+                let _ = end;
+                (off * s.unit(), n * s.unit())
+            }
+        };
+        let item = t.dtype.itemsize();
+        let avail = vbytes / item;
+        let numel = t.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| fail("element count overflows".into()))?;
+        let nbytes = numel.checked_mul(item).filter(|b| *b <= MAX_TENSOR_BYTES).ok_or_else(|| {
+            fail(format!("the tensor would need more than {MAX_TENSOR_BYTES} bytes (shape {:?})", t.shape))
+        })?;
+        if numel == 0 {
+            if t.offset > avail {
+                return Err(fail(format!("empty tensor at element offset {} beyond its storage of {avail} elements", t.offset)));
+            }
+        } else {
+            let reach = t
+                .shape
+                .iter()
+                .zip(&t.stride)
+                .try_fold(t.offset, |a, (&n, &st)| (n - 1).checked_mul(st).and_then(|x| a.checked_add(x)))
+                .and_then(|x| x.checked_add(1))
+                .ok_or_else(|| fail("the view's extent overflows".into()))?;
+            if reach > avail {
+                return Err(fail(format!(
+                    "the view (offset {}, shape {:?}, stride {:?}) needs {reach} elements of {} but the storage holds {avail}",
+                    t.offset, t.shape, t.stride, t.dtype
+                )));
+            }
+        }
+        let mut expect = 1u64;
+        let mut contiguous = true;
+        for (&n, &st) in t.shape.iter().zip(&t.stride).rev() {
+            if n != 1 && st != expect {
+                contiguous = false;
+            }
+            expect = expect.saturating_mul(n);
+        }
+        let _ = vbase;
+        Ok(TensorInfo {
+            name: name.to_string(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            stride: t.stride.clone(),
+            offset: t.offset,
+            storage: s.key.clone(),
+            nbytes,
+            contiguous,
+            conj: t.conj && t.dtype == DType::C64,
+            neg: t.neg,
+        })
+    }
+
+    /// Locates the storages of `sel` and checks each declared size against its record.
+    fn records(&self, sel: &Selection) -> Result<HashMap<String, Record>> {
+        let mut declared: HashMap<String, (u64, u64)> = HashMap::new();
+        for s in &self.storages {
+            declared.entry(s.key.clone()).or_insert((s.unit(), s.numel));
+        }
+        let records = self.archive.locate_storages(&declared).map_err(|k| self.err(k))?;
+        let by_key: HashMap<&str, &Rc<StorageRef>> = self.storages.iter().map(|s| (s.key.as_str(), s)).rev().collect();
+        for t in &sel.tensors {
+            let s = by_key[t.storage.as_str()];
+            let rec = records.get(&t.storage).ok_or_else(|| {
+                self.err(ErrorKind::Tensor {
+                    name: t.name.clone(),
+                    storage: Some(t.storage.clone()),
+                    msg: format!("the storage record ({}) is missing from the file", self.record_name(&t.storage)),
+                })
+            })?;
+            let want = s.nbytes().unwrap_or(u64::MAX);
+            if rec.len != want {
+                return Err(self.err(ErrorKind::Tensor {
+                    name: t.name.clone(),
+                    storage: Some(t.storage.clone()),
+                    msg: format!(
+                        "the pickle declares {} elements of {} bytes ({want} bytes) but record {} holds {} bytes",
+                        s.numel,
+                        s.unit(),
+                        rec.name,
+                        rec.len
+                    ),
+                }));
+            }
+            // Every reference to a key must agree on its size.
+            if let Some(other) = self.storages.iter().find(|o| o.key == s.key && o.nbytes() != s.nbytes()) {
+                return Err(self.err(ErrorKind::Tensor {
+                    name: t.name.clone(),
+                    storage: Some(t.storage.clone()),
+                    msg: format!("the storage is declared with two sizes ({want} and {:?} bytes)", other.nbytes()),
+                }));
+            }
+        }
+        Ok(records)
+    }
+
+    fn record_name(&self, key: &str) -> String {
+        match &self.archive.container {
+            Container::Zip { prefix } | Container::TorchScript { prefix } => format!("{prefix}data/{key}"),
+            Container::Legacy => format!("legacy storage {key}"),
+        }
+    }
+
+    /// Converts `sel` into `output`.
+    pub fn write(&self, sel: &Selection, output: &Path, opts: &ConvertOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<ConvertReport> {
+        let out_err = |k| Error::new(output, k);
+        let records = self.records(sel)?;
+        let mut metadata = BTreeMap::new();
+        metadata.insert("format".to_string(), "pt".to_string());
+        for (alias, kept) in &sel.aliases {
+            metadata.insert(alias.clone(), kept.clone());
+        }
+        let entries = sel
+            .tensors
+            .iter()
+            .map(|t| HeaderEntry {
+                name: t.name.clone(),
+                // `check_tensor` refused every dtype without a safetensors type.
+                dtype: t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8),
+                shape: t.shape.clone(),
+                nbytes: t.nbytes,
+            })
+            .collect();
+        let plan = writer::plan_header(entries, &metadata).map_err(|k| self.err(k))?;
+        let data_start = plan.bytes.len() as u64;
+        let by_name: HashMap<&str, &TensorInfo> = sel.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+        let by_key: HashMap<&str, &Rc<StorageRef>> = self.storages.iter().map(|s| (s.key.as_str(), s)).rev().collect();
+
+        // Deflated records are inflated once into anonymous temp files beside the output.
+        let mut sources = vec![self.archive.file.try_clone().map_err(|e| self.err(io("cannot reopen the input")(e)))?];
+        let mut source_of: HashMap<String, (usize, u64)> = HashMap::new();
+        let out_dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        for t in &sel.tensors {
+            if source_of.contains_key(&t.storage) {
+                continue;
+            }
+            let rec = &records[&t.storage];
+            let src = match &rec.method {
+                RecordMethod::Stored => (0, rec.offset),
+                RecordMethod::Deflated => {
+                    let f = inflate_to_temp(&self.archive.file, rec, out_dir).map_err(&out_err)?;
+                    sources.push(f);
+                    (sources.len() - 1, 0)
+                }
+                RecordMethod::Other(m) => {
+                    return Err(self.err(ErrorKind::Unsupported(format!("record {} uses zip compression {m}, which torch never writes", rec.name))));
+                }
+            };
+            source_of.insert(t.storage.clone(), src);
+        }
+
+        let mut jobs = Vec::new();
+        for (entry, begin, _end) in &plan.entries {
+            let t = by_name[entry.name.as_str()];
+            if t.nbytes == 0 {
+                continue;
+            }
+            let s = by_key[t.storage.as_str()];
+            let (source, rec_off) = source_of[&t.storage];
+            let base = rec_off + s.view.map_or(0, |v| v.0 * s.unit());
+            let transform = Transform {
+                swap_unit: match self.archive.byte_order {
+                    ByteOrder::Big => Some(t.dtype.info().swap_unit).filter(|u| *u > 1),
+                    ByteOrder::Little => None,
+                },
+                conj: t.conj,
+                neg: t.neg,
+            };
+            let item = t.dtype.itemsize();
+            let kind = if t.contiguous && transform.is_identity() {
+                JobKind::Copy { src_off: base + t.offset * item }
+            } else if t.contiguous {
+                JobKind::Transformed { src_off: base + t.offset * item, dtype: t.dtype, transform }
+            } else {
+                let view = Strided { base, offset: t.offset, shape: t.shape.clone(), stride: t.stride.clone(), itemsize: item };
+                JobKind::Strided { view, dtype: t.dtype, transform }
+            };
+            jobs.push(Job { source, kind, dst: data_start + begin, len: t.nbytes, tensor: t.name.clone() });
+        }
+        let wopts = writer::WriteOptions { overwrite: opts.overwrite, threads: opts.threads };
+        writer::write_file(output, &plan, jobs, &sources, wopts, progress).map_err(out_err)?;
+        Ok(ConvertReport {
+            input: self.archive.path.clone(),
+            output: output.to_path_buf(),
+            key: sel.key.clone(),
+            tensors: sel.tensors.len(),
+            aliases: sel.aliases.clone(),
+            skipped: sel.skipped.clone(),
+            bytes: plan.total_len,
+        })
+    }
+}
+
+fn inflate_to_temp(file: &File, rec: &Record, dir: &Path) -> std::result::Result<File, ErrorKind> {
+    use std::io::{Read, Write};
+    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
+    let raw = crate::container::PositionalReader { file, pos: rec.offset, end: rec.offset + rec.stored_len };
+    let mut dec = flate2::read::DeflateDecoder::new(raw).take(rec.len + 1);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = dec.read(&mut buf).map_err(io(format!("cannot inflate record {}", rec.name)))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        tmp.write_all(&buf[..n]).map_err(io("cannot write a temporary file"))?;
+    }
+    if total != rec.len {
+        return Err(ErrorKind::Malformed(format!("record {} inflates to {total} bytes but declares {}", rec.name, rec.len)));
+    }
+    Ok(tmp)
+}
+
+/// Options of [`convert`].
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Dotted path of the subtree to convert (`Some("")` = the whole tree; `None` = default rule).
+    pub key: Option<String>,
+    /// Write every alias with its own copy instead of recording it in `__metadata__`.
+    pub keep_aliases: bool,
+    /// Replace an existing output.
+    pub overwrite: bool,
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    /// Source file.
+    pub input: PathBuf,
+    /// Output file.
+    pub output: PathBuf,
+    /// The dotted path converted (empty: the whole tree).
+    pub key: String,
+    /// Tensors written.
+    pub tensors: usize,
+    /// `(alias, kept)` names recorded in metadata.
+    pub aliases: Vec<(String, String)>,
+    /// Non-tensor leaves left out, with their types.
+    pub skipped: Vec<(String, String)>,
+    /// Bytes of the output file.
+    pub bytes: u64,
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Converts the checkpoint `input` into the safetensors file `output`.
+pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<ConvertReport> {
+    if same_file(input, output) {
+        return Err(Error::new(output, ErrorKind::Selection("the output is the input file itself; refusing to touch the source".into())));
+    }
+    if !opts.overwrite && std::fs::symlink_metadata(output).is_ok() {
+        return Err(Error::new(output, ErrorKind::OutputExists(output.to_path_buf())));
+    }
+    let ckpt = Checkpoint::open(input)?;
+    let sel = ckpt.select(opts.key.as_deref(), opts.keep_aliases)?;
+    ckpt.write(&sel, output, opts, progress)
+}
+
+/// The output name `convert` uses by default: beside the input, with Hugging Face's names
+/// (`pytorch_model.bin` → `model.safetensors`, `pytorch_model-00001-of-00002.bin` →
+/// `model-00001-of-00002.safetensors`), otherwise the extension replaced by `.safetensors`.
+pub fn default_output(input: &Path) -> PathBuf {
+    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match stem.strip_prefix("pytorch_model") {
+        Some(rest) if rest.is_empty() || rest.starts_with('-') => format!("model{rest}.safetensors"),
+        _ => format!("{stem}.safetensors"),
+    };
+    input.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_output_follows_hugging_face_names() {
+        let cases = [
+            ("m/pytorch_model.bin", "m/model.safetensors"),
+            ("m/pytorch_model-00001-of-00002.bin", "m/model-00001-of-00002.safetensors"),
+            ("m/diffusion_pytorch_model.bin", "m/diffusion_pytorch_model.safetensors"),
+            ("m/adapter_model.bin", "m/adapter_model.safetensors"),
+            ("ckpt/last.ckpt", "ckpt/last.safetensors"),
+            ("pytorch_model_v2.pt", "pytorch_model_v2.safetensors"),
+        ];
+        for (i, o) in cases {
+            assert_eq!(default_output(Path::new(i)), PathBuf::from(o), "{i}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `safetensorize convert`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use safetensorize::{Checkpoint, ConvertOptions, default_output};
+
+use super::exit;
+
+/// Arguments of `convert`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  safetensorize convert pytorch_model.bin                 # writes model.safetensors beside it
+  safetensorize convert last.ckpt -o weights.safetensors  # Lightning: takes state_dict
+  safetensorize convert train.pt --key model.ema          # a dotted path inside the checkpoint
+  safetensorize convert tied.pt --keep-aliases            # write tied weights twice
+
+Exit codes: 0 success, 1 conversion failed, 2 invalid command line.")]
+pub struct ConvertArgs {
+    /// The checkpoint to convert (zip or legacy torch.save format; detected from its content).
+    input: PathBuf,
+    /// Output file [default: beside the input, `.safetensors` instead of the extension;
+    /// `pytorch_model*.bin` becomes `model*.safetensors`].
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Dotted path of the part to convert, e.g. `model` or `state_dict.encoder`; `""` converts
+    /// the whole tree. Default: `state_dict` if present, else the first of `model_state_dict`,
+    /// `model_state`, `model`, `module` that holds tensors, else everything.
+    #[arg(long)]
+    key: Option<String>,
+    /// Write tensors that alias each other (e.g. tied embeddings) once per name instead of once,
+    /// with the other names recorded in `__metadata__`.
+    #[arg(long)]
+    keep_aliases: bool,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    overwrite: bool,
+    /// Copy threads (default: one per core).
+    #[arg(short = 'j', long, default_value_t = 0)]
+    jobs: usize,
+    /// List what was left out (non-tensor values) and the aliases.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Runs `convert`.
+pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let output = args.output.clone().unwrap_or_else(|| default_output(&args.input));
+    let opts = ConvertOptions { key: args.key.clone(), keep_aliases: args.keep_aliases, overwrite: args.overwrite, threads: args.jobs };
+    if !opts.overwrite && std::fs::symlink_metadata(&output).is_ok() {
+        return Err(safetensorize::Error::new(&output, safetensorize::ErrorKind::OutputExists(output.clone())).into());
+    }
+    let ckpt = Checkpoint::open(&args.input)?;
+    let sel = ckpt.select(opts.key.as_deref(), opts.keep_aliases)?;
+    let total: u64 = sel.tensors.iter().map(|t| t.nbytes).sum();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}") {
+            b.set_style(style);
+        }
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let report = ckpt.write(&sel, &output, &opts, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    if args.verbose {
+        for (name, ty) in &report.skipped {
+            eprintln!("left out {name}: {ty}");
+        }
+        for (alias, kept) in &report.aliases {
+            eprintln!("alias {alias} -> {kept}");
+        }
+    }
+    let from = if report.key.is_empty() { String::new() } else { format!(" from key {:?}", report.key) };
+    eprintln!(
+        "wrote {}: {} tensors{from}, {} bytes, {} aliases, {} non-tensor values left out, in {:.2}s",
+        report.output.display(),
+        report.tensors,
+        report.bytes,
+        report.aliases.len(),
+        report.skipped.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(exit::OK)
+}

@@ -1,0 +1,233 @@
+//! Bytes on disk to (pickle bytes, where each storage's bytes are). The format is detected from
+//! the content, never from the extension.
+
+mod legacy;
+mod sniff;
+mod zip;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub use legacy::LEGACY_MAGIC;
+pub use sniff::{Sniffed, sniff};
+
+use crate::error::{ErrorKind, io};
+
+/// How the bytes of one record are kept in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordMethod {
+    /// Stored as is.
+    Stored,
+    /// Deflate-compressed (a user re-zipped the checkpoint).
+    Deflated,
+    /// Another zip method, which torch never writes.
+    Other(String),
+}
+
+/// Where one record's bytes are.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The record's name (zip entry name, or `storage <key>` for legacy streams).
+    pub name: String,
+    /// Absolute offset of the (possibly compressed) bytes.
+    pub offset: u64,
+    /// Bytes occupied in the file.
+    pub stored_len: u64,
+    /// Bytes of data once decompressed.
+    pub len: u64,
+    /// How the bytes are kept.
+    pub method: RecordMethod,
+}
+
+/// Byte order of the storages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteOrder {
+    /// Little-endian, as safetensors.
+    Little,
+    /// Big-endian: every element must be swapped.
+    Big,
+}
+
+/// Which container the checkpoint uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Container {
+    /// torch >= 1.6 zip archive, with its root folder.
+    Zip {
+        /// Root folder of the records, with its trailing `/`.
+        prefix: String,
+    },
+    /// TorchScript archive (`torch.jit.save`).
+    TorchScript {
+        /// Root folder of the records, with its trailing `/`.
+        prefix: String,
+    },
+    /// The legacy stream of torch < 1.6.
+    Legacy,
+}
+
+/// How storage keys map to records.
+#[derive(Debug)]
+pub enum StorageIndex {
+    /// Zip: one record per key.
+    Zip(HashMap<String, Record>),
+    /// Legacy: the key list and where the first storage starts; records are found by walking
+    /// the stream once the element size of each storage is known from the pickle.
+    Legacy {
+        /// Keys in data order.
+        keys: Vec<String>,
+        /// Offset of the first `[u64 count]` header.
+        data_start: u64,
+    },
+}
+
+/// An opened checkpoint: the main pickle in memory, the storages located but not read.
+#[derive(Debug)]
+pub struct Archive {
+    /// The file.
+    pub path: PathBuf,
+    /// Open handle, read with positional reads only.
+    pub file: File,
+    /// File size.
+    pub file_len: u64,
+    /// Which container.
+    pub container: Container,
+    /// The main pickle (`data.pkl` or the legacy stream's object pickle).
+    pub pickle: Vec<u8>,
+    /// The name of the main pickle, for messages.
+    pub pickle_name: String,
+    /// TorchScript `constants.pkl`, when present.
+    pub constants: Option<Vec<u8>>,
+    /// Storage byte order.
+    pub byte_order: ByteOrder,
+    /// Where storages are.
+    pub storages: StorageIndex,
+    /// Informational records (`version`, `.format_version`, legacy `sys_info`, …).
+    pub info: Vec<(String, String)>,
+}
+
+/// Largest pickle accepted (real state dicts are kilobytes to a few megabytes).
+pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
+
+impl Archive {
+    /// Opens `path`, detects its format and reads its pickle.
+    pub fn open(path: &Path) -> Result<Archive, ErrorKind> {
+        let meta = std::fs::metadata(path).map_err(io("cannot read the file's metadata"))?;
+        if meta.is_dir() {
+            return Err(ErrorKind::NotACheckpoint(
+                "this is a directory; convert takes one checkpoint file (use `migrate` for folders)".into(),
+            ));
+        }
+        let file = File::open(path).map_err(io("cannot open the file"))?;
+        let file_len = file.metadata().map_err(io("cannot read the file's size"))?.len();
+        match sniff(&file, file_len)? {
+            Sniffed::Zip => Self::open_zip(path, file, file_len),
+            Sniffed::Legacy => legacy::open(path, file, file_len),
+        }
+    }
+
+    fn open_zip(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
+        let layout = zip::read_layout(&file, file_len)?;
+        let pickle = read_record(&file, &layout.pickle, MAX_PICKLE_BYTES)?;
+        let byte_order = match layout.members.get(&format!("{}byteorder", layout.prefix)) {
+            Some(r) => zip::parse_byteorder(&read_record(&file, r, 64)?)?,
+            None => ByteOrder::Little,
+        };
+        let mut info = Vec::new();
+        for name in ["version", ".data/version", ".format_version", ".storage_alignment", "byteorder"] {
+            if let Some(r) = layout.members.get(&format!("{}{name}", layout.prefix)) {
+                if let Ok(b) = read_record(&file, r, 64) {
+                    info.push((name.to_string(), String::from_utf8_lossy(&b).trim().to_string()));
+                }
+            }
+        }
+        let constants = match &layout.constants {
+            Some(r) => Some(read_record(&file, r, MAX_PICKLE_BYTES)?),
+            None => None,
+        };
+        let container = if layout.constants.is_some() || layout.has_code {
+            Container::TorchScript { prefix: layout.prefix.clone() }
+        } else {
+            Container::Zip { prefix: layout.prefix.clone() }
+        };
+        Ok(Archive {
+            path: path.to_path_buf(),
+            file,
+            file_len,
+            container,
+            pickle,
+            pickle_name: format!("{}data.pkl", layout.prefix),
+            constants,
+            byte_order,
+            storages: StorageIndex::Zip(layout.storages),
+            info,
+        })
+    }
+
+    /// Locates every storage's bytes. `declared` gives, per key, the bytes per element and the
+    /// element count the pickle declared (needed to walk legacy streams).
+    pub fn locate_storages(&self, declared: &HashMap<String, (u64, u64)>) -> Result<HashMap<String, Record>, ErrorKind> {
+        match &self.storages {
+            StorageIndex::Zip(records) => Ok(records.clone()),
+            StorageIndex::Legacy { keys, data_start } => legacy::walk_storages(&self.file, self.file_len, keys, *data_start, declared),
+        }
+    }
+}
+
+/// Reads a whole (small) record into memory, inflating it if needed.
+pub fn read_record(file: &File, rec: &Record, limit: u64) -> Result<Vec<u8>, ErrorKind> {
+    if rec.len > limit {
+        return Err(ErrorKind::Malformed(format!("record {} holds {} bytes, more than the {limit} accepted", rec.name, rec.len)));
+    }
+    match &rec.method {
+        RecordMethod::Stored => {
+            let mut buf = vec![0u8; rec.len as usize];
+            file.read_exact_at(&mut buf, rec.offset).map_err(io(format!("cannot read record {}", rec.name)))?;
+            Ok(buf)
+        }
+        RecordMethod::Deflated => {
+            let mut out = Vec::with_capacity(rec.len.min(1 << 20) as usize);
+            let raw = PositionalReader { file, pos: rec.offset, end: rec.offset + rec.stored_len };
+            let mut dec = flate2::read::DeflateDecoder::new(raw).take(rec.len + 1);
+            dec.read_to_end(&mut out).map_err(io(format!("cannot inflate record {}", rec.name)))?;
+            if out.len() as u64 != rec.len {
+                return Err(ErrorKind::Malformed(format!(
+                    "record {} inflates to {} bytes but declares {}",
+                    rec.name,
+                    out.len(),
+                    rec.len
+                )));
+            }
+            Ok(out)
+        }
+        RecordMethod::Other(m) => Err(ErrorKind::Unsupported(format!("record {} uses zip compression {m}, which torch never writes", rec.name))),
+    }
+}
+
+/// A `Read` over a byte range of a file, by positional reads (the file's cursor is untouched).
+pub struct PositionalReader<'a> {
+    /// The file.
+    pub file: &'a File,
+    /// Next offset to read.
+    pub pos: u64,
+    /// End of the range.
+    pub end: u64,
+}
+
+impl Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut buf[..n], self.pos)?;
+        if got == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file ended inside a record"));
+        }
+        self.pos += got as u64;
+        Ok(got)
+    }
+}

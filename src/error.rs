@@ -1,0 +1,77 @@
+//! The library's error type: every failure names the file and says what was expected and found.
+
+use std::path::{Path, PathBuf};
+
+use crate::pickle::PickleError;
+
+/// What went wrong, without the file name (see [`Error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    /// Reading or writing failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a torch checkpoint.
+    #[error("not a PyTorch checkpoint: {0}")]
+    NotACheckpoint(String),
+    /// The container (zip, legacy stream) is malformed or truncated.
+    #[error("{0}")]
+    Malformed(String),
+    /// The pickle could not be executed.
+    #[error("{member} {source}")]
+    Pickle {
+        /// Which pickle (`data.pkl`, `main pickle`, …).
+        member: String,
+        /// Where and why.
+        source: PickleError,
+    },
+    /// A tensor cannot be converted as declared.
+    #[error("tensor {name:?}{}: {msg}", storage.as_ref().map(|s| format!(" (storage {s:?})")).unwrap_or_default())]
+    Tensor {
+        /// The tensor's name in the output.
+        name: String,
+        /// The storage key it views, when known.
+        storage: Option<String>,
+        /// What was expected and what was found.
+        msg: String,
+    },
+    /// A valid checkpoint that holds something this tool cannot convert.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The selection asked for does not exist or holds nothing to write.
+    #[error("{0}")]
+    Selection(String),
+    /// The output exists and `overwrite` was not asked for.
+    #[error("output {0} already exists (pass --overwrite to replace it)")]
+    OutputExists(PathBuf),
+}
+
+/// A failure while handling one file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {kind}", path.display())]
+pub struct Error {
+    /// The file concerned.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub kind: ErrorKind,
+}
+
+impl Error {
+    /// Attaches a file to an error kind.
+    pub fn new(path: &Path, kind: ErrorKind) -> Self {
+        Error { path: path.to_path_buf(), kind }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ErrorKind {
+    let context = context.into();
+    move |source| ErrorKind::Io { context, source }
+}

@@ -1,0 +1,278 @@
+//! The torch side of the VM: persistent ids become [`StorageRef`]s and the `_rebuild_*` calls
+//! become [`TensorRef`]s. No data is read here; only what the pickle declares is recorded.
+
+use std::rc::Rc;
+
+use super::DType;
+use crate::pickle::{Global, Host, ObjectOrigin, Value};
+
+/// A storage as a persistent id declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageRef {
+    /// The record name (`data/<key>` in zips, the key list entry in legacy streams).
+    pub key: String,
+    /// Element type of the storage class; `None` for `UntypedStorage` (bytes).
+    pub dtype: Option<DType>,
+    /// Declared size, in elements of `dtype` (bytes when untyped).
+    pub numel: u64,
+    /// Device the storage was saved from (informational: the bytes on disk are host bytes).
+    pub location: String,
+    /// Legacy (torch <= 0.4) storage views: `(offset, numel)` in elements into the root storage.
+    pub view: Option<(u64, u64)>,
+}
+
+impl StorageRef {
+    /// Bytes per declared element (1 when untyped).
+    pub fn unit(&self) -> u64 {
+        self.dtype.map_or(1, |d| d.itemsize())
+    }
+
+    /// Declared size of the root storage in bytes.
+    pub fn nbytes(&self) -> Option<u64> {
+        self.numel.checked_mul(self.unit())
+    }
+}
+
+/// A tensor as a rebuild call declares it: a view of a storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorRef {
+    /// The storage it views.
+    pub storage: Rc<StorageRef>,
+    /// The tensor's element type.
+    pub dtype: DType,
+    /// Offset into the storage, in elements of `dtype`.
+    pub offset: u64,
+    /// Sizes.
+    pub shape: Vec<u64>,
+    /// Strides, in elements.
+    pub stride: Vec<u64>,
+    /// The stored values must be conjugated to give the logical ones.
+    pub conj: bool,
+    /// The stored values must be negated to give the logical ones.
+    pub neg: bool,
+}
+
+/// Something tensor-like that cannot become plain tensor bytes (quantized, sparse, meta, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotATensor {
+    /// What kind of tensor it is.
+    pub kind: String,
+    /// Its dtype, when the pickle says.
+    pub dtype: Option<String>,
+}
+
+/// The VM host for torch checkpoints.
+#[derive(Default)]
+pub struct TorchHost {
+    /// Storages declared so far, in order of first appearance.
+    pub storages: Vec<Rc<StorageRef>>,
+}
+
+fn int_arg(v: Option<&Value>, what: &str) -> Result<u64, String> {
+    match v {
+        Some(Value::Int(i)) if *i >= 0 => Ok(*i as u64),
+        Some(Value::Bool(b)) => Ok(*b as u64),
+        Some(other) => Err(format!("{what}: expected a non-negative int, found {}", describe(other))),
+        None => Err(format!("{what}: missing")),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Int(i) => format!("int {i}"),
+        Value::BigInt(_) => "an int too large for 64 bits".into(),
+        other => other.type_name(),
+    }
+}
+
+fn int_tuple(v: Option<&Value>, what: &str) -> Result<Vec<u64>, String> {
+    let v = v.ok_or_else(|| format!("{what}: missing"))?;
+    let items = match v {
+        // `torch.Size` objects are rebuilt as tuples by `call` below.
+        Value::Tuple(_) | Value::List(_) => v.as_seq().unwrap_or_default(),
+        other => return Err(format!("{what}: expected a tuple of ints, found {}", describe(other))),
+    };
+    items.iter().map(|x| int_arg(Some(x), what)).collect()
+}
+
+fn storage_arg(v: Option<&Value>) -> Result<Rc<StorageRef>, String> {
+    match v {
+        Some(Value::Ext(e)) => match e.clone().downcast::<StorageRef>() {
+            Ok(s) => Ok(s),
+            Err(_) => Err("the storage argument is not a storage".into()),
+        },
+        Some(other) => Err(format!("expected a storage (persistent id), found {}", describe(other))),
+        None => Err("storage argument missing".into()),
+    }
+}
+
+/// `metadata` dict of `_rebuild_tensor_v2/v3`: `(conj, neg)`.
+fn tensor_flags(v: Option<&Value>) -> Result<(bool, bool), String> {
+    let mut flags = (false, false);
+    if let Some(Value::Dict(d)) = v {
+        for (k, val) in d.borrow().entries() {
+            let on = matches!(val, Value::Bool(true)) || matches!(val, Value::Int(i) if *i != 0);
+            match k.as_str() {
+                Some("conj") => flags.0 = on,
+                Some("neg") => flags.1 = on,
+                Some(other) if on => return Err(format!("unknown tensor metadata flag {other:?}: refusing to guess its meaning")),
+                _ => {}
+            }
+        }
+    }
+    Ok(flags)
+}
+
+fn is_torch(g: &Global, name: &str) -> bool {
+    g.module == "torch" && g.name == name
+}
+
+/// The dtype a storage class global stands for, and whether it names a storage class at all.
+fn storage_class(g: &Global) -> Option<Option<DType>> {
+    if (g.module == "torch.storage" || g.module == "torch") && g.name == "UntypedStorage" {
+        return Some(None);
+    }
+    if g.module == "torch" || g.module == "torch.cuda" {
+        return DType::from_storage_name(&g.name).map(Some);
+    }
+    None
+}
+
+impl TorchHost {
+    fn storage_pid(&mut self, items: &[Value]) -> Result<Value, String> {
+        let cls = match items.get(1) {
+            Some(Value::Global(g)) => g.clone(),
+            Some(other) => return Err(format!("storage persistent id: expected a storage class, found {}", describe(other))),
+            None => return Err("storage persistent id: too short".into()),
+        };
+        let dtype = storage_class(&cls).ok_or_else(|| format!("storage persistent id names {cls}, which is not a torch storage class"))?;
+        let key = match items.get(2) {
+            Some(Value::Str(s)) => s.to_string(),
+            Some(Value::Int(i)) => i.to_string(),
+            Some(other) => return Err(format!("storage key: expected a string, found {}", describe(other))),
+            None => return Err("storage persistent id: no key".into()),
+        };
+        let location = match items.get(3) {
+            Some(Value::Str(s)) => s.to_string(),
+            _ => String::new(),
+        };
+        let numel = int_arg(items.get(4), "storage size")?;
+        let view = match items.get(5) {
+            None | Some(Value::None) => None,
+            Some(v) => {
+                let t = v.as_seq().unwrap_or_default();
+                // (view_key, offset, size) in elements of the root storage.
+                let off = int_arg(t.get(1), "storage view offset")?;
+                let size = int_arg(t.get(2), "storage view size")?;
+                Some((off, size))
+            }
+        };
+        let s = Rc::new(StorageRef { key, dtype, numel, location, view });
+        self.storages.push(s.clone());
+        Ok(Value::Ext(s))
+    }
+
+    fn rebuild(&mut self, g: &Global, a: &[Value]) -> Result<Option<Value>, String> {
+        let name = g.name.as_str();
+        let tensor = |storage: Rc<StorageRef>, dtype: DType, a: &[Value], flags: (bool, bool)| -> Result<Value, String> {
+            let offset = int_arg(a.get(1), "storage_offset")?;
+            let shape = int_tuple(a.get(2), "size")?;
+            let stride = int_tuple(a.get(3), "stride")?;
+            if shape.len() != stride.len() {
+                return Err(format!("size has {} dimensions but stride has {}", shape.len(), stride.len()));
+            }
+            let (conj, neg) = flags;
+            Ok(Value::Ext(Rc::new(TensorRef { storage, dtype, offset, shape, stride, conj, neg })))
+        };
+        let v = match name {
+            "_rebuild_tensor" | "_rebuild_tensor_v2" => {
+                let s = storage_arg(a.first())?;
+                let dtype = s.dtype.ok_or("an untyped storage passed to _rebuild_tensor_v2 (expected _rebuild_tensor_v3)")?;
+                let flags = if name == "_rebuild_tensor_v2" { tensor_flags(a.get(6))? } else { (false, false) };
+                tensor(s, dtype, a, flags)?
+            }
+            "_rebuild_tensor_v3" => {
+                let s = storage_arg(a.first())?;
+                let dtype = match a.get(6) {
+                    Some(Value::Global(d)) if d.module == "torch" => {
+                        DType::from_torch_name(&d.name).ok_or_else(|| format!("unknown dtype torch.{}", d.name))?
+                    }
+                    Some(other) => return Err(format!("_rebuild_tensor_v3: expected a torch dtype, found {}", describe(other))),
+                    None => return Err("_rebuild_tensor_v3: dtype argument missing".into()),
+                };
+                tensor(s, dtype, a, tensor_flags(a.get(7))?)?
+            }
+            "_rebuild_parameter" | "_rebuild_parameter_with_state" => match a.first() {
+                Some(v) => v.clone(),
+                None => return Err(format!("{name}: data argument missing")),
+            },
+            "_rebuild_device_tensor_from_cpu_tensor" => match a.first() {
+                Some(v) => v.clone(),
+                None => return Err(format!("{name}: tensor argument missing")),
+            },
+            "_rebuild_qtensor" => {
+                let dtype = storage_arg(a.first()).ok().and_then(|s| s.dtype).map(|d| d.name().to_string());
+                not_a_tensor("quantized", dtype)
+            }
+            "_rebuild_sparse_tensor" | "_rebuild_sparse_csr" => not_a_tensor("sparse", None),
+            "_rebuild_nested_tensor" => not_a_tensor("nested", None),
+            "_rebuild_meta_tensor_no_storage" => not_a_tensor("meta (no data)", dtype_name(a.first())),
+            "_rebuild_wrapper_subclass" => not_a_tensor("wrapper subclass (no data)", dtype_name(a.get(1))),
+            "_rebuild_device_tensor_from_numpy" | "_rebuild_xla_tensor" | "_rebuild_mlc_tensor" => {
+                not_a_tensor("device tensor stored as numpy", dtype_name(a.get(1)))
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
+    }
+}
+
+fn dtype_name(v: Option<&Value>) -> Option<String> {
+    match v {
+        Some(Value::Global(g)) => Some(g.name.clone()),
+        _ => None,
+    }
+}
+
+fn not_a_tensor(kind: &str, dtype: Option<String>) -> Value {
+    Value::Ext(Rc::new(NotATensor { kind: kind.to_string(), dtype }))
+}
+
+impl Host for TorchHost {
+    fn persistent_load(&mut self, pid: Value) -> Result<Value, String> {
+        let items = pid.as_seq().ok_or_else(|| format!("persistent id: expected a tuple, found {}", describe(&pid)))?;
+        let tag = match items.first() {
+            Some(Value::Str(s)) => s.to_string(),
+            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        match tag.as_str() {
+            "storage" => self.storage_pid(&items),
+            // Whole modules saved in the legacy format: the class, kept as an inert name.
+            "module" => Ok(items.get(1).cloned().unwrap_or(Value::None)),
+            other => Err(format!("unknown persistent id kind {:?}", crate::pickle::truncate(other, 40))),
+        }
+    }
+
+    fn call(&mut self, callable: &Value, args: &Value, _origin: ObjectOrigin) -> Result<Option<Value>, String> {
+        let Value::Global(g) = callable else { return Ok(None) };
+        let a = args.as_seq().unwrap_or_default();
+        if g.module == "torch._utils" {
+            return self.rebuild(g, &a);
+        }
+        if g.module == "torch._tensor" && (g.name == "_rebuild_from_type_v2" || g.name == "_rebuild_from_type") {
+            // (func, new_type, args, state): unwrap func(*args); the subclass is metadata.
+            let (Some(func), Some(inner)) = (a.first(), a.get(2)) else {
+                return Err(format!("{g}: expected (func, type, args, state)"));
+            };
+            return match self.call(func, inner, ObjectOrigin::Reduce)? {
+                Some(v) => Ok(Some(v)),
+                None => Ok(None),
+            };
+        }
+        if is_torch(g, "Size") {
+            return Ok(Some(Value::tuple(a.first().and_then(|v| v.as_seq()).unwrap_or_default())));
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,271 @@
+//! The object tree to named tensors: which subtree to convert, how leaves are named, and which
+//! names are exact aliases of one another.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::error::ErrorKind;
+use crate::pickle::Value;
+use crate::torch::{NotATensor, TensorRef};
+
+/// Keys tried, in order, when the root holds no `state_dict`.
+pub const DEFAULT_KEYS: [&str; 4] = ["model_state_dict", "model_state", "model", "module"];
+
+/// Deepest nesting walked.
+const MAX_DEPTH: usize = 1000;
+/// Most nodes visited in one walk (shared containers can make a small pickle a huge tree).
+const MAX_NODES: usize = 50_000_000;
+
+/// A tensor-like leaf found while walking.
+#[derive(Debug, Clone)]
+pub enum Leaf {
+    /// A tensor whose bytes can be located.
+    Tensor(Rc<TensorRef>),
+    /// Something tensor-like that safetensors cannot hold.
+    NotATensor(Rc<NotATensor>),
+}
+
+/// Everything found under the selected subtree.
+#[derive(Debug, Default)]
+pub struct Flattened {
+    /// Tensor-like leaves with their names, in checkpoint order.
+    pub leaves: Vec<(String, Leaf)>,
+    /// Non-tensor leaves left out: name and Python type.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn leaf(v: &Value) -> Option<Leaf> {
+    if let Value::Ext(e) = v {
+        if let Ok(t) = e.clone().downcast::<TensorRef>() {
+            return Some(Leaf::Tensor(t));
+        }
+        if let Ok(n) = e.clone().downcast::<NotATensor>() {
+            return Some(Leaf::NotATensor(n));
+        }
+    }
+    None
+}
+
+fn key_name(k: &Value) -> Option<String> {
+    match k {
+        Value::Str(s) => Some(s.to_string()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Bool(b) => Some(if *b { "True".into() } else { "False".into() }),
+        _ => None,
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+}
+
+/// Children of a value, as (name part, child) in order. `None` for leaves.
+fn children(v: &Value) -> Option<Vec<(Option<String>, Value)>> {
+    Some(match v {
+        Value::Dict(d) => d.borrow().entries().iter().map(|(k, v)| (key_name(k), v.clone())).collect(),
+        Value::List(_) | Value::Tuple(_) => {
+            v.as_seq().unwrap_or_default().into_iter().enumerate().map(|(i, v)| (Some(i.to_string()), v)).collect()
+        }
+        Value::Object(o) => {
+            let state = o.state.borrow().clone();
+            if let Some(m) = state.as_ref().and_then(module_children) {
+                return Some(m);
+            }
+            let mut out = Vec::new();
+            // BUILD state: an attribute dict, or a (dict, slots) pair.
+            match &state {
+                Some(s @ Value::Dict(_)) => out.extend(children(s).unwrap_or_default()),
+                Some(Value::Tuple(t)) => {
+                    for part in t.iter() {
+                        if let Value::Dict(_) = part {
+                            out.extend(children(part).unwrap_or_default());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            out.extend(o.items.borrow().entries().iter().map(|(k, v)| (key_name(k), v.clone())));
+            out.extend(o.list.borrow().iter().enumerate().map(|(i, v)| (Some(i.to_string()), v.clone())));
+            out
+        }
+        _ => return None,
+    })
+}
+
+/// An `nn.Module`'s state, named as `state_dict()` would: parameters, persistent buffers, then
+/// submodules.
+fn module_children(state: &Value) -> Option<Vec<(Option<String>, Value)>> {
+    let Value::Dict(d) = state else { return None };
+    let d = d.borrow();
+    if d.get_str("_parameters").is_none() && d.get_str("_modules").is_none() {
+        return None;
+    }
+    let non_persistent: Vec<String> = match d.get_str("_non_persistent_buffers_set") {
+        Some(Value::Set(s)) => s.borrow().iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (field, skip_none) in [("_parameters", true), ("_buffers", true), ("_modules", true)] {
+        let Some(Value::Dict(m)) = d.get_str(field) else { continue };
+        for (k, v) in m.borrow().entries() {
+            if skip_none && matches!(v, Value::None) {
+                continue;
+            }
+            let name = key_name(k);
+            if field == "_buffers" && name.as_ref().is_some_and(|n| non_persistent.contains(n)) {
+                continue;
+            }
+            out.push((name, v.clone()));
+        }
+    }
+    Some(out)
+}
+
+/// Walks `root` and names every leaf below it.
+pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
+    let mut out = Flattened::default();
+    // (name, value, depth, nameable)
+    let mut stack: Vec<(String, Value, usize, bool)> = vec![(prefix.to_string(), root.clone(), 0, true)];
+    let mut visited = 0usize;
+    while let Some((name, v, depth, nameable)) = stack.pop() {
+        visited += 1;
+        if visited > MAX_NODES {
+            return Err(ErrorKind::Malformed(format!("the object tree has more than {MAX_NODES} nodes (shared containers nested too often)")));
+        }
+        if let Some(l) = leaf(&v) {
+            if !nameable {
+                return Err(ErrorKind::Unsupported(format!(
+                    "a tensor sits under a dict key that is not a string or int ({name}); it cannot be given a safetensors name"
+                )));
+            }
+            out.leaves.push((name, l));
+            continue;
+        }
+        match children(&v) {
+            Some(kids) => {
+                if depth >= MAX_DEPTH {
+                    return Err(ErrorKind::Malformed(format!("the object tree is nested deeper than {MAX_DEPTH} levels at {name:?}")));
+                }
+                for (k, child) in kids.into_iter().rev() {
+                    let (part, ok) = match k {
+                        Some(k) => (k, nameable),
+                        None => ("<unnamed key>".to_string(), false),
+                    };
+                    stack.push((join(&name, &part), child, depth + 1, ok));
+                }
+            }
+            None => {
+                if !matches!(v, Value::None) {
+                    out.skipped.push((name, v.type_name()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True when any tensor-like leaf is below `v`.
+pub fn holds_tensors(v: &Value) -> bool {
+    flatten(v, "").map(|f| !f.leaves.is_empty()).unwrap_or(false)
+}
+
+/// Follows a dotted path (dict keys, list indices, object attributes). Keys that themselves
+/// contain dots are matched greedily, longest first.
+pub fn get_path(root: &Value, path: &str) -> Option<Value> {
+    if path.is_empty() {
+        return Some(root.clone());
+    }
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut cur = root.clone();
+    let mut i = 0;
+    while i < parts.len() {
+        let kids = children(&cur)?;
+        let mut found = None;
+        for j in (i + 1..=parts.len()).rev() {
+            let want = parts[i..j].join(".");
+            if let Some((_, v)) = kids.iter().find(|(k, _)| k.as_deref() == Some(want.as_str())) {
+                found = Some((v.clone(), j));
+                break;
+            }
+        }
+        let (v, j) = found?;
+        cur = v;
+        i = j;
+    }
+    Some(cur)
+}
+
+/// Picks the subtree to convert: `key` when given, else the default rule. Returns the path
+/// taken (empty for the whole tree) and the value.
+pub fn select(root: &Value, key: Option<&str>) -> Result<(String, Value), ErrorKind> {
+    if let Some(k) = key {
+        return match get_path(root, k) {
+            Some(v) => Ok((k.to_string(), v)),
+            None => {
+                let top: Vec<String> = children(root).unwrap_or_default().into_iter().filter_map(|(k, _)| k).take(12).collect();
+                Err(ErrorKind::Selection(format!("--key {k:?} does not exist in the checkpoint; top-level keys are {top:?}")))
+            }
+        };
+    }
+    if let Value::Dict(d) = root {
+        let d = d.borrow();
+        if let Some(v) = d.get_str("state_dict") {
+            return Ok(("state_dict".into(), v.clone()));
+        }
+        for k in DEFAULT_KEYS {
+            if let Some(v) = d.get_str(k) {
+                if holds_tensors(v) {
+                    return Ok((k.to_string(), v.clone()));
+                }
+            }
+        }
+    }
+    Ok((String::new(), root.clone()))
+}
+
+/// The identity of a tensor view: two names with equal keys are exact aliases.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    storage: String,
+    base: u64,
+    dtype: &'static str,
+    offset: u64,
+    shape: Vec<u64>,
+    stride: Vec<u64>,
+    conj: bool,
+    neg: bool,
+}
+
+impl ViewKey {
+    /// The identity of `t`.
+    pub fn of(t: &TensorRef) -> ViewKey {
+        ViewKey {
+            storage: t.storage.key.clone(),
+            base: t.storage.view.map_or(0, |v| v.0.saturating_mul(t.storage.unit())),
+            dtype: t.dtype.name(),
+            offset: t.offset,
+            shape: t.shape.clone(),
+            stride: t.stride.clone(),
+            conj: t.conj,
+            neg: t.neg,
+        }
+    }
+}
+
+/// Splits named tensors into those to write and aliases (`alias name -> kept name`). The kept
+/// name is the one met first.
+pub fn dedupe(tensors: Vec<(String, Rc<TensorRef>)>) -> (Vec<(String, Rc<TensorRef>)>, Vec<(String, String)>) {
+    let mut seen: HashMap<ViewKey, String> = HashMap::new();
+    let mut keep = Vec::new();
+    let mut aliases = Vec::new();
+    for (name, t) in tensors {
+        match seen.get(&ViewKey::of(&t)) {
+            Some(kept) => aliases.push((name, kept.clone())),
+            None => {
+                seen.insert(ViewKey::of(&t), name.clone());
+                keep.push((name, t));
+            }
+        }
+    }
+    (keep, aliases)
+}

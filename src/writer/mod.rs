@@ -1,0 +1,165 @@
+//! safetensors output: plan the header, copy every tensor's bytes to its offset in parallel,
+//! and make the file appear only when it is complete (temp file, fsync, rename).
+
+mod copy;
+mod header;
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+pub use copy::{CHUNK, Strided, Transform, apply_transform, negation_supported};
+pub use header::{HeaderEntry, HeaderPlan, MAX_HEADER, plan_header};
+
+use crate::error::{ErrorKind, io};
+use crate::torch::DType;
+
+/// How one piece of output is produced.
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// A contiguous byte range copied as is.
+    Copy {
+        /// Absolute offset in the source.
+        src_off: u64,
+    },
+    /// A contiguous range that needs byte swapping or sign changes.
+    Transformed {
+        /// Absolute offset in the source.
+        src_off: u64,
+        /// Element type.
+        dtype: DType,
+        /// What to apply.
+        transform: Transform,
+    },
+    /// A strided view gathered into row-major order.
+    Strided {
+        /// The view.
+        view: Strided,
+        /// Element type.
+        dtype: DType,
+        /// What to apply.
+        transform: Transform,
+    },
+}
+
+/// One unit of work for the copy pool.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Index of the source file.
+    pub source: usize,
+    /// What to do.
+    pub kind: JobKind,
+    /// Absolute offset in the output.
+    pub dst: u64,
+    /// Bytes written.
+    pub len: u64,
+    /// Tensor name, for messages.
+    pub tensor: String,
+}
+
+impl Job {
+    fn run(&self, sources: &[File], dst: &File) -> Result<(), ErrorKind> {
+        let src = sources.get(self.source).ok_or_else(|| ErrorKind::Unsupported("internal: no such source".into()))?;
+        let r = match &self.kind {
+            JobKind::Copy { src_off } => copy::copy_range(src, *src_off, dst, self.dst, self.len),
+            JobKind::Transformed { src_off, dtype, transform } => {
+                copy::copy_buffered(src, *src_off, dst, self.dst, self.len, Some((*dtype, transform)))
+            }
+            JobKind::Strided { view, dtype, transform } => copy::copy_strided(src, view, *dtype, transform, dst, self.dst),
+        };
+        r.map_err(io(format!("copying the bytes of tensor {:?}", self.tensor)))
+    }
+}
+
+/// Splits large contiguous jobs into pieces of at most [`CHUNK`] bytes, each a whole number of
+/// elements, and orders all jobs largest first.
+pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        match &j.kind {
+            JobKind::Copy { src_off } | JobKind::Transformed { src_off, .. } if j.len > CHUNK => {
+                let mut done = 0;
+                while done < j.len {
+                    let n = (j.len - done).min(CHUNK);
+                    let mut piece = j.clone();
+                    piece.kind = match &j.kind {
+                        JobKind::Copy { .. } => JobKind::Copy { src_off: src_off + done },
+                        JobKind::Transformed { dtype, transform, .. } => {
+                            JobKind::Transformed { src_off: src_off + done, dtype: *dtype, transform: *transform }
+                        }
+                        other => other.clone(),
+                    };
+                    piece.dst = j.dst + done;
+                    piece.len = n;
+                    out.push(piece);
+                    done += n;
+                }
+            }
+            _ => out.push(j),
+        }
+    }
+    out.sort_by(|a, b| b.len.cmp(&a.len));
+    out
+}
+
+/// Output settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Replace an existing file.
+    pub overwrite: bool,
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+}
+
+/// Writes `header` then runs `jobs` into a temp file beside `target`, fsyncs and renames it.
+/// On any error the temp file is removed and `target` is untouched.
+pub fn write_file(
+    target: &Path,
+    plan: &HeaderPlan,
+    jobs: Vec<Job>,
+    sources: &[File],
+    opts: WriteOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ErrorKind> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let fname = target.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{fname}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
+    let out = tmp.as_file();
+    out.set_len(plan.total_len).map_err(io("cannot size the output file"))?;
+    out.write_all_at(&plan.bytes, 0).map_err(io("cannot write the header"))?;
+    progress(plan.bytes.len() as u64);
+    let jobs = split_jobs(jobs);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()
+        .map_err(|e| ErrorKind::Unsupported(format!("cannot start worker threads: {e}")))?;
+    pool.install(|| {
+        jobs.par_iter().try_for_each(|j| {
+            j.run(sources, out)?;
+            progress(j.len);
+            Ok::<(), ErrorKind>(())
+        })
+    })?;
+    out.sync_all().map_err(io("cannot flush the output to disk"))?;
+    let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+    let persisted = if opts.overwrite { tmp.persist(target) } else { tmp.persist_noclobber(target) };
+    if let Err(e) = persisted {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(ErrorKind::OutputExists(target.to_path_buf()));
+        }
+        return Err(ErrorKind::Io { context: format!("cannot move the finished file to {}", target.display()), source: e.error });
+    }
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
