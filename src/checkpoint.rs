@@ -65,12 +65,24 @@ pub struct Selection {
     pub skipped: Vec<(String, String)>,
 }
 
+/// Settings for opening a checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Bounds on the pickle VM.
+    pub limits: Limits,
+}
+
 impl Checkpoint {
-    /// Opens and unpickles `path`.
+    /// Opens and unpickles `path` with default limits.
     pub fn open(path: &Path) -> Result<Checkpoint> {
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// Opens and unpickles `path`.
+    pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
         let archive = Archive::open(path).map_err(|k| Error::new(path, k))?;
         let mut host = TorchHost::default();
-        let loaded = load(&archive.pickle, 0, &mut host, &Limits::default())
+        let loaded = load(&archive.pickle, 0, &mut host, &opts.limits)
             .map_err(|e| Error::new(path, ErrorKind::Pickle { member: archive.pickle_name.clone(), source: e }))?;
         Ok(Checkpoint { root: loaded.value, storages: host.storages, protocol: loaded.protocol, globals: loaded.globals, archive })
     }

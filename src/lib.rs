@@ -29,5 +29,5 @@ pub mod torch;
 pub mod tree;
 pub mod writer;
 
-pub use checkpoint::{Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, Selection, TensorInfo, convert, default_output};
+pub use checkpoint::{Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection, TensorInfo, convert, default_output};
 pub use error::{Error, ErrorKind, Result};
