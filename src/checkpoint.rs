@@ -10,7 +10,7 @@ use crate::container::{Archive, ByteOrder, Container, Record, RecordMethod};
 use crate::error::{Error, ErrorKind, Result, io};
 use crate::pickle::{GlobalUse, Limits, Value, load};
 use crate::torch::{DType, StorageRef, TensorRef, TorchHost};
-use crate::tree::{self, Leaf};
+use crate::tree::{self, FlattenOptions, Leaf};
 use crate::writer::{self, HeaderEntry, Job, JobKind, Strided, Transform};
 
 /// Largest single tensor written (a stride-0 view cannot make a petabyte tensor).
@@ -21,6 +21,8 @@ pub struct Checkpoint {
     archive: Archive,
     root: Value,
     storages: Vec<Rc<StorageRef>>,
+    /// Storage bytes that live inside the pickle, by key.
+    memory: HashMap<String, Rc<[u8]>>,
     /// Pickle protocol of the main pickle.
     pub protocol: u8,
     /// Globals the main pickle names.
@@ -84,7 +86,7 @@ impl Checkpoint {
         let mut host = TorchHost::default();
         let loaded = load(&archive.pickle, 0, &mut host, &opts.limits)
             .map_err(|e| Error::new(path, ErrorKind::Pickle { member: archive.pickle_name.clone(), source: e }))?;
-        Ok(Checkpoint { root: loaded.value, storages: host.storages, protocol: loaded.protocol, globals: loaded.globals, archive })
+        Ok(Checkpoint { root: loaded.value, storages: host.storages, memory: host.memory, protocol: loaded.protocol, globals: loaded.globals, archive })
     }
 
     /// The file.
@@ -108,8 +110,13 @@ impl Checkpoint {
 
     /// Selects tensors (`key`, or the default rule) and checks each against its storage.
     pub fn select(&self, key: Option<&str>, keep_aliases: bool) -> Result<Selection> {
+        self.select_with(key, keep_aliases, &FlattenOptions::default())
+    }
+
+    /// [`Checkpoint::select`] with leaf options (e.g. numpy arrays as tensors).
+    pub fn select_with(&self, key: Option<&str>, keep_aliases: bool, fopts: &FlattenOptions) -> Result<Selection> {
         let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
-        let flat = tree::flatten(&sub, "").map_err(|k| self.err(k))?;
+        let flat = tree::flatten_with(&sub, "", fopts).map_err(|k| self.err(k))?;
         let mut names = HashSet::new();
         let mut tensors = Vec::new();
         for (name, leaf) in flat.leaves {
@@ -215,7 +222,11 @@ impl Checkpoint {
         for s in &self.storages {
             declared.entry(s.key.clone()).or_insert((s.unit(), s.numel));
         }
-        let records = self.archive.locate_storages(&declared).map_err(|k| self.err(k))?;
+        let mut records = self.archive.locate_storages(&declared).map_err(|k| self.err(k))?;
+        for (key, bytes) in &self.memory {
+            let len = bytes.len() as u64;
+            records.insert(key.clone(), Record { name: key.clone(), offset: 0, stored_len: len, len, method: RecordMethod::Stored });
+        }
         let by_key: HashMap<&str, &Rc<StorageRef>> = self.storages.iter().map(|s| (s.key.as_str(), s)).rev().collect();
         for t in &sel.tensors {
             let s = by_key[t.storage.as_str()];
@@ -256,6 +267,7 @@ impl Checkpoint {
         match &self.archive.container {
             Container::Zip { prefix } | Container::TorchScript { prefix } => format!("{prefix}data/{key}"),
             Container::Legacy => format!("legacy storage {key}"),
+            Container::Pickle => format!("embedded storage {key}"),
         }
     }
 
@@ -293,6 +305,12 @@ impl Checkpoint {
                 continue;
             }
             let rec = &records[&t.storage];
+            if let Some(bytes) = self.memory.get(&t.storage) {
+                let f = memory_to_temp(bytes, out_dir).map_err(&out_err)?;
+                sources.push(f);
+                source_of.insert(t.storage.clone(), (sources.len() - 1, 0));
+                continue;
+            }
             let src = match &rec.method {
                 RecordMethod::Stored => (0, rec.offset),
                 RecordMethod::Deflated => {
@@ -349,6 +367,13 @@ impl Checkpoint {
     }
 }
 
+fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKind> {
+    use std::io::Write;
+    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
+    tmp.write_all(bytes).map_err(io("cannot write a temporary file"))?;
+    Ok(tmp)
+}
+
 fn inflate_to_temp(file: &File, rec: &Record, dir: &Path) -> std::result::Result<File, ErrorKind> {
     use std::io::{Read, Write};
     let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
@@ -381,6 +406,8 @@ pub struct ConvertOptions {
     pub overwrite: bool,
     /// Worker threads (0 = one per core).
     pub threads: usize,
+    /// Write numeric numpy arrays found in the tree as tensors.
+    pub include_numpy: bool,
 }
 
 /// What a conversion did.
@@ -418,7 +445,7 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions, progress: &(d
         return Err(Error::new(output, ErrorKind::OutputExists(output.to_path_buf())));
     }
     let ckpt = Checkpoint::open(input)?;
-    let sel = ckpt.select(opts.key.as_deref(), opts.keep_aliases)?;
+    let sel = ckpt.select_with(opts.key.as_deref(), opts.keep_aliases, &FlattenOptions { include_numpy: opts.include_numpy })?;
     ckpt.write(&sel, output, opts, progress)
 }
 

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::error::ErrorKind;
 use crate::pickle::Value;
-use crate::torch::{NotATensor, TensorRef};
+use crate::torch::{NotATensor, NumpyArray, TensorRef};
 
 /// Keys tried, in order, when the root holds no `state_dict`.
 pub const DEFAULT_KEYS: [&str; 4] = ["model_state_dict", "model_state", "model", "module"];
@@ -34,8 +34,21 @@ pub struct Flattened {
     pub skipped: Vec<(String, String)>,
 }
 
-fn leaf(v: &Value) -> Option<Leaf> {
+/// How leaves are recognised.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlattenOptions {
+    /// Treat numeric numpy arrays as tensors (otherwise they are non-tensor leaves).
+    pub include_numpy: bool,
+}
+
+fn leaf(v: &Value, opts: &FlattenOptions) -> Option<Leaf> {
     if let Value::Ext(e) = v {
+        if let (true, Some(arr)) = (opts.include_numpy, v.ext::<NumpyArray>()) {
+            return Some(match &*arr.tensor.borrow() {
+                Ok(t) => Leaf::Tensor(t.clone()),
+                Err(why) => Leaf::NotATensor(Rc::new(NotATensor { kind: format!("numpy array ({why})"), dtype: None })),
+            });
+        }
         if let Ok(t) = e.clone().downcast::<TensorRef>() {
             return Some(Leaf::Tensor(t));
         }
@@ -123,6 +136,11 @@ fn module_children(state: &Value) -> Option<Vec<(Option<String>, Value)>> {
 
 /// Walks `root` and names every leaf below it.
 pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
+    flatten_with(root, prefix, &FlattenOptions::default())
+}
+
+/// [`flatten`] with options.
+pub fn flatten_with(root: &Value, prefix: &str, opts: &FlattenOptions) -> Result<Flattened, ErrorKind> {
     let mut out = Flattened::default();
     // (name, value, depth, nameable)
     let mut stack: Vec<(String, Value, usize, bool)> = vec![(prefix.to_string(), root.clone(), 0, true)];
@@ -132,7 +150,7 @@ pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
         if visited > MAX_NODES {
             return Err(ErrorKind::Malformed(format!("the object tree has more than {MAX_NODES} nodes (shared containers nested too often)")));
         }
-        if let Some(l) = leaf(&v) {
+        if let Some(l) = leaf(&v, opts) {
             if !nameable {
                 return Err(ErrorKind::Unsupported(format!(
                     "a tensor sits under a dict key that is not a string or int ({name}); it cannot be given a safetensors name"
@@ -155,7 +173,9 @@ pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
                 }
             }
             None => {
-                if !matches!(v, Value::None) {
+                if v.ext::<NumpyArray>().is_some() {
+                    out.skipped.push((name, "numpy.ndarray".into()));
+                } else if !matches!(v, Value::None) {
                     out.skipped.push((name, v.type_name()));
                 }
             }

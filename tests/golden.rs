@@ -384,7 +384,6 @@ fn malformed() {
 }
 
 #[test]
-#[ignore = "issue 3: wild checkpoints (TorchScript, whole modules, big-endian, ...); run with --ignored"]
 fn wild() {
     run_group("wild");
 }

@@ -39,6 +39,9 @@ pub struct ConvertArgs {
     /// Replace the output if it exists.
     #[arg(long)]
     overwrite: bool,
+    /// Also write numeric numpy arrays found in the checkpoint as tensors (same dtype and shape).
+    #[arg(long)]
+    include_numpy: bool,
     /// Copy threads (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     jobs: usize,
@@ -51,12 +54,13 @@ pub struct ConvertArgs {
 pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let output = args.output.clone().unwrap_or_else(|| default_output(&args.input));
-    let opts = ConvertOptions { key: args.key.clone(), keep_aliases: args.keep_aliases, overwrite: args.overwrite, threads: args.jobs };
+    let opts = ConvertOptions { key: args.key.clone(), keep_aliases: args.keep_aliases, overwrite: args.overwrite, threads: args.jobs, include_numpy: args.include_numpy };
     if !opts.overwrite && std::fs::symlink_metadata(&output).is_ok() {
         return Err(safetensorize::Error::new(&output, safetensorize::ErrorKind::OutputExists(output.clone())).into());
     }
     let ckpt = Checkpoint::open(&args.input)?;
-    let sel = ckpt.select(opts.key.as_deref(), opts.keep_aliases)?;
+    let fopts = safetensorize::tree::FlattenOptions { include_numpy: opts.include_numpy };
+    let sel = ckpt.select_with(opts.key.as_deref(), opts.keep_aliases, &fopts)?;
     let total: u64 = sel.tensors.iter().map(|t| t.nbytes).sum();
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());

@@ -66,6 +66,8 @@ pub enum Container {
     },
     /// The legacy stream of torch < 1.6.
     Legacy,
+    /// A plain pickle whose storages are embedded legacy streams.
+    Pickle,
 }
 
 /// How storage keys map to records.
@@ -125,7 +127,41 @@ impl Archive {
         match sniff(&file, file_len)? {
             Sniffed::Zip => Self::open_zip(path, file, file_len),
             Sniffed::Legacy => legacy::open(path, file, file_len),
+            Sniffed::Pickle => Self::open_pickle(path, file, file_len),
         }
+    }
+
+    /// A plain pickle: the whole file is the pickle and storages come from inside it.
+    fn open_pickle(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
+        if file_len > MAX_PICKLE_BYTES {
+            return Err(ErrorKind::Malformed(format!("a plain pickle of {file_len} bytes, more than the {MAX_PICKLE_BYTES} accepted")));
+        }
+        let mut pickle = vec![0u8; file_len as usize];
+        file.read_exact_at(&mut pickle, 0).map_err(io("cannot read the pickle"))?;
+        Ok(Archive {
+            path: path.to_path_buf(),
+            file,
+            file_len,
+            container: Container::Pickle,
+            pickle,
+            pickle_name: "pickle".into(),
+            constants: None,
+            byte_order: ByteOrder::Little,
+            storages: StorageIndex::Zip(HashMap::new()),
+            info: Vec::new(),
+        })
+    }
+
+    /// Opens a legacy stream held in memory (`torch.storage._load_from_bytes`).
+    pub fn from_legacy_bytes(bytes: &[u8]) -> Result<Archive, ErrorKind> {
+        use std::io::Write;
+        let mut tmp = tempfile::tempfile().map_err(io("cannot create a temporary file"))?;
+        tmp.write_all(bytes).map_err(io("cannot write a temporary file"))?;
+        let file_len = bytes.len() as u64;
+        if sniff(&tmp, file_len)? != Sniffed::Legacy {
+            return Err(ErrorKind::Malformed("embedded storage bytes are not a legacy torch stream".into()));
+        }
+        legacy::open(Path::new("<embedded storage>"), tmp, file_len)
     }
 
     fn open_zip(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {

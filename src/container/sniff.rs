@@ -14,6 +14,8 @@ pub enum Sniffed {
     Zip,
     /// Starts with the legacy magic-number pickle.
     Legacy,
+    /// A plain pickle (e.g. `pickle.dump` of tensors, which embeds legacy streams).
+    Pickle,
 }
 
 /// Looks at the start of the file and says what it is, or why it is not a checkpoint.
@@ -27,13 +29,14 @@ pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
         return Ok(Sniffed::Zip);
     }
     let limits = Limits { max_ops: 10_000, max_stack: 10_000, max_memo: 10_000, max_string: 4096 };
-    if let Ok(first) = load(&head, 0, &mut NoHost, &limits) {
-        if is_legacy_magic(&first.value) {
-            return Ok(Sniffed::Legacy);
+    match load(&head, 0, &mut NoHost, &limits) {
+        Ok(first) if is_legacy_magic(&first.value) => return Ok(Sniffed::Legacy),
+        Ok(_) => return Ok(Sniffed::Pickle),
+        // A binary pickle longer than the sniffed head: the VM reads it whole later.
+        Err(_) if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 && file_len > head.len() as u64 => {
+            return Ok(Sniffed::Pickle);
         }
-        return Err(ErrorKind::NotACheckpoint(
-            "a plain Python pickle without torch.save's header (neither a zip archive nor a legacy torch stream)".into(),
-        ));
+        Err(_) => {}
     }
     Err(ErrorKind::NotACheckpoint(describe(&head, file_len)))
 }

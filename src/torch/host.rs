@@ -61,11 +61,29 @@ pub struct NotATensor {
     pub dtype: Option<String>,
 }
 
+/// A numpy array met in the tree: a tensor when its dtype is numeric, else why not.
+#[derive(Debug)]
+pub struct NumpyArray {
+    /// The array as a tensor over an in-memory storage, or why it cannot be one.
+    pub tensor: std::cell::RefCell<Result<Rc<TensorRef>, String>>,
+}
+
+/// A `numpy.dtype` object: its type string and byte order.
+#[derive(Debug)]
+struct NumpyDtype {
+    descr: String,
+    order: std::cell::RefCell<String>,
+}
+
 /// The VM host for torch checkpoints.
 #[derive(Default)]
 pub struct TorchHost {
     /// Storages declared so far, in order of first appearance.
     pub storages: Vec<Rc<StorageRef>>,
+    /// Storages whose bytes live inside the pickle (embedded legacy streams, numpy arrays).
+    pub memory: std::collections::HashMap<String, Rc<[u8]>>,
+    /// Nesting of embedded legacy streams being read.
+    depth: u32,
 }
 
 fn int_arg(v: Option<&Value>, what: &str) -> Result<u64, String> {
@@ -238,7 +256,111 @@ fn not_a_tensor(kind: &str, dtype: Option<String>) -> Value {
     Value::Ext(Rc::new(NotATensor { kind: kind.to_string(), dtype }))
 }
 
+fn numpy_dtype(descr: &str) -> Option<DType> {
+    Some(match descr.trim_start_matches(['<', '>', '|', '=']) {
+        "f8" | "float64" => DType::F64,
+        "f4" | "float32" => DType::F32,
+        "f2" | "float16" => DType::F16,
+        "i8" | "int64" => DType::I64,
+        "i4" | "int32" => DType::I32,
+        "i2" | "int16" => DType::I16,
+        "i1" | "int8" => DType::I8,
+        "u1" | "uint8" => DType::U8,
+        "u2" | "uint16" => DType::U16,
+        "u4" | "uint32" => DType::U32,
+        "u8" | "uint64" => DType::U64,
+        "b1" | "bool" => DType::Bool,
+        "c8" | "complex64" => DType::C64,
+        "c16" | "complex128" => DType::C128,
+        _ => return None,
+    })
+}
+
+impl TorchHost {
+    fn add_memory_storage(&mut self, prefix: &str, dtype: Option<DType>, numel: u64, bytes: Rc<[u8]>) -> Rc<StorageRef> {
+        let key = format!("{prefix}-{}", self.memory.len());
+        self.memory.insert(key.clone(), bytes);
+        let s = Rc::new(StorageRef { key, dtype, numel, location: "cpu".into(), view: None });
+        self.storages.push(s.clone());
+        s
+    }
+
+    /// `torch.storage._load_from_bytes(b)`: a whole legacy stream holding one storage.
+    fn load_from_bytes(&mut self, b: &[u8]) -> Result<Value, String> {
+        if self.depth >= 2 {
+            return Err("embedded legacy streams nested more than twice".into());
+        }
+        let archive = crate::container::Archive::from_legacy_bytes(b).map_err(|e| format!("embedded storage: {e}"))?;
+        let mut inner = TorchHost { depth: self.depth + 1, ..TorchHost::default() };
+        let loaded = crate::pickle::load(&archive.pickle, 0, &mut inner, &crate::pickle::Limits::default())
+            .map_err(|e| format!("embedded storage pickle {e}"))?;
+        let s = storage_arg(Some(&loaded.value)).map_err(|e| format!("embedded stream: {e}"))?;
+        let mut declared = std::collections::HashMap::new();
+        for st in &inner.storages {
+            declared.entry(st.key.clone()).or_insert((st.unit(), st.numel));
+        }
+        let records = archive.locate_storages(&declared).map_err(|e| format!("embedded storage: {e}"))?;
+        let rec = records.get(&s.key).ok_or("embedded storage: its data record is missing")?;
+        let data = crate::container::read_record(&archive.file, rec, u64::MAX).map_err(|e| format!("embedded storage: {e}"))?;
+        Ok(Value::Ext(self.add_memory_storage("pickled-storage", s.dtype, s.numel, Rc::from(data))))
+    }
+
+    /// BUILD of a numpy array: `(version, shape, dtype, is_fortran, raw data)`.
+    fn numpy_build(&mut self, arr: &NumpyArray, state: &Value) -> Result<(), String> {
+        let st = state.as_seq().unwrap_or_default();
+        let result = (|| {
+            let shape = int_tuple(st.get(1), "numpy shape")?;
+            let dt = st.get(2).and_then(|v| v.ext::<NumpyDtype>()).ok_or("numpy array without a dtype")?;
+            let fortran = matches!(st.get(3), Some(Value::Bool(true)));
+            let descr = dt.descr.clone();
+            let dtype = numpy_dtype(&descr).ok_or_else(|| format!("numpy dtype {descr:?} is not numeric (object or string array)"))?;
+            let Some(Value::Bytes(raw)) = st.get(4) else {
+                return Err(format!("numpy array of dtype {descr:?} holds Python objects, not raw data"));
+            };
+            let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or("numpy shape overflows")?;
+            let item = dtype.itemsize();
+            if numel.checked_mul(item) != Some(raw.len() as u64) {
+                return Err(format!("numpy array data is {} bytes, expected {numel} elements of {item} bytes", raw.len()));
+            }
+            let mut data = raw.to_vec();
+            if dt.order.borrow().as_str() == ">" && item > 1 {
+                let unit = dtype.info().swap_unit as usize;
+                data.chunks_exact_mut(unit).for_each(|c| c.reverse());
+            }
+            let mut stride = vec![0u64; shape.len()];
+            let mut acc = 1u64;
+            let dims: Vec<usize> = if fortran { (0..shape.len()).collect() } else { (0..shape.len()).rev().collect() };
+            for i in dims {
+                stride[i] = acc;
+                acc = acc.saturating_mul(shape[i]);
+            }
+            let storage = self.add_memory_storage("numpy", Some(dtype), numel, Rc::from(data));
+            Ok(Rc::new(TensorRef { storage, dtype, offset: 0, shape, stride, conj: false, neg: false }))
+        })();
+        *arr.tensor.borrow_mut() = result;
+        Ok(())
+    }
+}
+
 impl Host for TorchHost {
+    fn build(&mut self, target: &Value, state: &Value) -> Result<bool, String> {
+        if let Some(arr) = target.ext::<NumpyArray>() {
+            self.numpy_build(arr, state)?;
+            return Ok(true);
+        }
+        if let Some(dt) = target.ext::<NumpyDtype>() {
+            if let Some(Value::Str(o)) = state.as_seq().unwrap_or_default().get(1) {
+                *dt.order.borrow_mut() = o.to_string();
+            }
+            return Ok(true);
+        }
+        // BUILD on a tensor sets Python attributes, which carry no data.
+        if target.ext::<TensorRef>().is_some() || target.ext::<NotATensor>().is_some() {
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     fn persistent_load(&mut self, pid: Value) -> Result<Value, String> {
         let items = pid.as_seq().ok_or_else(|| format!("persistent id: expected a tuple, found {}", describe(&pid)))?;
         let tag = match items.first() {
@@ -269,6 +391,21 @@ impl Host for TorchHost {
                 Some(v) => Ok(Some(v)),
                 None => Ok(None),
             };
+        }
+        if g.module == "torch.storage" && g.name == "_load_from_bytes" {
+            return match a.first() {
+                Some(Value::Bytes(b)) => self.load_from_bytes(b).map(Some),
+                _ => Err("torch.storage._load_from_bytes: expected bytes".into()),
+            };
+        }
+        if (g.module == "numpy.core.multiarray" || g.module == "numpy._core.multiarray") && g.name == "_reconstruct" {
+            let arr = NumpyArray { tensor: std::cell::RefCell::new(Err("numpy array without state".into())) };
+            return Ok(Some(Value::Ext(Rc::new(arr))));
+        }
+        if g.module == "numpy" && g.name == "dtype" {
+            let descr = a.first().and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let d = NumpyDtype { descr, order: std::cell::RefCell::new("<".into()) };
+            return Ok(Some(Value::Ext(Rc::new(d))));
         }
         if is_torch(g, "Size") {
             return Ok(Some(Value::tuple(a.first().and_then(|v| v.as_seq()).unwrap_or_default())));

@@ -5,4 +5,4 @@ mod dtype;
 mod host;
 
 pub use dtype::{DTYPES, DType, DTypeInfo};
-pub use host::{NotATensor, StorageRef, TensorRef, TorchHost};
+pub use host::{NotATensor, NumpyArray, StorageRef, TensorRef, TorchHost};
