@@ -233,10 +233,10 @@ pub fn select(root: &Value, key: Option<&str>) -> Result<(String, Value), ErrorK
             return Ok(("state_dict".into(), v.clone()));
         }
         for k in DEFAULT_KEYS {
-            if let Some(v) = d.get_str(k) {
-                if holds_tensors(v) {
-                    return Ok((k.to_string(), v.clone()));
-                }
+            if let Some(v) = d.get_str(k)
+                && holds_tensors(v)
+            {
+                return Ok((k.to_string(), v.clone()));
             }
         }
     }
@@ -272,9 +272,12 @@ impl ViewKey {
     }
 }
 
+/// A tensor with its output name.
+pub type Named = (String, Rc<TensorRef>);
+
 /// Splits named tensors into those to write and aliases (`alias name -> kept name`). The kept
 /// name is the one met first.
-pub fn dedupe(tensors: Vec<(String, Rc<TensorRef>)>) -> (Vec<(String, Rc<TensorRef>)>, Vec<(String, String)>) {
+pub fn dedupe(tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
     let mut seen: HashMap<ViewKey, String> = HashMap::new();
     let mut keep = Vec::new();
     let mut aliases = Vec::new();

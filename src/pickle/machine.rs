@@ -381,10 +381,10 @@ impl Machine<'_> {
         if let Some(v) = self.host.call(&callable, &args, origin)? {
             return Ok(v);
         }
-        if let Value::Global(g) = &callable {
-            if let Some(v) = builtin_call(g, &args, origin)? {
-                return Ok(v);
-            }
+        if let Value::Global(g) = &callable
+            && let Some(v) = builtin_call(g, &args, origin)?
+        {
+            return Ok(v);
         }
         Ok(Value::Object(Rc::new(Object::new(callable, args, origin))))
     }
@@ -404,7 +404,7 @@ fn append(target: &Value, items: Vec<Value>) -> Result<(), String> {
 }
 
 fn set_items(target: &Value, items: Vec<Value>) -> Result<(), String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("SETITEMS needs key/value pairs but found an odd number of items".into());
     }
     let mut it = items.into_iter();

@@ -121,11 +121,11 @@ impl Dict {
     /// Inserts or replaces `key`.
     pub fn insert(&mut self, key: Value, value: Value) {
         if let Some(k) = DictKey::of(&key) {
-            if let Some(&i) = self.index.get(&k) {
-                if let Some(slot) = self.entries.get_mut(i) {
-                    slot.1 = value;
-                    return;
-                }
+            if let Some(&i) = self.index.get(&k)
+                && let Some(slot) = self.entries.get_mut(i)
+            {
+                slot.1 = value;
+                return;
             }
             self.index.insert(k, self.entries.len());
         }

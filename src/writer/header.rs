@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn header_matches_the_reference_serializer_byte_for_byte() {
-        let tensors = vec![
+        let tensors = [
             ("b".to_string(), Raw(Dtype::F32, vec![2], vec![0; 8])),
             ("a".to_string(), Raw(Dtype::BF16, vec![3, 1], vec![0; 6])),
             ("z".to_string(), Raw(Dtype::I64, vec![], vec![0; 8])),

@@ -100,7 +100,7 @@ pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
             _ => out.push(j),
         }
     }
-    out.sort_by(|a, b| b.len.cmp(&a.len));
+    out.sort_by_key(|j| std::cmp::Reverse(j.len));
     out
 }
 
