@@ -44,6 +44,9 @@ pub struct TensorInfo {
     pub offset: u64,
     /// Storage key.
     pub storage: String,
+    /// Byte offset of the storage view this tensor uses within the stored record (non-zero only
+    /// for legacy storage views).
+    pub storage_base: u64,
     /// Bytes of the row-major tensor.
     pub nbytes: u64,
     /// True when the stored bytes are already row-major.
@@ -201,7 +204,6 @@ impl Checkpoint {
             }
             expect = expect.saturating_mul(n);
         }
-        let _ = vbase;
         Ok(TensorInfo {
             name: name.to_string(),
             dtype: t.dtype,
@@ -209,6 +211,7 @@ impl Checkpoint {
             stride: t.stride.clone(),
             offset: t.offset,
             storage: s.key.clone(),
+            storage_base: vbase,
             nbytes,
             contiguous,
             conj: t.conj && t.dtype == DType::C64,
@@ -227,9 +230,30 @@ impl Checkpoint {
             let len = bytes.len() as u64;
             records.insert(key.clone(), Record { name: key.clone(), offset: 0, stored_len: len, len, method: RecordMethod::Stored });
         }
-        let by_key: HashMap<&str, &Rc<StorageRef>> = self.storages.iter().map(|s| (s.key.as_str(), s)).rev().collect();
+        // Declared size per key; every reference to a key must agree on it.
+        let mut sizes: HashMap<&str, &Rc<StorageRef>> = HashMap::new();
+        let mut conflicts: HashMap<&str, (Option<u64>, Option<u64>)> = HashMap::new();
+        for s in &self.storages {
+            let first = sizes.entry(s.key.as_str()).or_insert(s);
+            if first.nbytes() != s.nbytes() {
+                conflicts.entry(s.key.as_str()).or_insert((first.nbytes(), s.nbytes()));
+            }
+        }
         for t in &sel.tensors {
-            let s = by_key[t.storage.as_str()];
+            let Some(&s) = sizes.get(t.storage.as_str()) else {
+                return Err(self.err(ErrorKind::Tensor {
+                    name: t.name.clone(),
+                    storage: Some(t.storage.clone()),
+                    msg: "internal: the storage was never declared".into(),
+                }));
+            };
+            if let Some((a, b)) = conflicts.get(t.storage.as_str()) {
+                return Err(self.err(ErrorKind::Tensor {
+                    name: t.name.clone(),
+                    storage: Some(t.storage.clone()),
+                    msg: format!("the storage is declared with two different sizes ({a:?} and {b:?} bytes)"),
+                }));
+            }
             let rec = records.get(&t.storage).ok_or_else(|| {
                 self.err(ErrorKind::Tensor {
                     name: t.name.clone(),
@@ -249,14 +273,6 @@ impl Checkpoint {
                         rec.name,
                         rec.len
                     ),
-                }));
-            }
-            // Every reference to a key must agree on its size.
-            if let Some(other) = self.storages.iter().find(|o| o.key == s.key && o.nbytes() != s.nbytes()) {
-                return Err(self.err(ErrorKind::Tensor {
-                    name: t.name.clone(),
-                    storage: Some(t.storage.clone()),
-                    msg: format!("the storage is declared with two sizes ({want} and {:?} bytes)", other.nbytes()),
                 }));
             }
         }
@@ -294,7 +310,6 @@ impl Checkpoint {
         let plan = writer::plan_header(entries, &metadata).map_err(|k| self.err(k))?;
         let data_start = plan.bytes.len() as u64;
         let by_name: HashMap<&str, &TensorInfo> = sel.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-        let by_key: HashMap<&str, &Rc<StorageRef>> = self.storages.iter().map(|s| (s.key.as_str(), s)).rev().collect();
 
         // Deflated records are inflated once into anonymous temp files beside the output.
         let mut sources = vec![self.archive.file.try_clone().map_err(|e| self.err(io("cannot reopen the input")(e)))?];
@@ -331,9 +346,8 @@ impl Checkpoint {
             if t.nbytes == 0 {
                 continue;
             }
-            let s = by_key[t.storage.as_str()];
             let (source, rec_off) = source_of[&t.storage];
-            let base = rec_off + s.view.map_or(0, |v| v.0 * s.unit());
+            let base = rec_off + t.storage_base;
             let transform = Transform {
                 swap_unit: match self.archive.byte_order {
                     ByteOrder::Big => Some(t.dtype.info().swap_unit).filter(|u| *u > 1),
