@@ -26,3 +26,6 @@ impl PickleError {
         PickleError { offset, msg: msg.into() }
     }
 }
+
+#[cfg(test)]
+mod tests;
