@@ -87,6 +87,9 @@ impl Checkpoint {
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
         let archive = Archive::open(path).map_err(|k| Error::new(path, k))?;
         let mut host = TorchHost::default();
+        if let crate::container::StorageIndex::Tar { tables, .. } = &archive.storages {
+            host.tar = Some(tables.clone());
+        }
         let loaded = load(&archive.pickle, 0, &mut host, &opts.limits)
             .map_err(|e| Error::new(path, ErrorKind::Pickle { member: archive.pickle_name.clone(), source: e }))?;
         Ok(Checkpoint { root: loaded.value, storages: host.storages, memory: host.memory, protocol: loaded.protocol, globals: loaded.globals, archive })
@@ -95,6 +98,11 @@ impl Checkpoint {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.archive.path
+    }
+
+    /// The opened container: the exact pickle bytes the VM ran, for `scan` and the policy.
+    pub fn archive(&self) -> &Archive {
+        &self.archive
     }
 
     /// The container kind.
@@ -140,6 +148,12 @@ impl Checkpoint {
             }
         }
         if tensors.is_empty() {
+            if key.is_empty() && self.archive.container == Container::Pickle {
+                return Err(self.err(ErrorKind::NotACheckpoint(format!(
+                    "a plain Python pickle with no tensors ({} other values), not written by torch.save; there is nothing to convert",
+                    flat.skipped.len()
+                ))));
+            }
             let what = if key.is_empty() { "the checkpoint".to_string() } else { format!("the selected key {key:?}") };
             return Err(self.err(ErrorKind::Selection(format!(
                 "{what} holds no tensors ({} non-tensor values); use --key to pick another part",
@@ -219,8 +233,13 @@ impl Checkpoint {
         })
     }
 
+    /// Storage bytes held inside the pickle (embedded legacy streams, numpy arrays), by key.
+    pub(crate) fn memory_storage(&self, key: &str) -> Option<&Rc<[u8]>> {
+        self.memory.get(key)
+    }
+
     /// Locates the storages of `sel` and checks each declared size against its record.
-    fn records(&self, sel: &Selection) -> Result<HashMap<String, Record>> {
+    pub(crate) fn records(&self, sel: &Selection) -> Result<HashMap<String, Record>> {
         let mut declared: HashMap<String, (u64, u64)> = HashMap::new();
         for s in &self.storages {
             declared.entry(s.key.clone()).or_insert((s.unit(), s.numel));
@@ -284,6 +303,7 @@ impl Checkpoint {
             Container::Zip { prefix } | Container::TorchScript { prefix } => format!("{prefix}data/{key}"),
             Container::Legacy => format!("legacy storage {key}"),
             Container::Pickle => format!("embedded storage {key}"),
+            Container::Tar => format!("tar storage {key}"),
         }
     }
 
@@ -388,7 +408,7 @@ fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKi
     Ok(tmp)
 }
 
-fn inflate_to_temp(file: &File, rec: &Record, dir: &Path) -> std::result::Result<File, ErrorKind> {
+pub(crate) fn inflate_to_temp(file: &File, rec: &Record, dir: &Path) -> std::result::Result<File, ErrorKind> {
     use std::io::{Read, Write};
     let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
     let raw = crate::container::PositionalReader { file, pos: rec.offset, end: rec.offset + rec.stored_len };

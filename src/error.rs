@@ -46,6 +46,18 @@ pub enum ErrorKind {
     /// The selection asked for does not exist or holds nothing to write.
     #[error("{0}")]
     Selection(String),
+    /// The file names globals the policy refuses (dangerous ones; unknown ones with `--strict`).
+    /// Nothing was called; the CLI maps this to exit code 3.
+    #[error("refusing a file that {}: {}; nothing was executed (pass --allow-dangerous to convert it anyway{})",
+        if *dangerous { "references globals that would run code in a normal unpickler" } else { "references globals outside the known set (--strict)" },
+        globals.join(", "),
+        if *dangerous { "" } else { ", or drop --strict" })]
+    Dangerous {
+        /// True when at least one name is dangerous (not merely unknown under `--strict`).
+        dangerous: bool,
+        /// The names, each with its class, opcode, byte offset and pickle.
+        globals: Vec<String>,
+    },
     /// The output exists and `overwrite` was not asked for.
     #[error("output {0} already exists (pass --overwrite to replace it)")]
     OutputExists(PathBuf),

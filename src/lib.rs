@@ -6,6 +6,8 @@
 //! called. Tensor bytes are copied from the checkpoint straight to their place in the output, in
 //! parallel, and the output appears only once it is complete.
 //!
+//! ## Convert a file
+//!
 //! ```no_run
 //! use std::path::Path;
 //! use safetensorize::{ConvertOptions, convert};
@@ -13,21 +15,68 @@
 //! let report = convert(
 //!     Path::new("pytorch_model.bin"),
 //!     Path::new("model.safetensors"),
-//!     &ConvertOptions::default(),
+//!     &ConvertOptions { key: Some("state_dict".into()), ..ConvertOptions::default() },
 //!     &|_bytes| {},
 //! )?;
 //! println!("{} tensors, {} bytes", report.tensors, report.bytes);
 //! # Ok::<(), safetensorize::Error>(())
 //! ```
+//!
+//! ## Open a checkpoint, list its tensors, read one
+//!
+//! [`Checkpoint::open`] reads only the pickle; [`Checkpoint::select`] picks the tensors `convert`
+//! would write (the default rule, or a dotted key) and checks each against its storage;
+//! [`Checkpoint::read_tensor`] returns one tensor's bytes, row-major and little-endian.
+//!
+//! ```
+//! use safetensorize::Checkpoint;
+//!
+//! let ckpt = Checkpoint::open("tests/fixtures/ckpt/lightning.ckpt".as_ref())?;
+//! let sel = ckpt.select(None, false)?; // Lightning: the default rule takes `state_dict`
+//! assert_eq!(sel.key, "state_dict");
+//! for t in &sel.tensors {
+//!     println!("{} {} {:?} {} bytes", t.name, t.dtype, t.shape, t.nbytes);
+//! }
+//! let bytes = ckpt.read_tensor(&sel, "model.fc1.weight")?;
+//! let first = f32::from_le_bytes(bytes[..4].try_into().unwrap());
+//! assert!(first.is_finite());
+//! # Ok::<(), safetensorize::Error>(())
+//! ```
+//!
+//! ## Convert what you selected, then prove it
+//!
+//! ```
+//! use safetensorize::verify::{VerifyOptions, verify};
+//! use safetensorize::{Checkpoint, ConvertOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let out = dir.path().join("model.safetensors");
+//! let src = std::path::Path::new("tests/fixtures/ckpt/views_zip.pt");
+//! let ckpt = Checkpoint::open(src)?;
+//! let sel = ckpt.select(None, false)?;
+//! ckpt.write(&sel, &out, &ConvertOptions::default(), &|_| {})?;
+//! let report = verify(src, &out, &VerifyOptions::default(), &|_| {})?;
+//! assert!(report.ok);
+//! # Ok::<(), safetensorize::Error>(())
+//! ```
+//!
+//! [`inspect::inspect`] describes a checkpoint or a safetensors file without reading tensor data.
+//! Every error names the file and, for the usual mistakes (an HTML page saved as `.bin`, a Git
+//! LFS pointer, a truncated download, GGUF, numpy, Keras or TensorFlow files), says what to do.
 #![deny(missing_docs)]
 
 mod checkpoint;
 pub mod container;
 mod error;
+pub mod inspect;
 pub mod pickle;
+mod read;
+pub mod scan;
 pub mod torch;
 pub mod tree;
+pub mod verify;
 pub mod writer;
 
 pub use checkpoint::{Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection, TensorInfo, convert, default_output};
 pub use error::{Error, ErrorKind, Result};
+pub use read::{READ_CHUNK, TensorReader};

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use safetensorize::{Checkpoint, ConvertOptions, default_output};
+use safetensorize::{ConvertOptions, default_output};
 
 use super::exit;
 
@@ -18,8 +18,10 @@ Examples:
   safetensorize convert last.ckpt -o weights.safetensors  # Lightning: takes state_dict
   safetensorize convert train.pt --key model.ema          # a dotted path inside the checkpoint
   safetensorize convert tied.pt --keep-aliases            # write tied weights twice
+  safetensorize convert model.pt --verify --json          # prove it, print a JSON summary
 
-Exit codes: 0 success, 1 conversion failed, 2 invalid command line.")]
+Exit codes: 0 success, 1 conversion failed, 2 invalid command line, 3 refused: the file
+references dangerous globals (or unknown ones with --strict), 4 --verify found differences.")]
 pub struct ConvertArgs {
     /// The checkpoint to convert (zip or legacy torch.save format; detected from its content).
     input: PathBuf,
@@ -45,9 +47,25 @@ pub struct ConvertArgs {
     /// Copy threads (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     jobs: usize,
+    /// Convert a file that references dangerous globals (`os.system`, `builtins.eval`, …) instead
+    /// of refusing it with exit code 3. Nothing is ever called either way; only tensors are
+    /// extracted.
+    #[arg(long)]
+    allow_dangerous: bool,
+    /// Also refuse files that reference globals outside the known torch/numpy/config set.
+    #[arg(long)]
+    strict: bool,
+    #[command(flatten)]
+    limits: super::scan::LimitArgs,
     /// List what was left out (non-tensor values) and the aliases.
     #[arg(short, long)]
     verbose: bool,
+    /// Re-read the input and the output after writing and compare every tensor (as `verify`).
+    #[arg(long)]
+    verify: bool,
+    /// Print the summary as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `convert`.
@@ -58,11 +76,17 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
     if !opts.overwrite && std::fs::symlink_metadata(&output).is_ok() {
         return Err(safetensorize::Error::new(&output, safetensorize::ErrorKind::OutputExists(output.clone())).into());
     }
-    let ckpt = Checkpoint::open(&args.input)?;
+    // Every check happens before the output is opened: limits, then the policy, then the tensors.
+    let limits = args.limits.limits();
+    let (ckpt, refusal) = safetensorize::scan::open_checked(&args.input, &limits, args.strict, args.allow_dangerous)?;
+    if let Some(e) = refusal {
+        eprintln!("warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed");
+    }
     let fopts = safetensorize::tree::FlattenOptions { include_numpy: opts.include_numpy };
     let sel = ckpt.select_with(opts.key.as_deref(), opts.keep_aliases, &fopts)?;
+    safetensorize::scan::check_selection(&ckpt, &sel, &limits)?;
     let total: u64 = sel.tensors.iter().map(|t| t.nbytes).sum();
-    let bar = if std::io::stderr().is_terminal() {
+    let bar = if std::io::stderr().is_terminal() && !super::ui::get().quiet {
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         if let Ok(style) = ProgressStyle::with_template("{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}") {
             b.set_style(style);
@@ -73,7 +97,33 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
     };
     let report = ckpt.write(&sel, &output, &opts, &|n| bar.inc(n))?;
     bar.finish_and_clear();
-    if args.verbose {
+    let checked = if args.verify {
+        let vopts = safetensorize::verify::VerifyOptions {
+            key: Some(report.key.clone()),
+            include_numpy: opts.include_numpy,
+            threads: opts.threads,
+            open: args.limits.open_options(),
+            ..Default::default()
+        };
+        Some(super::verify::run_verify(&args.input, &output, &vopts)?)
+    } else {
+        None
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary_json(&report, started.elapsed().as_secs_f64(), checked.as_ref()))?);
+        return Ok(checked.as_ref().map_or(exit::OK, super::verify::code));
+    }
+    if let Some(r) = &checked {
+        super::verify::print_report(r);
+        if !r.ok {
+            eprintln!("the output was kept for inspection: {}", output.display());
+            return Ok(exit::MISMATCH);
+        }
+    }
+    if super::ui::get().quiet {
+        return Ok(exit::OK);
+    }
+    if args.verbose || super::ui::get().verbose {
         for (name, ty) in &report.skipped {
             eprintln!("left out {name}: {ty}");
         }
@@ -92,4 +142,20 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
         started.elapsed().as_secs_f64()
     );
     Ok(exit::OK)
+}
+
+/// `convert --json`: the report, the time taken and the `--verify` outcome.
+fn summary_json(r: &safetensorize::ConvertReport, seconds: f64, verify: Option<&safetensorize::verify::VerifyReport>) -> serde_json::Value {
+    serde_json::json!({
+        "schema": "safetensorize.convert/1",
+        "input": r.input.display().to_string(),
+        "output": r.output.display().to_string(),
+        "key": r.key,
+        "tensors": r.tensors,
+        "bytes": r.bytes,
+        "aliases": r.aliases.iter().map(|(a, k)| serde_json::json!({"alias": a, "kept": k})).collect::<Vec<_>>(),
+        "non_tensors": r.skipped.iter().map(|(p, t)| serde_json::json!({"path": p, "type": t})).collect::<Vec<_>>(),
+        "seconds": seconds,
+        "verify": verify,
+    })
 }

@@ -3,6 +3,7 @@
 
 mod legacy;
 mod sniff;
+pub mod tar;
 mod zip;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use legacy::LEGACY_MAGIC;
 pub use sniff::{Sniffed, sniff};
+pub use zip::{AuditEntry, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip, crc_matches};
 
 use crate::error::{ErrorKind, io};
 
@@ -68,6 +70,8 @@ pub enum Container {
     Legacy,
     /// A plain pickle whose storages are embedded legacy streams.
     Pickle,
+    /// The tar container of torch <= 0.1.9.
+    Tar,
 }
 
 /// How storage keys map to records.
@@ -82,6 +86,14 @@ pub enum StorageIndex {
         keys: Vec<String>,
         /// Offset of the first `[u64 count]` header.
         data_start: u64,
+    },
+    /// Tar (torch <= 0.1.9): root storages located by key, and the tables the pickle's
+    /// persistent ids refer to.
+    Tar {
+        /// One record per root storage key.
+        records: HashMap<String, Record>,
+        /// Tensors and storages (views included) by key.
+        tables: tar::TarTables,
     },
 }
 
@@ -118,9 +130,7 @@ impl Archive {
     pub fn open(path: &Path) -> Result<Archive, ErrorKind> {
         let meta = std::fs::metadata(path).map_err(io("cannot read the file's metadata"))?;
         if meta.is_dir() {
-            return Err(ErrorKind::NotACheckpoint(
-                "this is a directory; convert takes one checkpoint file (use `migrate` for folders)".into(),
-            ));
+            return Err(ErrorKind::NotACheckpoint(sniff::describe_dir(path)));
         }
         let file = File::open(path).map_err(io("cannot open the file"))?;
         let file_len = file.metadata().map_err(io("cannot read the file's size"))?.len();
@@ -128,6 +138,7 @@ impl Archive {
             Sniffed::Zip => Self::open_zip(path, file, file_len),
             Sniffed::Legacy => legacy::open(path, file, file_len),
             Sniffed::Pickle => Self::open_pickle(path, file, file_len),
+            Sniffed::Tar => tar::open(path, file, file_len),
         }
     }
 
@@ -206,7 +217,7 @@ impl Archive {
     /// element count the pickle declared (needed to walk legacy streams).
     pub fn locate_storages(&self, declared: &HashMap<String, (u64, u64)>) -> Result<HashMap<String, Record>, ErrorKind> {
         match &self.storages {
-            StorageIndex::Zip(records) => Ok(records.clone()),
+            StorageIndex::Zip(records) | StorageIndex::Tar { records, .. } => Ok(records.clone()),
             StorageIndex::Legacy { keys, data_start } => legacy::walk_storages(&self.file, self.file_len, keys, *data_start, declared),
         }
     }

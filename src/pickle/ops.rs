@@ -391,6 +391,11 @@ fn ascii(l: &[u8], start: usize) -> R<&str> {
 
 fn parse_text_int(l: &[u8], start: usize) -> R<Op<'static>> {
     let s = ascii(l, start)?.trim();
+    // `I010`: C's strtol reads octal 8, Python's int(x, 0) refuses, Rust reads 10. Refuse.
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.len() > 1 && digits.starts_with('0') {
+        return invalid(start, format!("integer argument {:?} has a leading zero, which unpicklers read differently", super::value::truncate(s, 40)));
+    }
     if let Ok(i) = s.parse::<i64>() {
         return Ok(Op::Int(i));
     }

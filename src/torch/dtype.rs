@@ -137,6 +137,13 @@ impl DType {
             .map(|i| i.dtype)
     }
 
+    /// Looks up a legacy tensor class name (`FloatTensor`, `cuda.HalfTensor`'s `HalfTensor`):
+    /// the Python storage class of the same stem.
+    pub fn from_tensor_type_name(name: &str) -> Option<DType> {
+        let stem = name.strip_suffix("Tensor").filter(|s| !s.is_empty())?;
+        DTYPES.iter().find(|i| i.py_storage.and_then(|p| p.strip_suffix("Storage")) == Some(stem)).map(|i| i.dtype)
+    }
+
     /// Why safetensors cannot hold this dtype, if it cannot.
     pub fn refusal(self) -> Option<&'static str> {
         match self {
@@ -165,6 +172,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn legacy_tensor_type_names() {
+        assert_eq!(DType::from_tensor_type_name("FloatTensor"), Some(DType::F32));
+        assert_eq!(DType::from_tensor_type_name("LongTensor"), Some(DType::I64));
+        assert_eq!(DType::from_tensor_type_name("ByteTensor"), Some(DType::U8));
+        assert_eq!(DType::from_tensor_type_name("Tensor"), None);
+        assert_eq!(DType::from_tensor_type_name("FloatStorage"), None);
+    }
+
+    #[test]
     fn every_row_is_found_by_its_own_dtype_and_names() {
         for row in DTYPES {
             assert_eq!(row.dtype.info().torch, row.torch);
@@ -174,6 +190,10 @@ mod tests {
                 assert_eq!(DType::from_storage_name(py), Some(row.dtype));
             }
             assert_eq!(row.safetensors.is_some(), row.dtype.refusal().is_none(), "{}", row.torch);
+            if let Some(py) = row.py_storage {
+                let tensor = py.replace("Storage", "Tensor");
+                assert_eq!(DType::from_tensor_type_name(&tensor), Some(row.dtype));
+            }
             if let Some(st) = row.safetensors {
                 assert_eq!(st.bitsize() as u64, row.itemsize * 8, "{}", row.torch);
             }

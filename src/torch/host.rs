@@ -84,6 +84,10 @@ pub struct TorchHost {
     pub memory: std::collections::HashMap<String, Rc<[u8]>>,
     /// Nesting of embedded legacy streams being read.
     depth: u32,
+    /// Tar checkpoints (torch <= 0.1.9): the tables the pickle's plain-key persistent ids name.
+    pub tar: Option<crate::container::tar::TarTables>,
+    /// Tar tensors and storages already resolved, by key (one object per key, as in torch).
+    tar_resolved: std::collections::HashMap<String, Value>,
 }
 
 fn int_arg(v: Option<&Value>, what: &str) -> Result<u64, String> {
@@ -342,6 +346,58 @@ impl TorchHost {
     }
 }
 
+impl TorchHost {
+    /// A plain-key persistent id of a tar checkpoint: a tensor or a storage (view) of its tables.
+    fn tar_pid(&mut self, pid: &Value) -> Result<Value, String> {
+        let Some(tables) = &self.tar else {
+            return Err(format!("persistent id {}: a bare key, which only tar checkpoints (torch <= 0.1.9) use", describe_pid(pid)));
+        };
+        let key = crate::container::tar::canonical_key(pid).unwrap_or_default();
+        if let Some(v) = self.tar_resolved.get(&key) {
+            return Ok(v.clone());
+        }
+        // torch keeps tensors and storages in one table; tensors are added last and win.
+        let (value, storage) = if let Some(t) = tables.tensors.get(&key) {
+            let s = tables.storages.get(&t.storage).ok_or_else(|| format!("tensor {key:?} views storage {:?}, which the tar does not hold", t.storage))?;
+            if t.shape.len() != t.stride.len() {
+                return Err(format!("tensor {key:?}: size has {} dimensions but stride has {}", t.shape.len(), t.stride.len()));
+            }
+            let storage = Rc::new(StorageRef { key: s.root.clone(), dtype: Some(s.dtype), numel: s.numel, location: s.location.clone(), view: s.view });
+            let tensor = TensorRef {
+                storage: storage.clone(),
+                // torch builds the tensor with the storage's dtype; the saved class is informational.
+                dtype: s.dtype,
+                offset: t.offset,
+                shape: t.shape.clone(),
+                stride: t.stride.clone(),
+                conj: false,
+                neg: false,
+            };
+            (Value::Ext(Rc::new(tensor)), storage)
+        } else if let Some(s) = tables.storages.get(&key) {
+            let storage = Rc::new(StorageRef { key: s.root.clone(), dtype: Some(s.dtype), numel: s.numel, location: s.location.clone(), view: s.view });
+            (Value::Ext(storage.clone()), storage)
+        } else {
+            return Err(format!(
+                "persistent id {}: no tensor or storage with key {key:?} in the tar's tensors and storages members ({} tensors, {} storages)",
+                describe_pid(pid),
+                tables.tensors.len(),
+                tables.storages.len()
+            ));
+        };
+        self.storages.push(storage);
+        self.tar_resolved.insert(key, value.clone());
+        Ok(value)
+    }
+}
+
+fn describe_pid(pid: &Value) -> String {
+    match pid {
+        Value::Str(s) => format!("{:?}", crate::pickle::truncate(s, 40)),
+        other => describe(other),
+    }
+}
+
 impl Host for TorchHost {
     fn build(&mut self, target: &Value, state: &Value) -> Result<bool, String> {
         if let Some(arr) = target.ext::<NumpyArray>() {
@@ -362,6 +418,9 @@ impl Host for TorchHost {
     }
 
     fn persistent_load(&mut self, pid: Value) -> Result<Value, String> {
+        if matches!(pid, Value::Int(_) | Value::Str(_) | Value::Bytes(_)) {
+            return self.tar_pid(&pid);
+        }
         let items = pid.as_seq().ok_or_else(|| format!("persistent id: expected a tuple, found {}", describe(&pid)))?;
         let tag = match items.first() {
             Some(Value::Str(s)) => s.to_string(),

@@ -2,7 +2,9 @@
 //! persistent ids. Everything else the pickle names stays inert data.
 
 mod dtype;
+pub mod globals;
 mod host;
 
 pub use dtype::{DTYPES, DType, DTypeInfo};
+pub use globals::{GlobalClass, classify, classify_global};
 pub use host::{NotATensor, NumpyArray, StorageRef, TensorRef, TorchHost};

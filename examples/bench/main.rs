@@ -1,0 +1,614 @@
+//! Benchmark: `safetensorize convert` against a durable copy (`cp SRC DST && sync DST`) of the
+//! same checkpoint, on synthetic torch.save files written by [`synth`] (no torch needed).
+//!
+//! ```sh
+//! cargo run --release --example bench -- [--quick] [--size-gb N] [--runs N] [--warm] [--reference]
+//! ```
+//!
+//! Cases: a transformer-like zip checkpoint (~1 GB, 123 tensors, f32 and bf16), its legacy twin,
+//! one transposed f32 matrix of the same size (stride `(1, N)`), 10,000 tensors of 1 KB, and with
+//! `--size-gb N` (N != 1) a zip checkpoint of N GB. Each case is timed in alternating runs
+//! (convert, copy, copy, convert, ...) and medians are reported. Page caches are dropped before
+//! every run when the process may do so (root), so both sides read cold; `--warm` keeps them.
+//! Peak RSS comes from `wait4` of each child alone. Files live under `target/bench` and are
+//! deleted after each case unless `--keep`.
+
+mod synth;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synth::{Dt, TensorSpec};
+
+const GB: f64 = 1e9;
+
+/// Targets from the performance issue.
+const MAX_RATIO: f64 = 1.15;
+const MAX_RSS_MIB: f64 = 64.0;
+const MIN_STRIDED_SHARE: f64 = 0.5;
+const MAX_SMALL_SECS: f64 = 0.5;
+
+struct Args {
+    quick: bool,
+    size_gb: f64,
+    runs: usize,
+    warm: bool,
+    reference: bool,
+    keep: bool,
+    bin: Option<PathBuf>,
+    only: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        quick: false,
+        size_gb: 1.0,
+        runs: 3,
+        warm: false,
+        reference: false,
+        keep: false,
+        bin: None,
+        only: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--size-gb" => {
+                a.size_gb = value("--size-gb")?
+                    .parse()
+                    .map_err(|e| format!("--size-gb: {e}"))?
+            }
+            "--runs" => {
+                a.runs = value("--runs")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?
+            }
+            "--warm" => a.warm = true,
+            "--reference" => a.reference = true,
+            "--keep" => a.keep = true,
+            "--bin" => a.bin = Some(PathBuf::from(value("--bin")?)),
+            "--only" => a.only.push(value("--only")?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--quick] [--size-gb N] [--runs N (>=3)] [--warm] [--reference] [--keep] [--bin PATH] [--only CASE]...\n\
+                     cases: zip legacy transposed small big (big only with --size-gb N, N != 1)"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    if a.runs < 3 {
+        return Err("--runs must be at least 3".into());
+    }
+    if a.size_gb <= 0.0 {
+        return Err("--size-gb must be positive".into());
+    }
+    Ok(a)
+}
+
+/// How a case's checkpoint is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Zip,
+    Legacy,
+}
+
+struct Case {
+    id: &'static str,
+    label: String,
+    format: Format,
+    tensors: Vec<TensorSpec>,
+}
+
+/// What one child process cost.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    max_rss_kib: u64,
+}
+
+/// Runs `cmd` to completion and reaps it with `wait4`, so the RSS is this child's (and its own
+/// waited children's) alone, not the maximum over every child this process ever had.
+fn measure(cmd: &mut Command) -> io::Result<Sample> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut err)?;
+    }
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own unreaped child; status and ru point to live locals.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let wall = start.elapsed();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed (wait status {status:#x}): {}",
+            err.trim()
+        )));
+    }
+    Ok(Sample {
+        wall,
+        max_rss_kib: ru.ru_maxrss as u64,
+    })
+}
+
+/// `cp SRC DST && sync DST`, as two children timed together.
+fn durable_copy(src: &Path, dst: &Path) -> io::Result<Sample> {
+    let start = Instant::now();
+    let cp = measure(Command::new("cp").arg(src).arg(dst))?;
+    let sync = measure(Command::new("sync").arg(dst))?;
+    Ok(Sample {
+        wall: start.elapsed(),
+        max_rss_kib: cp.max_rss_kib.max(sync.max_rss_kib),
+    })
+}
+
+/// Flushes dirty pages and drops the page cache; false when the kernel refuses.
+fn drop_caches() -> bool {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Reads the safetensors header: name -> (data start, data end), absolute in the file.
+fn safetensors_offsets(path: &Path) -> io::Result<Vec<(String, u64, u64)>> {
+    let f = File::open(path)?;
+    let mut n = [0u8; 8];
+    f.read_exact_at(&mut n, 0)?;
+    let n = u64::from_le_bytes(n);
+    let mut h = vec![0u8; n as usize];
+    f.read_exact_at(&mut h, 8)?;
+    let v: serde_json::Value = serde_json::from_slice(&h).map_err(io::Error::other)?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| io::Error::other("header is not an object"))?;
+    let mut out = Vec::new();
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offs = t["data_offsets"]
+            .as_array()
+            .ok_or_else(|| io::Error::other("no data_offsets"))?;
+        let (a, b) = (offs[0].as_u64().unwrap_or(0), offs[1].as_u64().unwrap_or(0));
+        out.push((name.clone(), 8 + n + a, 8 + n + b));
+    }
+    Ok(out)
+}
+
+/// Spot-checks a converted file against the generator: the first and last 4 KiB of up to 40
+/// tensors, element by element for strided ones. Not a substitute for the test suite; it keeps
+/// the benchmark from timing a conversion that writes the wrong bytes.
+fn check_output(out: &Path, tensors: &[TensorSpec]) -> io::Result<()> {
+    let offsets = safetensors_offsets(out)?;
+    if offsets.len() != tensors.len() {
+        return Err(io::Error::other(format!(
+            "{} tensors in the output, {} expected",
+            offsets.len(),
+            tensors.len()
+        )));
+    }
+    let f = File::open(out)?;
+    let step = (tensors.len() / 40).max(1);
+    for (i, t) in tensors.iter().enumerate().step_by(step) {
+        let (_, start, end) = offsets
+            .iter()
+            .find(|(n, _, _)| *n == t.name)
+            .ok_or_else(|| io::Error::other(format!("{} missing", t.name)))?;
+        let len = end - start;
+        let numel: u64 = t.shape.iter().product();
+        let item = t.dtype.itemsize();
+        if len != numel * item {
+            return Err(io::Error::other(format!(
+                "{}: {len} bytes, expected {}",
+                t.name,
+                numel * item
+            )));
+        }
+        // Logical element e (row-major) -> storage element.
+        let storage_elem = |mut e: u64| -> u64 {
+            let mut at = 0;
+            for d in (0..t.shape.len()).rev() {
+                at += (e % t.shape[d]) * t.stride[d];
+                e /= t.shape[d];
+            }
+            at
+        };
+        let n = (4096 / item).min(numel);
+        for first in [0, numel - n] {
+            let mut got = vec![0u8; (n * item) as usize];
+            f.read_exact_at(&mut got, start + first * item)?;
+            let mut want = vec![0u8; got.len()];
+            for (k, w) in want.chunks_exact_mut(item as usize).enumerate() {
+                synth::fill(i as u64, storage_elem(first + k as u64) * item, w);
+            }
+            if got != want {
+                return Err(io::Error::other(format!(
+                    "{}: bytes differ near element {first}",
+                    t.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds (building if needed) the release binary next to this example.
+fn binary(args: &Args) -> io::Result<PathBuf> {
+    if let Some(b) = &args.bin {
+        return Ok(b.clone());
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "safetensorize"])
+        .current_dir(manifest)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(
+            "cargo build --release --bin safetensorize failed",
+        ));
+    }
+    // This example runs from <target>/release/examples/bench.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| io::Error::other("cannot locate the target directory"))?;
+    Ok(dir.join("safetensorize"))
+}
+
+/// A Python with torch and safetensors, if there is one.
+fn python() -> Option<PathBuf> {
+    let candidates = [
+        PathBuf::from("/work/venv/bin/python"),
+        PathBuf::from("python3"),
+    ];
+    candidates.into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import torch, safetensors.torch"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+const REFERENCE_PY: &str = "\
+import os, sys, torch, safetensors.torch
+sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True)
+sd = {k: v.contiguous() for k, v in sd.items()}
+safetensors.torch.save_file(sd, sys.argv[2], metadata={'format': 'pt'})
+fd = os.open(sys.argv[2], os.O_RDONLY)
+os.fsync(fd)
+os.close(fd)
+";
+
+struct Row {
+    label: String,
+    id: &'static str,
+    file_bytes: u64,
+    data_bytes: u64,
+    convert: Duration,
+    copy: Duration,
+    rss_mib: f64,
+    copy_rss_mib: f64,
+    reference: Option<(Duration, f64)>,
+}
+
+fn cases(args: &Args) -> Vec<Case> {
+    let base = if args.quick { 0.25 } else { 1.0 };
+    let bytes = (base * GB) as u64;
+    let model = synth::model_like(bytes);
+    // A square f32 matrix of about `bytes`, side a multiple of 1024.
+    let side = (((bytes as f64 / 4.0).sqrt() / 1024.0).round() as u64).max(1) * 1024;
+    let mut v = vec![
+        Case {
+            id: "zip",
+            label: format!("zip {base} GB, {} tensors", model.len()),
+            format: Format::Zip,
+            tensors: model.clone(),
+        },
+        Case {
+            id: "legacy",
+            label: format!("legacy {base} GB, {} tensors", model.len()),
+            format: Format::Legacy,
+            tensors: model,
+        },
+        Case {
+            id: "transposed",
+            label: format!("zip transposed {side}x{side} f32"),
+            format: Format::Zip,
+            tensors: vec![TensorSpec::transposed("weight_t", Dt::F32, side, side)],
+        },
+        Case {
+            id: "small",
+            label: "zip 10000 x 1 KB".into(),
+            format: Format::Zip,
+            tensors: synth::many_small(10_000, 1024),
+        },
+    ];
+    if (args.size_gb - 1.0).abs() > 1e-9 {
+        let big = synth::model_like((args.size_gb * GB) as u64);
+        v.push(Case {
+            id: "big",
+            label: format!("zip {} GB, {} tensors", args.size_gb, big.len()),
+            format: Format::Zip,
+            tensors: big,
+        });
+    }
+    if !args.only.is_empty() {
+        v.retain(|c| args.only.iter().any(|o| o == c.id));
+    }
+    v
+}
+
+fn run_case(
+    case: &Case,
+    args: &Args,
+    bin: &Path,
+    dir: &Path,
+    cold: bool,
+    py: Option<&Path>,
+) -> io::Result<Row> {
+    let src = dir.join(format!("{}.pt", case.id));
+    let out = dir.join(format!("{}.safetensors", case.id));
+    let dst = dir.join(format!("{}.copy.pt", case.id));
+    let t = Instant::now();
+    match case.format {
+        Format::Zip => synth::write_zip(&src, case.id, &case.tensors)?,
+        Format::Legacy => synth::write_legacy(&src, &case.tensors)?,
+    }
+    let file_bytes = std::fs::metadata(&src)?.len();
+    eprintln!(
+        "[{}] generated {} ({:.2} GB) in {:.1}s",
+        case.id,
+        src.display(),
+        file_bytes as f64 / GB,
+        secs(t.elapsed())
+    );
+
+    let convert = |o: &Path| -> io::Result<Sample> {
+        measure(
+            Command::new(bin)
+                .arg("convert")
+                .arg(&src)
+                .arg("-o")
+                .arg(o)
+                .arg("--overwrite"),
+        )
+    };
+    // One untimed conversion, checked, so the timed ones are known to be correct.
+    convert(&out)?;
+    check_output(&out, &case.tensors)?;
+
+    let (mut conv, mut copy) = (Vec::new(), Vec::new());
+    let (mut rss, mut copy_rss) = (0u64, 0u64);
+    for r in 0..args.runs {
+        for step in 0..2 {
+            let converting = (r + step) % 2 == 0;
+            let _ = std::fs::remove_file(if converting { &out } else { &dst });
+            if cold {
+                drop_caches();
+            }
+            if converting {
+                let s = convert(&out)?;
+                rss = rss.max(s.max_rss_kib);
+                conv.push(s.wall);
+            } else {
+                let s = durable_copy(&src, &dst)?;
+                copy_rss = copy_rss.max(s.max_rss_kib);
+                copy.push(s.wall);
+            }
+        }
+        eprintln!(
+            "[{}] run {}: convert {:.3}s, copy {:.3}s",
+            case.id,
+            r + 1,
+            secs(conv[r]),
+            secs(copy[r])
+        );
+    }
+
+    let reference = match py {
+        Some(py) => {
+            let mut times = Vec::new();
+            let mut ref_rss = 0;
+            for _ in 0..args.runs {
+                let _ = std::fs::remove_file(&out);
+                if cold {
+                    drop_caches();
+                }
+                let s = measure(
+                    Command::new(py)
+                        .arg("-c")
+                        .arg(REFERENCE_PY)
+                        .arg(&src)
+                        .arg(&out),
+                )?;
+                ref_rss = ref_rss.max(s.max_rss_kib);
+                times.push(s.wall);
+            }
+            eprintln!("[{}] reference: {:?}", case.id, times);
+            Some((median(&times), ref_rss as f64 / 1024.0))
+        }
+        None => None,
+    };
+
+    if !args.keep {
+        for p in [&src, &out, &dst] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(Row {
+        label: case.label.clone(),
+        id: case.id,
+        file_bytes,
+        data_bytes: synth::total_bytes(&case.tensors),
+        convert: median(&conv),
+        copy: median(&copy),
+        rss_mib: rss as f64 / 1024.0,
+        copy_rss_mib: copy_rss as f64 / 1024.0,
+        reference,
+    })
+}
+
+fn print_table(rows: &[Row], cold: bool, runs: usize) {
+    let contiguous = rows
+        .iter()
+        .find(|r| r.id == "zip")
+        .map(|r| r.data_bytes as f64 / secs(r.convert));
+    let has_ref = rows.iter().any(|r| r.reference.is_some());
+    println!();
+    println!(
+        "{} page cache; medians of {runs} alternating runs; convert = `safetensorize convert FILE -o OUT --overwrite`, copy = `cp FILE DST && sync DST`",
+        if cold {
+            "cold (dropped before every run)"
+        } else {
+            "warm"
+        }
+    );
+    print!(
+        "| {:<30} | {:>8} | {:>9} | {:>9} | {:>6} | {:>9} | {:>8} | {:>7} |",
+        "case", "size", "convert", "copy", "ratio", "MB/s", "RSS MiB", "cp RSS"
+    );
+    if has_ref {
+        print!(" {:>9} | {:>8} |", "torch+st", "its RSS");
+    }
+    println!(" targets");
+    print!(
+        "|{:-<32}|{:->10}|{:->11}|{:->11}|{:->8}|{:->11}|{:->10}|{:->9}|",
+        "", "", "", "", "", "", "", ""
+    );
+    if has_ref {
+        print!("{:->11}|{:->10}|", "", "");
+    }
+    println!("{:-<9}", "");
+    for r in rows {
+        let ratio = secs(r.convert) / secs(r.copy);
+        let mbps = r.data_bytes as f64 / secs(r.convert) / 1e6;
+        let mut verdict = Vec::new();
+        let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
+        match r.id {
+            "zip" | "legacy" | "big" => {
+                verdict.push(format!("ratio<={MAX_RATIO} {}", mark(ratio <= MAX_RATIO)))
+            }
+            "transposed" => {
+                if let Some(c) = contiguous {
+                    let share = r.data_bytes as f64 / secs(r.convert) / c;
+                    verdict.push(format!(
+                        "{:.0}% of contiguous (>=50%) {}",
+                        share * 100.0,
+                        mark(share >= MIN_STRIDED_SHARE)
+                    ));
+                }
+            }
+            "small" => verdict.push(format!(
+                "<{MAX_SMALL_SECS}s {}",
+                mark(secs(r.convert) < MAX_SMALL_SECS)
+            )),
+            _ => {}
+        }
+        verdict.push(format!(
+            "RSS<={MAX_RSS_MIB} {}",
+            mark(r.rss_mib <= MAX_RSS_MIB)
+        ));
+        print!(
+            "| {:<30} | {:>8} | {:>8.3}s | {:>8.3}s | {:>6.2} | {:>9.0} | {:>8.1} | {:>7.1} |",
+            r.label,
+            format!("{:.2} GB", r.file_bytes as f64 / GB),
+            secs(r.convert),
+            secs(r.copy),
+            ratio,
+            mbps,
+            r.rss_mib,
+            r.copy_rss_mib
+        );
+        if has_ref {
+            match r.reference {
+                Some((t, m)) => print!(" {:>8.3}s | {:>8.0} |", secs(t), m),
+                None => print!(" {:>9} | {:>8} |", "-", "-"),
+            }
+        }
+        println!(" {}", verdict.join(", "));
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> io::Result<()> {
+    let bin = binary(args)?;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let cold = !args.warm && drop_caches();
+    if !args.warm && !cold {
+        eprintln!(
+            "bench: cannot drop the page cache (not root?); measuring warm cache for both sides"
+        );
+    }
+    let py = if args.reference {
+        let p = python();
+        if p.is_none() {
+            eprintln!("bench: --reference: no Python with torch and safetensors found; skipping");
+        }
+        p
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    for case in cases(args) {
+        rows.push(run_case(&case, args, &bin, &dir, cold, py.as_deref())?);
+    }
+    print_table(&rows, cold, args.runs);
+    Ok(())
+}

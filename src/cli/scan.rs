@@ -1,0 +1,183 @@
+//! `safetensorize scan`, and the resource-limit flags `convert` shares.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use safetensorize::OpenOptions;
+use safetensorize::pickle::Limits;
+use safetensorize::scan::{ResourceLimits, Verdict, scan_paths};
+
+use super::exit;
+
+/// Bounds on what one file may make the tool do. The defaults are far above real checkpoints.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Largest main pickle (`data.pkl`), in bytes.
+    #[arg(long, default_value_t = ResourceLimits::default().max_pickle_bytes, value_name = "BYTES")]
+    pub max_pickle_bytes: u64,
+    /// Most pickle opcodes executed.
+    #[arg(long, default_value_t = Limits::default().max_ops, value_name = "N")]
+    pub max_pickle_ops: u64,
+    /// Deepest VM stack (values plus open marks).
+    #[arg(long, default_value_t = Limits::default().max_stack, value_name = "N")]
+    pub max_stack: usize,
+    /// Most memo entries.
+    #[arg(long, default_value_t = Limits::default().max_memo, value_name = "N")]
+    pub max_memo: usize,
+    /// Longest single string or bytes argument, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_string, value_name = "BYTES")]
+    pub max_string_bytes: u64,
+    /// Most zip entries.
+    #[arg(long, default_value_t = ResourceLimits::default().max_zip_entries, value_name = "N")]
+    pub max_zip_entries: u64,
+    /// Most bytes that compressed zip members may inflate to, in total.
+    #[arg(long, default_value_t = ResourceLimits::default().max_inflated_bytes, value_name = "BYTES")]
+    pub max_inflated_bytes: u64,
+    /// Most tensors converted.
+    #[arg(long, default_value_t = ResourceLimits::default().max_tensors, value_name = "N")]
+    pub max_tensors: u64,
+    /// Most elements in any one tensor.
+    #[arg(long, default_value_t = ResourceLimits::default().max_tensor_elements, value_name = "N")]
+    pub max_tensor_elements: u64,
+}
+
+impl LimitArgs {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> ResourceLimits {
+        ResourceLimits {
+            vm: Limits {
+                max_ops: self.max_pickle_ops,
+                max_stack: self.max_stack,
+                max_memo: self.max_memo,
+                max_string: self.max_string_bytes,
+            },
+            max_pickle_bytes: self.max_pickle_bytes,
+            max_zip_entries: self.max_zip_entries,
+            max_inflated_bytes: self.max_inflated_bytes,
+            max_tensors: self.max_tensors,
+            max_tensor_elements: self.max_tensor_elements,
+        }
+    }
+
+    /// The options to open a checkpoint with.
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            limits: self.limits().vm,
+        }
+    }
+}
+
+/// Arguments of `scan`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  safetensorize scan pytorch_model.bin       # one file
+  safetensorize scan checkpoints/            # every file under a folder
+  safetensorize scan --json model.pt | jq .  # for machines
+
+Verdicts: safe (only what torch writes), suspicious (an unknown global is called, an opcode or
+archive layout no torch writer produces, a hidden pickle), dangerous (a name that would run code
+or touch the system in a normal unpickler). Nothing is ever executed.
+
+Exit codes: 0 all safe, 1 something suspicious, 3 something dangerous, 2 invalid command line.")]
+pub struct ScanArgs {
+    /// Files or folders (folders are scanned recursively; files that are not checkpoints are
+    /// skipped inside folders).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Print one JSON document (an array of file reports) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// List every global, not only the ones that matter.
+    #[arg(short, long)]
+    verbose: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Runs `scan`.
+pub fn run(args: ScanArgs) -> anyhow::Result<u8> {
+    let reports = scan_paths(&args.paths, &args.limits.open_options());
+    let worst = reports
+        .iter()
+        .map(|r| r.verdict)
+        .max()
+        .unwrap_or(Verdict::Safe);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &reports)?;
+        writeln!(out)?;
+    } else {
+        for r in &reports {
+            writeln!(out, "{}: {} ({})", r.path.display(), r.verdict, r.format)?;
+            if let Some(e) = &r.error {
+                writeln!(
+                    out,
+                    "  convert cannot read it: {}",
+                    safetensorize::pickle::truncate(e, 300)
+                )?;
+            }
+            for g in &r.globals {
+                use safetensorize::torch::GlobalClass::*;
+                let show = args.verbose || matches!(g.class, Dangerous | Unknown);
+                if !show {
+                    continue;
+                }
+                let calls = if g.calls.is_empty() {
+                    String::new()
+                } else {
+                    let c: Vec<String> = g
+                        .calls
+                        .iter()
+                        .take(3)
+                        .map(|c| format!("{}@{}", c.opcode, c.offset))
+                        .collect();
+                    format!(", called by {}", c.join(" "))
+                };
+                writeln!(
+                    out,
+                    "  {:<11} {} ({} at byte {} of {}{calls})",
+                    g.class.as_str(),
+                    safetensorize::pickle::truncate(&g.qualified(), 200),
+                    g.opcode,
+                    g.offset,
+                    g.member
+                )?;
+            }
+            for f in r
+                .findings
+                .iter()
+                .filter(|f| args.verbose || f.severity > Verdict::Safe)
+            {
+                let at = match (&f.member, f.offset) {
+                    (Some(m), Some(o)) => format!(" ({m} at byte {o})"),
+                    (Some(m), None) => format!(" ({m})"),
+                    (None, Some(o)) => format!(" (byte {o})"),
+                    (None, None) => String::new(),
+                };
+                writeln!(
+                    out,
+                    "  {:<11} {}: {}{at}",
+                    f.severity.as_str(),
+                    f.kind,
+                    safetensorize::pickle::truncate(&f.detail, 300)
+                )?;
+            }
+        }
+        let count = |v: Verdict| reports.iter().filter(|r| r.verdict == v).count();
+        writeln!(
+            out,
+            "{} files: {} safe, {} suspicious, {} dangerous",
+            reports.len(),
+            count(Verdict::Safe),
+            count(Verdict::Suspicious),
+            count(Verdict::Dangerous)
+        )?;
+    }
+    Ok(match worst {
+        Verdict::Safe => exit::OK,
+        Verdict::Suspicious => exit::FAILED,
+        Verdict::Dangerous => exit::DANGEROUS,
+    })
+}

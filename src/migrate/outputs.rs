@@ -1,0 +1,138 @@
+//! Outputs already on disk: are they up to date, do they hold exactly the tensors of their
+//! source (re-read byte for byte before a source is deleted), and the safetensors index built
+//! from them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::checkpoint::{Checkpoint, Selection};
+use crate::inspect::{SafetensorsHeader, read_safetensors_header};
+
+/// What is at an output's path.
+#[derive(Debug)]
+pub enum Freshness {
+    /// Nothing.
+    Missing,
+    /// A complete safetensors file with exactly the planned tensors, newer than the source.
+    UpToDate {
+        /// Its size.
+        bytes: u64,
+    },
+    /// Something else; the reason.
+    Differs(String),
+}
+
+/// Reads and checks the header of a safetensors file, including that the file is complete.
+pub fn read_header(path: &Path) -> Result<(SafetensorsHeader, u64), String> {
+    let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| format!("{}: cannot stat: {e}", path.display()))?.len();
+    let header = read_safetensors_header(&file, len).map_err(|k| format!("{}: {k}", path.display()))?;
+    let expected = header.data_start() + header.data_len;
+    if len != expected {
+        return Err(format!("{}: {len} bytes but its header describes {expected}", path.display()));
+    }
+    Ok((header, len))
+}
+
+fn same_tensors(header: &SafetensorsHeader, sel: &Selection) -> Result<(), String> {
+    let found: BTreeMap<&str, &[u64]> = header.tensors.iter().map(|t| (t.name.as_str(), t.shape.as_slice())).collect();
+    let want: BTreeMap<&str, &[u64]> = sel.tensors.iter().map(|t| (t.name.as_str(), t.shape.as_slice())).collect();
+    if found == want {
+        return Ok(());
+    }
+    let missing: Vec<&&str> = want.keys().filter(|k| !found.contains_key(*k)).take(3).collect();
+    let extra: Vec<&&str> = found.keys().filter(|k| !want.contains_key(*k)).take(3).collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Err("the same tensor names with other shapes".into());
+    }
+    Err(format!("other tensors (missing {missing:?}, extra {extra:?})"))
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Whether `output` already holds `sel`, written no earlier than `source` was modified.
+pub fn freshness(output: &Path, sel: &Selection, source: &Path) -> Freshness {
+    if std::fs::symlink_metadata(output).is_err() {
+        return Freshness::Missing;
+    }
+    let (header, bytes) = match read_header(output) {
+        Ok(h) => h,
+        Err(e) => return Freshness::Differs(format!("not a complete safetensors file ({e})")),
+    };
+    if let Err(why) = same_tensors(&header, sel) {
+        return Freshness::Differs(format!("it holds {why}"));
+    }
+    match (mtime(output), mtime(source)) {
+        (Some(o), Some(s)) if o >= s => Freshness::UpToDate { bytes },
+        _ => Freshness::Differs(format!("it is older than {}", source.display())),
+    }
+}
+
+/// Re-reads `output` and compares every tensor of `sel` with the source, byte for byte (XXH3 of
+/// both sides), plus the aliases recorded in its metadata.
+pub fn reread(ckpt: &Checkpoint, sel: &Selection, output: &Path) -> Result<(), String> {
+    let fail = |m: String| format!("{}: re-reading the output failed: {m}", output.display());
+    let (header, _) = read_header(output).map_err(fail)?;
+    same_tensors(&header, sel).map_err(|w| fail(format!("it holds {w}")))?;
+    for (alias, kept) in &sel.aliases {
+        if header.metadata.get(alias) != Some(kept) {
+            return Err(fail(format!("the alias {alias:?} -> {kept:?} is not recorded in its metadata")));
+        }
+    }
+    let reader = ckpt.reader(sel).map_err(|e| format!("{e:#}"))?;
+    let file = File::open(output).map_err(|e| fail(e.to_string()))?;
+    let start = header.data_start();
+    let mut buf = vec![0u8; 1 << 20];
+    for h in &header.tensors {
+        let mut src = Xxh3::new();
+        reader
+            .stream(&h.name, &mut |b| {
+                src.update(b);
+                Ok(())
+            })
+            .map_err(|e| format!("{e:#}"))?;
+        let mut out = Xxh3::new();
+        let mut pos = start + h.begin;
+        let end = start + h.end;
+        while pos < end {
+            let n = (end - pos).min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], pos).map_err(|e| fail(format!("tensor {:?}: {e}", h.name)))?;
+            out.update(&buf[..n]);
+            pos += n as u64;
+        }
+        if src.digest() != out.digest() {
+            return Err(fail(format!("tensor {:?} differs from the source", h.name)));
+        }
+    }
+    Ok(())
+}
+
+/// The text of a `model.safetensors.index.json` (Hugging Face's schema, keys sorted, 2-space
+/// indent as transformers writes it): `weight_map` lists each tensor and its file name;
+/// `metadata.total_size` is the sum of the tensors' bytes.
+pub fn index_json(files: &[(String, Vec<(String, u64)>)]) -> (String, usize, u64) {
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0u64;
+    for (file, tensors) in files {
+        for (name, bytes) in tensors {
+            weight_map.insert(name.clone(), file.clone());
+            total += bytes;
+        }
+    }
+    let doc = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    (text, weight_map.len(), total)
+}
+
+/// The tensors of a written safetensors file, with their bytes, for [`index_json`].
+pub fn written_tensors(path: &Path) -> Result<Vec<(String, u64)>, String> {
+    let (header, _) = read_header(path)?;
+    Ok(header.tensors.iter().map(|t| (t.name.clone(), t.end - t.begin)).collect())
+}

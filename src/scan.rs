@@ -1,0 +1,1327 @@
+//! What a file attempted: every global it names (with its class and byte offset), the opcodes and
+//! archive oddities no torch writer produces, and a verdict. Also the policy `convert` applies
+//! before opening any output ([`policy_check`]).
+//!
+//! The scan walks [`crate::pickle::ops::Decoder`] over the very bytes the VM executes (the
+//! container layer hands both the same buffer), tracking just enough of the stack to know which
+//! global is *called*. Where the VM would stop at an error the walk goes on as far as the bytes
+//! decode, so the scan sees a superset of what `convert` runs: a payload cannot hide from `scan`
+//! and still reach the VM. Pickles embedded in BYTES/STRING arguments (nested `pickle.loads`,
+//! `torch.storage._load_from_bytes`) and pickles in other zip members are walked too.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use serde::Serialize;
+
+use crate::checkpoint::{Checkpoint, OpenOptions};
+use crate::container::{
+    Archive, Container, LEGACY_MAGIC, Sniffed, StorageIndex, ZipLimits, audit_zip, crc_matches,
+    sniff,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pickle::Limits;
+use crate::pickle::ops::{DecodeError, Decoder, Op};
+use crate::torch::{GlobalClass, classify};
+
+/// How worrying a file or a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Only what torch writes.
+    Safe,
+    /// Something no torch writer produces: a call of an unknown global, an odd opcode, an
+    /// ambiguous archive, a hidden pickle.
+    Suspicious,
+    /// A name that would run code or touch the system in a normal unpickler.
+    Dangerous,
+}
+
+impl Verdict {
+    /// The lowercase name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Safe => "safe",
+            Verdict::Suspicious => "suspicious",
+            Verdict::Dangerous => "dangerous",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One place a global is called.
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    /// `REDUCE`, `INST`, `OBJ`, `NEWOBJ`, `NEWOBJ_EX` or `BUILD`.
+    pub opcode: &'static str,
+    /// Offset of the calling opcode in its pickle.
+    pub offset: usize,
+}
+
+/// One GLOBAL, STACK_GLOBAL or INST met in a pickle.
+#[derive(Debug, Clone, Serialize)]
+pub struct GlobalRef {
+    /// Module part, as written.
+    pub module: String,
+    /// Name part, as written.
+    pub name: String,
+    /// Its class.
+    pub class: GlobalClass,
+    /// Which pickle (`archive/data.pkl`, `main pickle`, `archive/data.pkl@123 (embedded)`).
+    pub member: String,
+    /// Offset of the opcode in that pickle.
+    pub offset: usize,
+    /// The opcode that named it.
+    pub opcode: &'static str,
+    /// Where it is called, if anywhere.
+    pub calls: Vec<Call>,
+}
+
+impl GlobalRef {
+    /// `module.name`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.module, self.name)
+    }
+
+    /// True when called by REDUCE, INST, OBJ or NEWOBJ_EX (NEWOBJ is how plain objects are made).
+    pub fn is_called(&self) -> bool {
+        self.calls.iter().any(|c| c.opcode != "NEWOBJ")
+    }
+}
+
+/// Anything else worth telling.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// How much it weighs in the verdict.
+    pub severity: Verdict,
+    /// A stable identifier (`opcode-inst`, `bytes-after-stop`, `duplicate-name`, …).
+    pub kind: String,
+    /// Which pickle or zip member, if any.
+    pub member: Option<String>,
+    /// Byte offset (in the member or pickle; in the file for archive anomalies).
+    pub offset: Option<u64>,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// The scan of one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// The file.
+    pub path: PathBuf,
+    /// `zip`, `torchscript`, `legacy`, `pickle`, or `not-a-checkpoint`.
+    pub format: String,
+    /// The worst of the globals and findings.
+    pub verdict: Verdict,
+    /// Every global named, in file order.
+    pub globals: Vec<GlobalRef>,
+    /// Everything odd.
+    pub findings: Vec<Finding>,
+    /// Why `convert` could not read the file, when it cannot.
+    pub error: Option<String>,
+}
+
+impl FileReport {
+    fn finish(mut self) -> Self {
+        let g = self.globals.iter().map(|g| match g.class {
+            GlobalClass::Dangerous => Verdict::Dangerous,
+            GlobalClass::Unknown if g.is_called() => Verdict::Suspicious,
+            _ => Verdict::Safe,
+        });
+        let f = self.findings.iter().map(|f| f.severity);
+        self.verdict = g.chain(f).max().unwrap_or(Verdict::Safe);
+        self
+    }
+}
+
+/// Records torch writes into its zips besides `data.pkl` and `data/<key>`.
+const KNOWN_RECORDS: &[&str] = &[
+    "version",
+    ".data/version",
+    ".format_version",
+    ".storage_alignment",
+    "byteorder",
+    ".data/serialization_id",
+];
+
+/// Opens and scans one file. Never fails: problems become findings or `error`.
+pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
+    let mut r = FileReport {
+        path: path.to_path_buf(),
+        format: "unknown".into(),
+        verdict: Verdict::Safe,
+        globals: Vec::new(),
+        findings: Vec::new(),
+        error: None,
+    };
+    match Checkpoint::open_with(path, opts) {
+        Ok(ckpt) => {
+            let main = scan_archive(ckpt.archive(), &opts.limits, &mut r);
+            union_vm_globals(&ckpt, &main, &mut r);
+        }
+        Err(e) => {
+            r.error = Some(format!("{}", e.kind));
+            // The converter refuses the file; still say what it holds, from the raw bytes.
+            match std::fs::File::open(path) {
+                Ok(file) => {
+                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    match sniff(&file, len) {
+                        Ok(Sniffed::Zip) => scan_raw_zip(&file, len, &opts.limits, &mut r, true),
+                        // A tar (torch <= 0.1.9) the converter refused: walk the pickles of its
+                        // members that can still be found.
+                        Ok(Sniffed::Tar) => {
+                            r.format = "tar".into();
+                            for (member, _, bytes) in crate::container::tar::raw_pickles(&file, len) {
+                                walk_pickles(&bytes, &member, 1, &opts.limits, &mut r, 0);
+                            }
+                        }
+                        // Neither a zip from byte 0 nor a pickle the sniffer accepts: a zip with
+                        // data prepended, or a broken pickle that CPython would still run up to
+                        // the break. Look at both before calling it "not a checkpoint".
+                        sniffed => {
+                            if sniffed.is_err()
+                                && audit_zip(&file, len, &ZipLimits::default()).is_ok()
+                            {
+                                scan_raw_zip(&file, len, &opts.limits, &mut r, true);
+                            } else {
+                                let n = len.min(crate::container::MAX_PICKLE_BYTES) as usize;
+                                let mut buf = vec![0u8; n];
+                                if std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
+                                    .is_ok()
+                                {
+                                    let expected = if buf.len() > 16 && starts_legacy(&buf) {
+                                        5
+                                    } else {
+                                        1
+                                    };
+                                    walk_pickles(&buf, "pickle", expected, &opts.limits, &mut r, 0);
+                                }
+                                let undecodable_at_start = r
+                                    .findings
+                                    .iter()
+                                    .any(|f| f.kind == "undecodable-pickle" && f.offset == Some(0));
+                                if sniffed.is_err()
+                                    && r.globals.is_empty()
+                                    && (undecodable_at_start || looks_like_text(&buf))
+                                {
+                                    r.findings.clear();
+                                    r.format = "not-a-checkpoint".into();
+                                } else {
+                                    r.format = "pickle".into();
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(_) => r.format = "unreadable".into(),
+            }
+        }
+    }
+    r.finish()
+}
+
+/// Scans every file under `paths` (folders recursively, in name order).
+pub fn scan_paths(paths: &[PathBuf], opts: &OpenOptions) -> Vec<FileReport> {
+    let mut out = Vec::new();
+    for p in paths {
+        let mut stack = vec![p.clone()];
+        let mut depth_guard = 0usize;
+        while let Some(p) = stack.pop() {
+            depth_guard += 1;
+            let is_dir = std::fs::symlink_metadata(&p)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
+            if is_dir {
+                let mut kids: Vec<PathBuf> = match std::fs::read_dir(&p) {
+                    Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                    Err(e) => {
+                        out.push(FileReport {
+                            path: p.clone(),
+                            format: "unreadable".into(),
+                            verdict: Verdict::Safe,
+                            globals: Vec::new(),
+                            findings: Vec::new(),
+                            error: Some(format!("cannot list the folder: {e}")),
+                        });
+                        continue;
+                    }
+                };
+                kids.sort();
+                kids.reverse();
+                stack.extend(kids);
+            } else {
+                let r = scan_file(&p, opts);
+                // Inside folders, files that are not checkpoints at all are left out.
+                if depth_guard > 1 && r.format == "not-a-checkpoint" {
+                    continue;
+                }
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// Plain text that happens to decode as pickle opcodes (a README starting with `I`…) is not a
+/// pickle unless it names a global.
+fn looks_like_text(b: &[u8]) -> bool {
+    let head = &b[..b.len().min(512)];
+    head.iter()
+        .all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace())
+}
+
+fn starts_legacy(b: &[u8]) -> bool {
+    // PROTO 2, LONG1 of 10 bytes holding the magic number.
+    b.len() >= 13 && b[0] == 0x80 && b[2] == 0x8a && b[3] == 10 && {
+        let mut a = [0u8; 16];
+        a[..10].copy_from_slice(
+            &b[4..14.min(b.len())]
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(0))
+                .take(10)
+                .collect::<Vec<_>>(),
+        );
+        i128::from_le_bytes(a) == LEGACY_MAGIC
+    }
+}
+
+fn finding(
+    r: &mut FileReport,
+    severity: Verdict,
+    kind: &str,
+    member: Option<&str>,
+    offset: Option<u64>,
+    detail: String,
+) {
+    r.findings.push(Finding {
+        severity,
+        kind: kind.to_string(),
+        member: member.map(str::to_string),
+        offset,
+        detail,
+    });
+}
+
+/// Scans an opened archive: its pickles (all of them) and, for zips, its structure. Returns
+/// where the main pickle's offsets land in the report: `(member, base offset)`.
+fn scan_archive(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String, usize) {
+    match &a.container {
+        Container::Zip { .. } | Container::TorchScript { .. } => {
+            r.format = if matches!(a.container, Container::TorchScript { .. }) {
+                "torchscript"
+            } else {
+                "zip"
+            }
+            .into();
+            scan_raw_zip(&a.file, a.file_len, limits, r, true);
+            (a.pickle_name.clone(), 0)
+        }
+        Container::Legacy => {
+            r.format = "legacy".into();
+            walk_legacy_head(a, limits, r)
+        }
+        // Tar (torch <= 0.1.9): the main pickle; its other members hold tables the container
+        // layer parses without the VM.
+        Container::Pickle | Container::Tar => {
+            r.format = if matches!(a.container, Container::Tar) {
+                "tar"
+            } else {
+                "pickle"
+            }
+            .into();
+            walk_pickles(&a.pickle, &a.pickle_name, 1, limits, r, 0);
+            (a.pickle_name.clone(), 0)
+        }
+    }
+}
+
+/// Adds whatever the VM named that the walk did not (it never should), so the report is a
+/// superset of what `convert` ran.
+fn union_vm_globals(ckpt: &Checkpoint, main: &(String, usize), r: &mut FileReport) {
+    for g in &ckpt.globals {
+        let off = g.offset + main.1;
+        if !r
+            .globals
+            .iter()
+            .any(|x| x.member == main.0 && x.offset == off)
+        {
+            push_global(
+                &mut r.globals,
+                &g.global.module,
+                &g.global.name,
+                &main.0,
+                off,
+                "GLOBAL",
+            );
+        }
+    }
+}
+
+/// The five pickles of a legacy stream: everything before the first storage. Returns where the
+/// main pickle's offsets land in the report: `(member, base offset)`.
+fn walk_legacy_head(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String, usize) {
+    let StorageIndex::Legacy { data_start, .. } = &a.storages else {
+        walk_pickles(&a.pickle, &a.pickle_name, 1, limits, r, 0);
+        return (a.pickle_name.clone(), 0);
+    };
+    let mut buf = vec![0u8; (*data_start).min(a.file_len) as usize];
+    if std::os::unix::fs::FileExt::read_exact_at(&a.file, &mut buf, 0).is_err() {
+        walk_pickles(&a.pickle, &a.pickle_name, 1, limits, r, 0);
+        return (a.pickle_name.clone(), 0);
+    }
+    let starts = walk_pickles(&buf, "legacy stream", 5, limits, r, 0);
+    ("legacy stream".into(), starts.get(3).copied().unwrap_or(0))
+}
+
+/// A zip: its structure, then every member that is (or could be read as) a pickle.
+fn scan_raw_zip(
+    file: &std::fs::File,
+    len: u64,
+    limits: &Limits,
+    r: &mut FileReport,
+    check_crc: bool,
+) {
+    if r.format == "unknown" {
+        r.format = "zip".into();
+    }
+    let audit = match audit_zip(file, len, &ZipLimits::default()) {
+        Ok(a) => a,
+        Err(e) => {
+            finding(
+                r,
+                Verdict::Suspicious,
+                "unreadable-archive",
+                None,
+                None,
+                format!("{e}"),
+            );
+            return;
+        }
+    };
+    for an in &audit.anomalies {
+        finding(
+            r,
+            Verdict::Suspicious,
+            an.kind,
+            None,
+            an.offset,
+            an.detail.clone(),
+        );
+    }
+    let pickles: Vec<&crate::container::AuditEntry> = audit
+        .entries
+        .iter()
+        .filter(|e| e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1)
+        .collect();
+    let prefix = pickles
+        .first()
+        .map(|e| e.name[..e.name.len() - "data.pkl".len()].to_string())
+        .unwrap_or_default();
+    let mut crc_bad = 0usize;
+    for e in &audit.entries {
+        let rest = e.name.strip_prefix(&prefix).unwrap_or(&e.name);
+        if e.method != 0 && e.method != 8 {
+            finding(
+                r,
+                Verdict::Suspicious,
+                "compression",
+                Some(&e.name),
+                Some(e.local_offset),
+                format!("compression method {}, which torch never writes", e.method),
+            );
+        }
+        if e.method == 8 && e.size > 0 && e.compressed > 0 && e.size / e.compressed.max(1) > 1000 {
+            finding(
+                r,
+                Verdict::Suspicious,
+                "zip-bomb",
+                Some(&e.name),
+                Some(e.local_offset),
+                format!("{} bytes inflate to {}", e.compressed, e.size),
+            );
+        }
+        if check_crc && crc_matches(file, e) == Some(false) {
+            crc_bad += 1;
+            if crc_bad <= 10 {
+                finding(
+                    r,
+                    Verdict::Suspicious,
+                    "crc-mismatch",
+                    Some(&e.name),
+                    Some(e.local_offset),
+                    format!("the bytes do not match the declared CRC-32 {:08x}", e.crc),
+                );
+            }
+        }
+        let is_storage = rest.starts_with("data/");
+        let is_main = rest == "data.pkl" && !prefix.is_empty();
+        if rest == "constants.pkl"
+            || rest.starts_with("code/")
+            || rest == "model.json"
+            || rest == "bytecode.pkl"
+            || rest.starts_with("extra/")
+        {
+            if rest == "constants.pkl" || rest == "model.json" {
+                finding(
+                    r,
+                    Verdict::Suspicious,
+                    "torchscript",
+                    Some(&e.name),
+                    Some(e.local_offset),
+                    "a TorchScript archive: torch.jit.load would run its code".into(),
+                );
+            }
+        } else if !is_storage && !is_main && !KNOWN_RECORDS.contains(&rest) {
+            finding(
+                r,
+                Verdict::Safe,
+                "unexpected-member",
+                Some(&e.name),
+                Some(e.local_offset),
+                "a record torch.save never writes (not read by convert)".into(),
+            );
+        }
+        if is_storage && !is_main {
+            continue;
+        }
+        // Read the member (bounded) and walk it if it is a pickle.
+        let Some(bytes) = read_member(file, e) else {
+            continue;
+        };
+        if is_main {
+            walk_pickles(&bytes, &e.name, 1, limits, r, 0);
+        } else if looks_like_pickle(&bytes, limits) {
+            if rest.starts_with("code/") {
+                // TorchScript debug pickles: already reported with the archive kind.
+            } else if rest != "constants.pkl" && !rest.ends_with(".pkl") {
+                finding(
+                    r,
+                    Verdict::Suspicious,
+                    "hidden-pickle",
+                    Some(&e.name),
+                    Some(e.local_offset),
+                    "a member that is not data.pkl holds a pickle".into(),
+                );
+            } else if rest != "constants.pkl" {
+                finding(
+                    r,
+                    Verdict::Suspicious,
+                    "extra-pickle",
+                    Some(&e.name),
+                    Some(e.local_offset),
+                    "a pickle besides data.pkl".into(),
+                );
+            }
+            walk_pickles(&bytes, &e.name, 1, limits, r, 0);
+        }
+    }
+}
+
+fn read_member(file: &std::fs::File, e: &crate::container::AuditEntry) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let start = e.data_offset?;
+    let cap = crate::container::MAX_PICKLE_BYTES;
+    let raw = crate::container::PositionalReader {
+        file,
+        pos: start,
+        end: start.checked_add(e.compressed)?,
+    };
+    let mut out = Vec::new();
+    match e.method {
+        0 => raw.take(cap).read_to_end(&mut out).ok()?,
+        8 => flate2::read::DeflateDecoder::new(raw)
+            .take(cap)
+            .read_to_end(&mut out)
+            .ok()?,
+        _ => return None,
+    };
+    Some(out)
+}
+
+/// True when `b` decodes as one complete pickle (whatever its first byte).
+fn looks_like_pickle(b: &[u8], limits: &Limits) -> bool {
+    b.len() >= 2
+        && matches!(
+            crate::pickle::ops::pickle_end(b, 0, limits.max_string),
+            Ok(Some(_))
+        )
+}
+
+/// What the walk tracks of each stack value: enough to name globals and see them called.
+#[derive(Clone)]
+enum Sym {
+    Global(usize),
+    Str(Rc<str>),
+    Other,
+}
+
+/// Walks every pickle in `data`, from offset 0. `expected` is how many pickles the format holds
+/// (5 for a legacy head, 1 otherwise); more are reported, as are bytes after the last STOP.
+fn walk_pickles(
+    data: &[u8],
+    member: &str,
+    expected: usize,
+    limits: &Limits,
+    r: &mut FileReport,
+    depth: usize,
+) -> Vec<usize> {
+    let mut starts = Vec::new();
+    // Embedded pickles: what follows them is the caller's data (an embedded legacy stream's
+    // storage bytes), and `pickle.loads` ignores it.
+    let trailing = if depth > 0 {
+        Verdict::Safe
+    } else {
+        Verdict::Suspicious
+    };
+    let mut pos = 0usize;
+    let mut n = 0usize;
+    while pos < data.len() {
+        if n == expected {
+            let is_pickle = looks_like_pickle(&data[pos..], limits);
+            if is_pickle {
+                finding(
+                    r,
+                    Verdict::Suspicious,
+                    "multiple-pickles",
+                    Some(member),
+                    Some(pos as u64),
+                    format!("another pickle follows the {expected} expected"),
+                );
+            } else {
+                finding(
+                    r,
+                    trailing,
+                    "bytes-after-stop",
+                    Some(member),
+                    Some(pos as u64),
+                    format!("{} bytes follow the last STOP", data.len() - pos),
+                );
+                return starts;
+            }
+        }
+        starts.push(pos);
+        match walk_one(data, pos, member, limits, r, depth) {
+            Some(end) => pos = end,
+            None => return starts,
+        }
+        n += 1;
+    }
+    if n < expected && n > 0 {
+        finding(
+            r,
+            Verdict::Suspicious,
+            "missing-pickles",
+            Some(member),
+            None,
+            format!("{n} pickles where the format holds {expected}"),
+        );
+    }
+    starts
+}
+
+fn push_global(
+    globals: &mut Vec<GlobalRef>,
+    module: &str,
+    name: &str,
+    member: &str,
+    offset: usize,
+    opcode: &'static str,
+) -> usize {
+    let (module, name) = (module.trim_end_matches('\r'), name.trim_end_matches('\r'));
+    globals.push(GlobalRef {
+        module: module.to_string(),
+        name: name.to_string(),
+        class: classify(module, name),
+        member: member.to_string(),
+        offset,
+        opcode,
+        calls: Vec::new(),
+    });
+    globals.len() - 1
+}
+
+/// Walks one pickle starting at `start`; returns the offset after its STOP, or `None` when the
+/// bytes stop decoding (reported as a finding).
+fn walk_one(
+    data: &[u8],
+    start: usize,
+    member: &str,
+    limits: &Limits,
+    r: &mut FileReport,
+    depth: usize,
+) -> Option<usize> {
+    let mut d = Decoder::new(data, start, limits.max_string);
+    let mut stack: Vec<Sym> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: HashMap<u32, Sym> = HashMap::new();
+    let mut ops = 0u64;
+    let mut frame_end: Option<usize> = None;
+    let mut first = true;
+    let sus = Verdict::Suspicious;
+    macro_rules! pop {
+        () => {{
+            let floor = marks.last().copied().unwrap_or(0);
+            if stack.len() > floor {
+                stack.pop().unwrap_or(Sym::Other)
+            } else {
+                Sym::Other
+            }
+        }};
+    }
+    macro_rules! pop_mark {
+        () => {{
+            match marks.pop() {
+                Some(m) => stack.split_off(m.min(stack.len())),
+                None => Vec::new(),
+            }
+        }};
+    }
+    loop {
+        let (at, op) = match d.next_op() {
+            Ok(x) => x,
+            Err(DecodeError::Incomplete) => {
+                finding(
+                    r,
+                    sus,
+                    "truncated-pickle",
+                    Some(member),
+                    Some(d.pos() as u64),
+                    "the pickle ends before its STOP opcode".into(),
+                );
+                return None;
+            }
+            Err(DecodeError::Invalid(e)) => {
+                // A text number CPython reads but we do not (`I0x10`, `I010`): note it, skip the
+                // line and keep walking, since CPython goes on to what follows.
+                let text_op = matches!(data.get(e.offset), Some(b'I' | b'L' | b'F'));
+                let newline = data
+                    .get(e.offset..)
+                    .and_then(|t| t.iter().position(|&c| c == b'\n'));
+                if let (true, Some(nl)) = (text_op, newline) {
+                    finding(
+                        r,
+                        sus,
+                        "text-int-differential",
+                        Some(member),
+                        Some(e.offset as u64),
+                        e.msg,
+                    );
+                    d = Decoder::new(data, e.offset + nl + 1, limits.max_string);
+                    stack.push(Sym::Other);
+                    continue;
+                }
+                finding(
+                    r,
+                    sus,
+                    "undecodable-pickle",
+                    Some(member),
+                    Some(e.offset as u64),
+                    e.msg,
+                );
+                return None;
+            }
+        };
+        ops += 1;
+        if ops > limits.max_ops
+            || stack.len() + marks.len() > limits.max_stack
+            || memo.len() > limits.max_memo
+        {
+            finding(
+                r,
+                sus,
+                "limit-exceeded",
+                Some(member),
+                Some(at as u64),
+                "the pickle exceeds the VM's limits (opcodes, stack or memo)".into(),
+            );
+            return None;
+        }
+        if let Some(fe) = frame_end {
+            if d.pos() > fe && at < fe {
+                finding(
+                    r,
+                    sus,
+                    "frame-straddle",
+                    Some(member),
+                    Some(at as u64),
+                    format!(
+                        "the {} opcode at {at} crosses the frame boundary at {fe}",
+                        op.name()
+                    ),
+                );
+                frame_end = None;
+            } else if d.pos() >= fe {
+                frame_end = None;
+            }
+        }
+        let called = |stack_sym: &Sym, opcode: &'static str, r: &mut FileReport| match stack_sym {
+            Sym::Global(i) => r.globals[*i].calls.push(Call { opcode, offset: at }),
+            // NEWOBJ of a class from a persistent id (legacy whole-module saves) is object
+            // creation; any other call of a computed value is a chained gadget.
+            _ => {
+                let sev = if opcode == "NEWOBJ" {
+                    Verdict::Safe
+                } else {
+                    sus
+                };
+                finding(
+                    r,
+                    sev,
+                    "computed-callable",
+                    Some(member),
+                    Some(at as u64),
+                    format!(
+                        "{opcode} calls a value that is not a named global (a call result or a persistent id)"
+                    ),
+                )
+            }
+        };
+        let odd = |r: &mut FileReport, what: &str| {
+            finding(
+                r,
+                sus,
+                &format!("opcode-{}", what.to_ascii_lowercase()),
+                Some(member),
+                Some(at as u64),
+                format!("{what}, which no torch writer emits"),
+            );
+        };
+        match op {
+            Op::Mark => marks.push(stack.len()),
+            Op::Stop => {
+                if !marks.is_empty() || stack.len() != 1 {
+                    finding(
+                        r,
+                        sus,
+                        "stop-with-leftovers",
+                        Some(member),
+                        Some(at as u64),
+                        format!(
+                            "STOP with {} values and {} open marks",
+                            stack.len(),
+                            marks.len()
+                        ),
+                    );
+                }
+                return Some(d.pos());
+            }
+            Op::Pop => {
+                if marks.last() == Some(&stack.len()) {
+                    marks.pop();
+                } else {
+                    pop!();
+                }
+            }
+            Op::PopMark => {
+                pop_mark!();
+            }
+            Op::Dup => {
+                let v = stack.last().cloned().unwrap_or(Sym::Other);
+                stack.push(v);
+            }
+            Op::Int(_) | Op::BigInt(_) => {
+                if matches!(data.get(at), Some(b'I' | b'L')) {
+                    let line = &data[at + 1..d.pos().saturating_sub(1).max(at + 1)];
+                    let digits = line.strip_prefix(b"-").unwrap_or(line);
+                    if digits.len() > 1 && digits[0] == b'0'
+                        || line
+                            .iter()
+                            .any(|c| !(c.is_ascii_digit() || *c == b'-' || *c == b'L'))
+                    {
+                        finding(
+                            r,
+                            sus,
+                            "text-int-differential",
+                            Some(member),
+                            Some(at as u64),
+                            format!(
+                                "text integer {:?} reads differently in C and Python unpicklers",
+                                String::from_utf8_lossy(line)
+                            ),
+                        );
+                    }
+                }
+                stack.push(Sym::Other);
+            }
+            Op::Float(_) | Op::BinFloat(_) | Op::Bool(_) | Op::None => stack.push(Sym::Other),
+            Op::PersId(_) => stack.push(Sym::Other),
+            Op::BinPersId => {
+                pop!();
+                stack.push(Sym::Other);
+            }
+            Op::Reduce => {
+                pop!();
+                let c = pop!();
+                called(&c, "REDUCE", r);
+                stack.push(Sym::Other);
+            }
+            Op::String(b) | Op::Unicode(b) => {
+                nested(&b, at, member, limits, r, depth);
+                stack.push(match std::str::from_utf8(&b) {
+                    Ok(s) => Sym::Str(Rc::from(s)),
+                    Err(_) => Sym::Other,
+                });
+            }
+            Op::Bytes(b) | Op::ByteArray(b) => {
+                nested(b, at, member, limits, r, depth);
+                stack.push(Sym::Other);
+            }
+            Op::Append => {
+                pop!();
+            }
+            Op::Appends | Op::SetItems | Op::AddItems => {
+                pop_mark!();
+            }
+            Op::SetItem => {
+                pop!();
+                pop!();
+            }
+            Op::Build => {
+                pop!();
+                if let Some(Sym::Global(i)) = stack.last() {
+                    let i = *i;
+                    r.globals[i].calls.push(Call {
+                        opcode: "BUILD",
+                        offset: at,
+                    });
+                    let q = r.globals[i].qualified();
+                    finding(
+                        r,
+                        Verdict::Dangerous,
+                        "build-on-global",
+                        Some(member),
+                        Some(at as u64),
+                        format!(
+                            "BUILD sets attributes of {q} itself (a module or class), rewriting code other loads run"
+                        ),
+                    );
+                }
+            }
+            Op::Global(m, n) => {
+                let i = push_global(
+                    &mut r.globals,
+                    &String::from_utf8_lossy(m),
+                    &String::from_utf8_lossy(n),
+                    member,
+                    at,
+                    "GLOBAL",
+                );
+                stack.push(Sym::Global(i));
+            }
+            Op::StackGlobal => {
+                let n = pop!();
+                let m = pop!();
+                match (m, n) {
+                    (Sym::Str(m), Sym::Str(n)) => {
+                        let i = push_global(&mut r.globals, &m, &n, member, at, "STACK_GLOBAL");
+                        stack.push(Sym::Global(i));
+                    }
+                    _ => {
+                        finding(
+                            r,
+                            sus,
+                            "stack-global-operands",
+                            Some(member),
+                            Some(at as u64),
+                            "STACK_GLOBAL with operands that are not two strings".into(),
+                        );
+                        stack.push(Sym::Other);
+                    }
+                }
+            }
+            Op::Inst(m, n) => {
+                pop_mark!();
+                odd(r, "INST");
+                let i = push_global(
+                    &mut r.globals,
+                    &String::from_utf8_lossy(m),
+                    &String::from_utf8_lossy(n),
+                    member,
+                    at,
+                    "INST",
+                );
+                r.globals[i].calls.push(Call {
+                    opcode: "INST",
+                    offset: at,
+                });
+                stack.push(Sym::Other);
+            }
+            Op::Obj => {
+                let items = pop_mark!();
+                odd(r, "OBJ");
+                called(items.first().unwrap_or(&Sym::Other), "OBJ", r);
+                stack.push(Sym::Other);
+            }
+            Op::NewObj => {
+                pop!();
+                let c = pop!();
+                called(&c, "NEWOBJ", r);
+                stack.push(Sym::Other);
+            }
+            Op::NewObjEx => {
+                pop!();
+                pop!();
+                let c = pop!();
+                called(&c, "NEWOBJ_EX", r);
+                stack.push(Sym::Other);
+            }
+            Op::Dict | Op::List | Op::Tuple | Op::FrozenSet => {
+                pop_mark!();
+                stack.push(Sym::Other);
+            }
+            Op::EmptyDict | Op::EmptyList | Op::EmptyTuple | Op::EmptySet => stack.push(Sym::Other),
+            Op::TupleN(k) => {
+                for _ in 0..k {
+                    pop!();
+                }
+                stack.push(Sym::Other);
+            }
+            Op::Get(i) => match memo.get(&i) {
+                Some(v) => stack.push(v.clone()),
+                None => {
+                    finding(
+                        r,
+                        sus,
+                        "memo-miss",
+                        Some(member),
+                        Some(at as u64),
+                        format!("memo index {i} read before it was written"),
+                    );
+                    stack.push(Sym::Other);
+                }
+            },
+            Op::Put(i) => {
+                let v = stack.last().cloned().unwrap_or(Sym::Other);
+                memo.insert(i, v);
+            }
+            Op::Memoize => {
+                let v = stack.last().cloned().unwrap_or(Sym::Other);
+                memo.insert(memo.len() as u32, v);
+            }
+            Op::Proto(p) => {
+                if !first || p > 5 {
+                    finding(
+                        r,
+                        sus,
+                        "protocol-anomaly",
+                        Some(member),
+                        Some(at as u64),
+                        format!(
+                            "PROTO {p} {}",
+                            if first {
+                                "is not a pickle protocol"
+                            } else {
+                                "in the middle of the stream"
+                            }
+                        ),
+                    );
+                }
+            }
+            Op::Frame(len) => {
+                if frame_end.is_some() {
+                    finding(
+                        r,
+                        sus,
+                        "frame-straddle",
+                        Some(member),
+                        Some(at as u64),
+                        "a FRAME inside an unfinished frame".into(),
+                    );
+                }
+                frame_end = d.pos().checked_add(len as usize);
+                if frame_end.is_none_or(|e| e > data.len()) {
+                    finding(
+                        r,
+                        sus,
+                        "frame-straddle",
+                        Some(member),
+                        Some(at as u64),
+                        format!("a FRAME of {len} bytes runs past the pickle"),
+                    );
+                    frame_end = None;
+                }
+            }
+            Op::Ext(code) => {
+                odd(r, "EXT");
+                let _ = code;
+                stack.push(Sym::Other);
+            }
+            Op::NextBuffer => {
+                odd(r, "NEXT_BUFFER");
+                stack.push(Sym::Other);
+            }
+            Op::ReadonlyBuffer => odd(r, "READONLY_BUFFER"),
+        }
+        first = false;
+    }
+}
+
+/// A BYTES/STRING argument that is itself a pickle (`pickle.loads(b"…")`, an embedded legacy
+/// stream): walk it as its own member.
+fn nested(b: &[u8], at: usize, member: &str, limits: &Limits, r: &mut FileReport, depth: usize) {
+    if depth >= 4 || b.len() < 2 {
+        return;
+    }
+    // A pickle header, or bytes that decode exactly as one whole pickle; random tensor bytes
+    // rarely do either.
+    let proto = b[0] == 0x80 && (2..=5).contains(&b[1]);
+    let exact = matches!(crate::pickle::ops::pickle_end(b, 0, limits.max_string), Ok(Some(e)) if e == b.len());
+    if !(exact || proto && looks_like_pickle(b, limits)) {
+        return;
+    }
+    let inner = format!("{member}@{at} (embedded)");
+    let expected = if starts_legacy(b) { 5 } else { 1 };
+    walk_pickles(b, &inner, expected, limits, r, depth + 1);
+}
+
+/// The policy `convert` applies before any output is opened: refuse a file that names a
+/// dangerous global anywhere (including embedded and legacy header pickles), and with `strict`
+/// also one that names an unknown global. The error lists the names and offsets.
+pub fn policy_check(ckpt: &Checkpoint, strict: bool, limits: &Limits) -> Result<()> {
+    let mut r = FileReport {
+        path: ckpt.path().to_path_buf(),
+        format: String::new(),
+        verdict: Verdict::Safe,
+        globals: Vec::new(),
+        findings: Vec::new(),
+        error: None,
+    };
+    let a = ckpt.archive();
+    let main = match &a.container {
+        Container::Legacy => walk_legacy_head(a, limits, &mut r),
+        // Every pickle in the archive, hidden ones included (not the storages).
+        Container::Zip { .. } | Container::TorchScript { .. } => {
+            scan_raw_zip(&a.file, a.file_len, limits, &mut r, false);
+            (a.pickle_name.clone(), 0)
+        }
+        Container::Pickle | Container::Tar => {
+            walk_pickles(&a.pickle, &a.pickle_name, 1, limits, &mut r, 0);
+            (a.pickle_name.clone(), 0)
+        }
+    };
+    union_vm_globals(ckpt, &main, &mut r);
+    refuse(ckpt.path(), &r, strict)
+}
+
+/// Opens a checkpoint for conversion: limits first, then the VM, then the policy. When the VM
+/// cannot read the file, the raw bytes are still scanned, so a file that is both broken and
+/// dangerous is reported as dangerous (exit code 3), never as merely malformed.
+pub fn open_checked(
+    path: &Path,
+    limits: &ResourceLimits,
+    strict: bool,
+    allow_dangerous: bool,
+) -> Result<(Checkpoint, Option<Error>)> {
+    let opts = OpenOptions { limits: limits.vm };
+    let refused = |e: Error| -> Error {
+        if allow_dangerous {
+            return e;
+        }
+        let r = scan_file(path, &opts);
+        match refuse(path, &r, strict) {
+            Err(d) if r.verdict == Verdict::Dangerous || strict => d,
+            _ => e,
+        }
+    };
+    preflight(path, limits).map_err(refused)?;
+    let ckpt = Checkpoint::open_with(path, &opts).map_err(refused)?;
+    check_opened(&ckpt, limits)?;
+    match policy_check(&ckpt, strict, &limits.vm) {
+        Ok(()) => Ok((ckpt, None)),
+        Err(e) if allow_dangerous => Ok((ckpt, Some(e))),
+        Err(e) => Err(e),
+    }
+}
+
+fn refuse(path: &Path, r: &FileReport, strict: bool) -> Result<()> {
+    let build_gadgets: Vec<&Finding> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Verdict::Dangerous)
+        .collect();
+    let refused: Vec<&GlobalRef> = r
+        .globals
+        .iter()
+        .filter(|g| {
+            g.class == GlobalClass::Dangerous || (strict && g.class == GlobalClass::Unknown)
+        })
+        .collect();
+    if refused.is_empty() && build_gadgets.is_empty() {
+        return Ok(());
+    }
+    let dangerous =
+        refused.iter().any(|g| g.class == GlobalClass::Dangerous) || !build_gadgets.is_empty();
+    let mut names: Vec<String> = refused
+        .iter()
+        .take(20)
+        .map(|g| {
+            format!(
+                "{} ({}, {} at byte {} of {})",
+                g.qualified(),
+                g.class,
+                g.opcode,
+                g.offset,
+                g.member
+            )
+        })
+        .collect();
+    names.extend(build_gadgets.iter().take(5).map(|f| f.detail.clone()));
+    if refused.len() > 20 {
+        names.push(format!("and {} more", refused.len() - 20));
+    }
+    Err(Error::new(
+        path,
+        ErrorKind::Dangerous {
+            dangerous,
+            globals: names,
+        },
+    ))
+}
+
+/// Every bound `convert` and `scan` apply, each raised by the CLI flag its error names.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceLimits {
+    /// The pickle VM's bounds (opcodes, stack, memo, string length).
+    pub vm: Limits,
+    /// Size of the main pickle (`--max-pickle-bytes`).
+    pub max_pickle_bytes: u64,
+    /// Zip entries (`--max-zip-entries`).
+    pub max_zip_entries: u64,
+    /// Total bytes of compressed zip members once inflated (`--max-inflated-bytes`).
+    pub max_inflated_bytes: u64,
+    /// Tensors in the selection (`--max-tensors`).
+    pub max_tensors: u64,
+    /// Elements of any one tensor (`--max-tensor-elements`).
+    pub max_tensor_elements: u64,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            vm: Limits::default(),
+            max_pickle_bytes: 256 << 20,
+            max_zip_entries: 1_000_000,
+            max_inflated_bytes: 1 << 40,
+            max_tensors: 10_000_000,
+            max_tensor_elements: 1 << 40,
+        }
+    }
+}
+
+fn limit_err(path: &Path, what: String) -> Error {
+    Error::new(path, ErrorKind::Malformed(what))
+}
+
+/// Checks the container against `limits` before anything is unpickled: zip entry count,
+/// inflated sizes (zip bombs), and the main pickle's size.
+pub fn preflight(path: &Path, limits: &ResourceLimits) -> Result<()> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::new(path, crate::error::io("cannot open the file")(e)))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let Ok(Sniffed::Zip) = sniff(&file, len) else {
+        if len > limits.max_pickle_bytes && !matches!(sniff(&file, len), Ok(Sniffed::Legacy)) {
+            return Err(limit_err(
+                path,
+                format!(
+                    "the pickle is {len} bytes, more than the limit of {} (--max-pickle-bytes)",
+                    limits.max_pickle_bytes
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let zl = ZipLimits {
+        max_entries: limits.max_zip_entries,
+        ..ZipLimits::default()
+    };
+    let audit = match audit_zip(&file, len, &zl) {
+        Ok(a) => a,
+        // Unreadable structure: let the container layer give its own, precise error.
+        Err(ErrorKind::Malformed(m)) if m.contains("--max-zip-entries") => {
+            return Err(limit_err(path, m));
+        }
+        Err(_) => return Ok(()),
+    };
+    let mut inflated = 0u64;
+    for e in &audit.entries {
+        if e.method != 0 {
+            inflated = inflated.saturating_add(e.size);
+        }
+        if e.name.ends_with("/data.pkl") && e.size > limits.max_pickle_bytes {
+            return Err(limit_err(
+                path,
+                format!(
+                    "{} is {} bytes, more than the limit of {} (--max-pickle-bytes)",
+                    e.name, e.size, limits.max_pickle_bytes
+                ),
+            ));
+        }
+    }
+    if inflated > limits.max_inflated_bytes {
+        return Err(limit_err(
+            path,
+            format!(
+                "compressed zip members inflate to {inflated} bytes, more than the limit of {} (--max-inflated-bytes)",
+                limits.max_inflated_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an opened checkpoint's pickle size (legacy streams are only measured once read).
+pub fn check_opened(ckpt: &Checkpoint, limits: &ResourceLimits) -> Result<()> {
+    let n = ckpt.archive().pickle.len() as u64;
+    if n > limits.max_pickle_bytes {
+        return Err(limit_err(
+            ckpt.path(),
+            format!(
+                "the main pickle is {n} bytes, more than the limit of {} (--max-pickle-bytes)",
+                limits.max_pickle_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a selection against the tensor-count and per-tensor element limits.
+pub fn check_selection(
+    ckpt: &Checkpoint,
+    sel: &crate::checkpoint::Selection,
+    limits: &ResourceLimits,
+) -> Result<()> {
+    if sel.tensors.len() as u64 > limits.max_tensors {
+        return Err(limit_err(
+            ckpt.path(),
+            format!(
+                "{} tensors, more than the limit of {} (--max-tensors)",
+                sel.tensors.len(),
+                limits.max_tensors
+            ),
+        ));
+    }
+    for t in &sel.tensors {
+        let n = t
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX);
+        if n > limits.max_tensor_elements {
+            return Err(limit_err(
+                ckpt.path(),
+                format!(
+                    "tensor {:?} has {n} elements (shape {:?}), more than the limit of {} (--max-tensor-elements)",
+                    t.name, t.shape, limits.max_tensor_elements
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
