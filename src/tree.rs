@@ -134,6 +134,46 @@ fn module_children(state: &Value) -> Option<Vec<(Option<String>, Value)>> {
     Some(out)
 }
 
+/// Identity of a container value (shared containers have one identity).
+fn node_id(v: &Value) -> Option<usize> {
+    Some(match v {
+        Value::Dict(d) => Rc::as_ptr(d) as *const () as usize,
+        Value::List(l) | Value::Set(l) => Rc::as_ptr(l) as *const () as usize,
+        Value::Tuple(t) => Rc::as_ptr(t) as *const () as usize,
+        Value::Object(o) => Rc::as_ptr(o) as *const () as usize,
+        _ => return None,
+    })
+}
+
+/// For every container reachable from `root`, whether any tensor-like leaf is below it. Each
+/// distinct container is visited once, so shared containers (memo bombs) cost nothing extra.
+fn tensor_holders(root: &Value, opts: &FlattenOptions) -> HashMap<usize, bool> {
+    let mut holds: HashMap<usize, bool> = HashMap::new();
+    // (value, children already pushed)
+    let mut stack: Vec<(Value, bool)> = vec![(root.clone(), false)];
+    while let Some((v, expanded)) = stack.pop() {
+        let Some(id) = node_id(&v) else { continue };
+        let kids = children(&v).unwrap_or_default();
+        if expanded {
+            let any = kids.iter().any(|(_, c)| leaf(c, opts).is_some() || node_id(c).and_then(|i| holds.get(&i).copied()).unwrap_or(false));
+            holds.insert(id, any);
+            continue;
+        }
+        if holds.contains_key(&id) {
+            continue;
+        }
+        // Provisional value: a cycle back to an open container adds nothing.
+        holds.insert(id, false);
+        stack.push((v, true));
+        for (_, c) in kids {
+            if node_id(&c).is_some_and(|i| !holds.contains_key(&i)) {
+                stack.push((c, false));
+            }
+        }
+    }
+    holds
+}
+
 /// Walks `root` and names every leaf below it.
 pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
     flatten_with(root, prefix, &FlattenOptions::default())
@@ -142,6 +182,8 @@ pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
 /// [`flatten`] with options.
 pub fn flatten_with(root: &Value, prefix: &str, opts: &FlattenOptions) -> Result<Flattened, ErrorKind> {
     let mut out = Flattened::default();
+    let holders = tensor_holders(root, opts);
+    let mut walked: std::collections::HashSet<usize> = std::collections::HashSet::new();
     // (name, value, depth, nameable)
     let mut stack: Vec<(String, Value, usize, bool)> = vec![(prefix.to_string(), root.clone(), 0, true)];
     let mut visited = 0usize;
@@ -160,6 +202,11 @@ pub fn flatten_with(root: &Value, prefix: &str, opts: &FlattenOptions) -> Result
             continue;
         }
         match children(&v) {
+            // A tensor-free container met again (shared) is listed, not walked again: shared
+            // containers can make a small pickle an exponentially large tree.
+            Some(_) if node_id(&v).is_some_and(|i| holders.get(&i) == Some(&false) && !walked.insert(i)) => {
+                out.skipped.push((name, v.type_name()));
+            }
             Some(kids) => {
                 if depth >= MAX_DEPTH {
                     return Err(ErrorKind::Malformed(format!("the object tree is nested deeper than {MAX_DEPTH} levels at {name:?}")));

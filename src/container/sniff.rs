@@ -23,9 +23,12 @@ pub enum Sniffed {
 /// Looks at the start of the file and says what it is, or why it is not a checkpoint.
 pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
     let mut head = vec![0u8; file_len.min(4096) as usize];
-    file.read_exact_at(&mut head, 0).map_err(io("cannot read the start of the file"))?;
+    file.read_exact_at(&mut head, 0)
+        .map_err(io("cannot read the start of the file"))?;
     if head.is_empty() {
-        return Err(ErrorKind::NotACheckpoint("the file is empty (0 bytes); a failed or interrupted download?".into()));
+        return Err(ErrorKind::NotACheckpoint(
+            "the file is empty (0 bytes); a failed or interrupted download?".into(),
+        ));
     }
     if head.starts_with(b"PK\x03\x04") {
         return Ok(Sniffed::Zip);
@@ -33,12 +36,22 @@ pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
     if super::tar::is_tar(&head) {
         return Ok(Sniffed::Tar);
     }
-    let limits = Limits { max_ops: 10_000, max_stack: 10_000, max_memo: 10_000, max_string: 4096 };
+    let limits = Limits {
+        max_ops: 10_000,
+        max_stack: 10_000,
+        max_memo: 10_000,
+        max_string: 4096,
+    };
     match load(&head, 0, &mut NoHost, &limits) {
         Ok(first) if is_legacy_magic(&first.value) => return Ok(Sniffed::Legacy),
         Ok(_) => return Ok(Sniffed::Pickle),
         // A binary pickle longer than the sniffed head: the VM reads it whole later.
-        Err(_) if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 && file_len > head.len() as u64 => {
+        Err(_)
+            if head.len() >= 2
+                && head[0] == 0x80
+                && head[1] <= 5
+                && file_len > head.len() as u64 =>
+        {
             return Ok(Sniffed::Pickle);
         }
         Err(_) => {}
@@ -48,19 +61,30 @@ pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
 
 /// Says what a non-checkpoint file looks like, with a hint where one helps.
 pub fn describe(head: &[u8], file_len: u64) -> String {
-    let lower: Vec<u8> = head.iter().take(512).map(|b| b.to_ascii_lowercase()).collect();
+    let lower: Vec<u8> = head
+        .iter()
+        .take(512)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
     let text = String::from_utf8_lossy(&lower);
     let trimmed = text.trim_start();
     if head.starts_with(b"version https://git-lfs") {
         return "a Git LFS pointer file, not the checkpoint itself; run `git lfs pull` to fetch the real file".into();
     }
-    if trimmed.starts_with("<!doctype html") || trimmed.starts_with("<html") || trimmed.starts_with("<?xml") {
+    if trimmed.starts_with("<!doctype html")
+        || trimmed.starts_with("<html")
+        || trimmed.starts_with("<?xml")
+    {
         return "an HTML/XML page, not a checkpoint; the download probably failed (login page or error page)".into();
     }
     if head.starts_with(b"GGUF") {
         return "a GGUF model file (llama.cpp), not a PyTorch checkpoint; it is already in a ready-to-load format (use llama.cpp's gguf tools to read it)".into();
     }
-    if head.starts_with(b"ggml") || head.starts_with(b"lmgg") || head.starts_with(b"tjgg") || head.starts_with(b"fmgg") {
+    if head.starts_with(b"ggml")
+        || head.starts_with(b"lmgg")
+        || head.starts_with(b"tjgg")
+        || head.starts_with(b"fmgg")
+    {
         return "a GGML model file (llama.cpp), not a PyTorch checkpoint; convert it with llama.cpp's tools (e.g. to GGUF), not with this one".into();
     }
     if head.starts_with(b"\x93NUMPY") {
@@ -70,13 +94,16 @@ pub fn describe(head: &[u8], file_len: u64) -> String {
         return "an HDF5 file (Keras/TensorFlow .h5 weights), not a PyTorch checkpoint; load it with Keras or h5py and save the weights with safetensors".into();
     }
     if head.starts_with(b"PK") {
-        return "a zip-like file that does not start with a local file header (prepended data?)".into();
+        return "a zip-like file that does not start with a local file header (prepended data?)"
+            .into();
     }
     if head.len() >= 262 && &head[257..262] == b"ustar" {
         return "a tar archive (torch <= 0.1.9 wrote checkpoints as tar; that era is not supported yet)".into();
     }
     if head.len() >= 10 {
-        let n = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]);
+        let n = u64::from_le_bytes([
+            head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+        ]);
         if head[8] == b'{' && n > 1 && n.checked_add(8).is_some_and(|e| e <= file_len) {
             return safetensors_hint(head, file_len);
         }
@@ -85,13 +112,22 @@ pub fn describe(head: &[u8], file_len: u64) -> String {
         return "looks like a TensorFlow file (protobuf, e.g. saved_model.pb), not a PyTorch checkpoint; load it with TensorFlow and save the weights with safetensors".into();
     }
     if head.first() == Some(&0x80) {
-        return format!("a pickle stream that cannot be read (truncated or corrupt); the file has {file_len} bytes");
+        return format!(
+            "a pickle stream that cannot be read (truncated or corrupt); the file has {file_len} bytes"
+        );
     }
-    let printable = head.iter().take(512).filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()).count();
+    let printable = head
+        .iter()
+        .take(512)
+        .filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+        .count();
     if printable * 10 >= head.len().min(512) * 9 {
         return format!("a text file ({file_len} bytes), not a checkpoint");
     }
-    format!("unrecognised content ({file_len} bytes, starting with {:02x?})", &head[..head.len().min(8)])
+    format!(
+        "unrecognised content ({file_len} bytes, starting with {:02x?})",
+        &head[..head.len().min(8)]
+    )
 }
 
 /// An already-safetensors file: nothing to convert, unless its data was cut short.
@@ -120,7 +156,11 @@ fn safetensors_hint(head: &[u8], file_len: u64) -> String {
 
 /// Says what a zip archive without `data.pkl` is, from its entry names.
 pub fn describe_zip(names: &[String]) -> String {
-    let has = |n: &str| names.iter().any(|x| x == n || x.ends_with(&format!("/{n}")));
+    let has = |n: &str| {
+        names
+            .iter()
+            .any(|x| x == n || x.ends_with(&format!("/{n}")))
+    };
     let sample: Vec<&str> = names.iter().take(5).map(|s| s.as_str()).collect();
     if !names.is_empty() && names.iter().any(|n| n.ends_with(".npy")) {
         return format!(
@@ -133,7 +173,9 @@ pub fn describe_zip(names: &[String]) -> String {
     if has("saved_model.pb") {
         return "a zipped TensorFlow SavedModel (saved_model.pb), not a PyTorch checkpoint; load it with TensorFlow and save the weights with safetensors".into();
     }
-    format!("a zip archive without a data.pkl record (entries such as {sample:?}); torch.save archives hold <root>/data.pkl")
+    format!(
+        "a zip archive without a data.pkl record (entries such as {sample:?}); torch.save archives hold <root>/data.pkl"
+    )
 }
 
 /// Says what a directory passed where a file is expected is.
@@ -156,7 +198,8 @@ pub fn describe_broken_zip(file: &File, file_len: u64) -> String {
         file.read_exact_at(&mut b, at).ok().map(|_| b)
     };
     let le16 = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as u64;
-    let le32 = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64;
+    let le32 =
+        |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64;
     let mut pos = 0u64;
     let mut entries = 0u64;
     loop {
@@ -172,12 +215,16 @@ pub fn describe_broken_zip(file: &File, file_len: u64) -> String {
         if !h.starts_with(b"PK\x03\x04") {
             // A central directory header after complete entries: damaged, not cut short.
             if h.starts_with(b"PK\x01\x02") {
-                return format!("a zip archive whose end-of-central-directory record is missing or damaged after {entries} complete entries; the file is probably truncated or corrupt; {redo}");
+                return format!(
+                    "a zip archive whose end-of-central-directory record is missing or damaged after {entries} complete entries; the file is probably truncated or corrupt; {redo}"
+                );
             }
             break;
         }
         let (flags, csize, nlen, xlen) = (le16(&h, 6), le32(&h, 18), le16(&h, 26), le16(&h, 28));
-        let name = read(pos + 30, nlen as usize).map(|n| String::from_utf8_lossy(&n).into_owned()).unwrap_or_default();
+        let name = read(pos + 30, nlen as usize)
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .unwrap_or_default();
         let data = pos + 30 + nlen + xlen;
         if flags & 0x08 == 0 && csize != 0xFFFF_FFFF {
             let end = data + csize;
@@ -205,7 +252,9 @@ pub fn describe_broken_zip(file: &File, file_len: u64) -> String {
             "the file is truncated: it ends after {entries} complete zip entries, before the central directory (expected more than {file_len} bytes, found {file_len}); {redo}"
         );
     }
-    format!("the file starts like a zip archive but its central directory cannot be read (at byte {pos} of {file_len}); the file is truncated or corrupt; {redo}")
+    format!(
+        "the file starts like a zip archive but its central directory cannot be read (at byte {pos} of {file_len}); the file is truncated or corrupt; {redo}"
+    )
 }
 
 /// Offset just past the data descriptor or at the next local header after `from`, if any.
@@ -224,7 +273,8 @@ fn find_next_record(file: &File, from: u64, file_len: u64) -> Option<u64> {
                         // 4-byte sizes end 16 bytes on; zip64 8-byte sizes 24.
                         let d = at + i as u64 + 16;
                         let mut sig = [0u8; 2];
-                        let plain = d >= file_len || (file.read_exact_at(&mut sig, d).is_ok() && &sig == b"PK");
+                        let plain = d >= file_len
+                            || (file.read_exact_at(&mut sig, d).is_ok() && &sig == b"PK");
                         return Some(if plain { d } else { d + 8 }).filter(|e| *e <= file_len);
                     }
                     (3, 4) | (1, 2) => return Some(at + i as u64),

@@ -140,7 +140,7 @@ impl Machine<'_> {
                 return Err(PickleError::new(at, format!("more than {} opcodes (--max-pickle-ops)", self.limits.max_ops)));
             }
             if self.stack.len() + self.marks.len() > self.limits.max_stack {
-                return Err(PickleError::new(at, format!("stack deeper than {} items", self.limits.max_stack)));
+                return Err(PickleError::new(at, format!("stack deeper than {} items (raise with --max-stack)", self.limits.max_stack)));
             }
             if let Op::Stop = op {
                 let v = self.pop(at)?;
@@ -187,7 +187,7 @@ impl Machine<'_> {
 
     fn memo_put(&mut self, idx: u32, v: Value) -> Result<(), String> {
         if self.memo.len() >= self.limits.max_memo && !self.memo.contains_key(&idx) {
-            return Err(format!("more than {} memo entries", self.limits.max_memo));
+            return Err(format!("more than {} memo entries (raise with --max-memo)", self.limits.max_memo));
         }
         self.memo.insert(idx, v);
         Ok(())

@@ -172,10 +172,7 @@ fn nesting_two_hundred_thousand_lists_deep_neither_overflows_nor_panics() {
     bytes.extend(std::iter::repeat_n(b'a', n - 1));
     bytes.push(b'.');
     let v = run(&bytes).unwrap().value;
-    assert!(
-        crate::tree::flatten(&v, "").is_err(),
-        "walking stops at the depth limit"
-    );
+    assert!(crate::tree::flatten(&v, "").is_err(), "walking stops at the depth limit");
     drop(v);
 }
 
@@ -202,4 +199,19 @@ fn a_huge_declared_length_is_checked_against_the_bytes_that_remain() {
     b.extend((1u64 << 60).to_le_bytes());
     b.push(b'.');
     assert!(run(&b).is_err());
+}
+
+#[test]
+fn a_memo_bomb_of_shared_lists_is_walked_in_linear_time() {
+    // L0 = []; L(k) = [L(k-1), L(k-1)] for 64 levels: 2^64 paths, 64 distinct lists.
+    let mut bytes = b"\x80\x02]".to_vec();
+    for _ in 0..64 {
+        bytes.extend(b"q\x00](h\x00h\x00e");
+    }
+    bytes.push(b'.');
+    let v = run(&bytes).unwrap().value;
+    let started = std::time::Instant::now();
+    let flat = crate::tree::flatten(&v, "").unwrap();
+    assert!(flat.leaves.is_empty());
+    assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
 }

@@ -1,0 +1,200 @@
+//! Whole folders: discover checkpoints, name their outputs the way the ecosystem does, rewrite
+//! sharded models' indexes, reshard, and report on every file. Resumable (up-to-date outputs are
+//! skipped), partitionable across machines, and nothing is printed here: callers watch through
+//! an [`Observer`].
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//! use safetensorize::migrate::{Control, MigrateOptions, NoObserver, run};
+//!
+//! let report = run(&[PathBuf::from("models/bert")], &MigrateOptions::default(), &NoObserver, &Control::new())?;
+//! println!("{} converted, {} failed", report.summary.converted, report.summary.failed);
+//! # Ok::<(), String>(())
+//! ```
+//!
+//! Tied weights: by default a name that shares its tensor with another (tied embeddings) is
+//! written once and recorded in the `__metadata__` of the file holding the tensor it aliases, as
+//! Hugging Face's own converter does; it is not listed in the index's `weight_map`, which names
+//! only tensors actually written. transformers re-ties such weights when it loads the model.
+//! With resharding an alias therefore always lives with its tensor. `keep_aliases` writes every
+//! name as its own copy instead (for loaders that do not re-tie).
+
+mod control;
+pub mod discover;
+pub mod naming;
+pub mod outputs;
+pub mod report;
+pub mod shard;
+mod unit;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+pub use control::{Control, remove_partials};
+pub use discover::{Filter, Item, Unit};
+pub use report::{FileRecord, Kind, Report, SkipReason, Status, Summary};
+
+use crate::scan::ResourceLimits;
+
+/// Settings of a migration.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// Mirror each input into this folder instead of writing beside the sources.
+    pub output_dir: Option<PathBuf>,
+    /// Plan only: read and check everything, write nothing.
+    pub dry_run: bool,
+    /// Replace outputs that exist but are not up to date (and rewrite up-to-date ones).
+    pub overwrite: bool,
+    /// Remove each source once its outputs were written, fsynced and re-read successfully.
+    pub delete_source: bool,
+    /// Split or regroup outputs into shards of at most this many tensor bytes.
+    pub max_shard_size: Option<u64>,
+    /// Files converted at once (at least 1).
+    pub jobs: usize,
+    /// Copy threads in total, shared by the files converted at once (0 = one per core).
+    pub threads: usize,
+    /// Only this share of the units.
+    pub partition: Option<Partition>,
+    /// `--include` globs (empty: everything).
+    pub include: Vec<String>,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
+    /// Write tied names as their own copies instead of metadata aliases.
+    pub keep_aliases: bool,
+    /// Bounds applied to every file.
+    pub limits: ResourceLimits,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            output_dir: None,
+            dry_run: false,
+            overwrite: false,
+            delete_source: false,
+            max_shard_size: None,
+            jobs: 1,
+            threads: 0,
+            partition: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            keep_aliases: false,
+            limits: ResourceLimits::default(),
+        }
+    }
+}
+
+/// `I/N`: the `I`-th (from 0) of `N` shares of the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// Which share, `0..count`.
+    pub index: u64,
+    /// How many shares.
+    pub count: u64,
+}
+
+impl FromStr for Partition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a partition; use I/N with 0 <= I < N, e.g. 0/4 ($SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse::<u64>().map_err(|_| bad())?, n.trim().parse::<u64>().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Partition { index, count })
+    }
+}
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Partition {
+    /// True when the unit labelled `label` belongs to this share: a fixed hash (XXH3-64) of the
+    /// label, so the answer depends on nothing but the label and every machine agrees without
+    /// talking to the others, even while files elsewhere in the tree come and go.
+    pub fn contains(&self, label: &str) -> bool {
+        xxhash_rust::xxh3::xxh3_64(label.as_bytes()) % self.count == self.index
+    }
+}
+
+/// Watches a run; every method may be called from several worker threads.
+pub trait Observer: Sync {
+    /// The plan is made: `units` to handle, about `bytes` to read.
+    fn begin(&self, _units: usize, _bytes: u64) {}
+    /// `bytes` more were processed.
+    fn advance(&self, _bytes: u64) {}
+    /// A file is done.
+    fn finished(&self, _record: &FileRecord) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// Discovers and partitions the work for `paths` (nothing is opened but folders and indexes).
+pub fn plan(paths: &[PathBuf], opts: &MigrateOptions) -> Result<Vec<Item>, String> {
+    if paths.is_empty() {
+        return Err("no PATH given".into());
+    }
+    let filter = Filter::new(&opts.include, &opts.exclude)?;
+    let roots = discover::roots(paths, opts.output_dir.as_deref())?;
+    let mut items = discover::discover(&roots, &filter, opts.output_dir.as_deref());
+    if let Some(p) = opts.partition {
+        items.retain(|i| p.contains(&i.label));
+    }
+    discover::resolve_collisions(&mut items, opts.max_shard_size.is_some());
+    Ok(items)
+}
+
+/// Migrates every checkpoint under `paths`. A file that fails is recorded and the run goes on;
+/// only a bad set of options is an `Err`. Stops early (recording nothing more) once `control`
+/// is interrupted.
+pub fn run(paths: &[PathBuf], opts: &MigrateOptions, observer: &dyn Observer, control: &Control) -> Result<Report, String> {
+    let started = Instant::now();
+    let items = plan(paths, opts)?;
+    let bytes: u64 = items.iter().map(unit::source_bytes).sum();
+    observer.begin(items.len(), bytes);
+    let jobs = opts.jobs.max(1).min(items.len().max(1));
+    let total_threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    let ctx = unit::Context { opts, observer, control, threads: (total_threads / jobs).max(1) };
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Vec<FileRecord>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                loop {
+                    if control.is_stopped() {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let records = unit::process(item, &ctx);
+                    if let Ok(mut d) = done.lock() {
+                        d.push((i, records));
+                    }
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    let files: Vec<FileRecord> = done.into_iter().flat_map(|(_, r)| r).collect();
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        schema: report::SCHEMA,
+        dry_run: opts.dry_run,
+        partition: opts.partition.map(|p| p.to_string()),
+        interrupted: control.is_stopped(),
+        summary: Summary::of(&files, seconds),
+        files,
+    })
+}
