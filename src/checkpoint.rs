@@ -90,9 +90,23 @@ impl Checkpoint {
         if let crate::container::StorageIndex::Tar { tables, .. } = &archive.storages {
             host.tar = Some(tables.clone());
         }
-        let loaded = load(&archive.pickle, 0, &mut host, &opts.limits)
-            .map_err(|e| Error::new(path, ErrorKind::Pickle { member: archive.pickle_name.clone(), source: e }))?;
-        Ok(Checkpoint { root: loaded.value, storages: host.storages, memory: host.memory, protocol: loaded.protocol, globals: loaded.globals, archive })
+        let loaded = load(&archive.pickle, 0, &mut host, &opts.limits).map_err(|e| {
+            Error::new(
+                path,
+                ErrorKind::Pickle {
+                    member: archive.pickle_name.clone(),
+                    source: e,
+                },
+            )
+        })?;
+        Ok(Checkpoint {
+            root: loaded.value,
+            storages: host.storages,
+            memory: host.memory,
+            protocol: loaded.protocol,
+            globals: loaded.globals,
+            archive,
+        })
     }
 
     /// The file.
@@ -125,20 +139,37 @@ impl Checkpoint {
     }
 
     /// [`Checkpoint::select`] with leaf options (e.g. numpy arrays as tensors).
-    pub fn select_with(&self, key: Option<&str>, keep_aliases: bool, fopts: &FlattenOptions) -> Result<Selection> {
+    pub fn select_with(
+        &self,
+        key: Option<&str>,
+        keep_aliases: bool,
+        fopts: &FlattenOptions,
+    ) -> Result<Selection> {
         let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
         let flat = tree::flatten_with(&sub, "", fopts).map_err(|k| self.err(k))?;
         let mut names = HashSet::new();
         let mut tensors = Vec::new();
         for (name, leaf) in flat.leaves {
-            let name = if name.is_empty() { "tensor".to_string() } else { name };
+            let name = if name.is_empty() {
+                "tensor".to_string()
+            } else {
+                name
+            };
             if !names.insert(name.clone()) {
-                return Err(self.err(ErrorKind::Tensor { name, storage: None, msg: "two tensors get this same name after flattening".into() }));
+                return Err(self.err(ErrorKind::Tensor {
+                    name,
+                    storage: None,
+                    msg: "two tensors get this same name after flattening".into(),
+                }));
             }
             match leaf {
                 Leaf::Tensor(t) => tensors.push((name, t)),
                 Leaf::NotATensor(n) => {
-                    let dtype = n.dtype.as_deref().map(|d| format!(" with dtype {d}")).unwrap_or_default();
+                    let dtype = n
+                        .dtype
+                        .as_deref()
+                        .map(|d| format!(" with dtype {d}"))
+                        .unwrap_or_default();
                     return Err(self.err(ErrorKind::Tensor {
                         name,
                         storage: None,
@@ -154,27 +185,54 @@ impl Checkpoint {
                     flat.skipped.len()
                 ))));
             }
-            let what = if key.is_empty() { "the checkpoint".to_string() } else { format!("the selected key {key:?}") };
+            let what = if key.is_empty() {
+                "the checkpoint".to_string()
+            } else {
+                format!("the selected key {key:?}")
+            };
             return Err(self.err(ErrorKind::Selection(format!(
                 "{what} holds no tensors ({} non-tensor values); use --key to pick another part",
                 flat.skipped.len()
             ))));
         }
-        let (kept, aliases) = if keep_aliases { (tensors, Vec::new()) } else { tree::dedupe(tensors) };
-        let tensors = kept.iter().map(|(n, t)| self.check_tensor(n, t)).collect::<Result<Vec<_>>>()?;
-        Ok(Selection { key, tensors, aliases, skipped: flat.skipped })
+        let (kept, aliases) = if keep_aliases {
+            (tensors, Vec::new())
+        } else {
+            tree::dedupe(tensors)
+        };
+        let tensors = kept
+            .iter()
+            .map(|(n, t)| self.check_tensor(n, t))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Selection {
+            key,
+            tensors,
+            aliases,
+            skipped: flat.skipped,
+        })
     }
 
     fn check_tensor(&self, name: &str, t: &TensorRef) -> Result<TensorInfo> {
-        let fail = |msg: String| self.err(ErrorKind::Tensor { name: name.to_string(), storage: Some(t.storage.key.clone()), msg });
+        let fail = |msg: String| {
+            self.err(ErrorKind::Tensor {
+                name: name.to_string(),
+                storage: Some(t.storage.key.clone()),
+                msg,
+            })
+        };
         if let Some(why) = t.dtype.refusal() {
             return Err(fail(format!("dtype {} cannot be written: {why}", t.dtype)));
         }
         if t.neg && !writer::negation_supported(t.dtype) {
-            return Err(fail(format!("a negated view of dtype {} cannot be resolved bit-exactly", t.dtype)));
+            return Err(fail(format!(
+                "a negated view of dtype {} cannot be resolved bit-exactly",
+                t.dtype
+            )));
         }
         let s = &t.storage;
-        let root_bytes = s.nbytes().ok_or_else(|| fail("storage size overflows".into()))?;
+        let root_bytes = s
+            .nbytes()
+            .ok_or_else(|| fail("storage size overflows".into()))?;
         let (vbase, vbytes) = match s.view {
             None => (0, root_bytes),
             Some((off, n)) => {
@@ -187,20 +245,35 @@ impl Checkpoint {
         };
         let item = t.dtype.itemsize();
         let avail = vbytes / item;
-        let numel = t.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| fail("element count overflows".into()))?;
-        let nbytes = numel.checked_mul(item).filter(|b| *b <= MAX_TENSOR_BYTES).ok_or_else(|| {
-            fail(format!("the tensor would need more than {MAX_TENSOR_BYTES} bytes (shape {:?})", t.shape))
-        })?;
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| fail("element count overflows".into()))?;
+        let nbytes = numel
+            .checked_mul(item)
+            .filter(|b| *b <= MAX_TENSOR_BYTES)
+            .ok_or_else(|| {
+                fail(format!(
+                    "the tensor would need more than {MAX_TENSOR_BYTES} bytes (shape {:?})",
+                    t.shape
+                ))
+            })?;
         if numel == 0 {
             if t.offset > avail {
-                return Err(fail(format!("empty tensor at element offset {} beyond its storage of {avail} elements", t.offset)));
+                return Err(fail(format!(
+                    "empty tensor at element offset {} beyond its storage of {avail} elements",
+                    t.offset
+                )));
             }
         } else {
             let reach = t
                 .shape
                 .iter()
                 .zip(&t.stride)
-                .try_fold(t.offset, |a, (&n, &st)| (n - 1).checked_mul(st).and_then(|x| a.checked_add(x)))
+                .try_fold(t.offset, |a, (&n, &st)| {
+                    (n - 1).checked_mul(st).and_then(|x| a.checked_add(x))
+                })
                 .and_then(|x| x.checked_add(1))
                 .ok_or_else(|| fail("the view's extent overflows".into()))?;
             if reach > avail {
@@ -244,10 +317,22 @@ impl Checkpoint {
         for s in &self.storages {
             declared.entry(s.key.clone()).or_insert((s.unit(), s.numel));
         }
-        let mut records = self.archive.locate_storages(&declared).map_err(|k| self.err(k))?;
+        let mut records = self
+            .archive
+            .locate_storages(&declared)
+            .map_err(|k| self.err(k))?;
         for (key, bytes) in &self.memory {
             let len = bytes.len() as u64;
-            records.insert(key.clone(), Record { name: key.clone(), offset: 0, stored_len: len, len, method: RecordMethod::Stored });
+            records.insert(
+                key.clone(),
+                Record {
+                    name: key.clone(),
+                    offset: 0,
+                    stored_len: len,
+                    len,
+                    method: RecordMethod::Stored,
+                },
+            );
         }
         // Declared size per key; every reference to a key must agree on it.
         let mut sizes: HashMap<&str, &Rc<StorageRef>> = HashMap::new();
@@ -255,7 +340,9 @@ impl Checkpoint {
         for s in &self.storages {
             let first = sizes.entry(s.key.as_str()).or_insert(s);
             if first.nbytes() != s.nbytes() {
-                conflicts.entry(s.key.as_str()).or_insert((first.nbytes(), s.nbytes()));
+                conflicts
+                    .entry(s.key.as_str())
+                    .or_insert((first.nbytes(), s.nbytes()));
             }
         }
         for t in &sel.tensors {
@@ -270,14 +357,19 @@ impl Checkpoint {
                 return Err(self.err(ErrorKind::Tensor {
                     name: t.name.clone(),
                     storage: Some(t.storage.clone()),
-                    msg: format!("the storage is declared with two different sizes ({a:?} and {b:?} bytes)"),
+                    msg: format!(
+                        "the storage is declared with two different sizes ({a:?} and {b:?} bytes)"
+                    ),
                 }));
             }
             let rec = records.get(&t.storage).ok_or_else(|| {
                 self.err(ErrorKind::Tensor {
                     name: t.name.clone(),
                     storage: Some(t.storage.clone()),
-                    msg: format!("the storage record ({}) is missing from the file", self.record_name(&t.storage)),
+                    msg: format!(
+                        "the storage record ({}) is missing from the file",
+                        self.record_name(&t.storage)
+                    ),
                 })
             })?;
             let want = s.nbytes().unwrap_or(u64::MAX);
@@ -300,7 +392,9 @@ impl Checkpoint {
 
     fn record_name(&self, key: &str) -> String {
         match &self.archive.container {
-            Container::Zip { prefix } | Container::TorchScript { prefix } => format!("{prefix}data/{key}"),
+            Container::Zip { prefix } | Container::TorchScript { prefix } => {
+                format!("{prefix}data/{key}")
+            }
             Container::Legacy => format!("legacy storage {key}"),
             Container::Pickle => format!("embedded storage {key}"),
             Container::Tar => format!("tar storage {key}"),
@@ -308,7 +402,13 @@ impl Checkpoint {
     }
 
     /// Converts `sel` into `output`.
-    pub fn write(&self, sel: &Selection, output: &Path, opts: &ConvertOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<ConvertReport> {
+    pub fn write(
+        &self,
+        sel: &Selection,
+        output: &Path,
+        opts: &ConvertOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<ConvertReport> {
         let out_err = |k| Error::new(output, k);
         let records = self.records(sel)?;
         let mut metadata = BTreeMap::new();
@@ -329,12 +429,21 @@ impl Checkpoint {
             .collect();
         let plan = writer::plan_header(entries, &metadata).map_err(|k| self.err(k))?;
         let data_start = plan.bytes.len() as u64;
-        let by_name: HashMap<&str, &TensorInfo> = sel.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+        let by_name: HashMap<&str, &TensorInfo> =
+            sel.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
 
         // Deflated records are inflated once into anonymous temp files beside the output.
-        let mut sources = vec![self.archive.file.try_clone().map_err(|e| self.err(io("cannot reopen the input")(e)))?];
+        let mut sources = vec![
+            self.archive
+                .file
+                .try_clone()
+                .map_err(|e| self.err(io("cannot reopen the input")(e)))?,
+        ];
         let mut source_of: HashMap<String, (usize, u64)> = HashMap::new();
-        let out_dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let out_dir = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         for t in &sel.tensors {
             if source_of.contains_key(&t.storage) {
                 continue;
@@ -354,7 +463,10 @@ impl Checkpoint {
                     (sources.len() - 1, 0)
                 }
                 RecordMethod::Other(m) => {
-                    return Err(self.err(ErrorKind::Unsupported(format!("record {} uses zip compression {m}, which torch never writes", rec.name))));
+                    return Err(self.err(ErrorKind::Unsupported(format!(
+                        "record {} uses zip compression {m}, which torch never writes",
+                        rec.name
+                    ))));
                 }
             };
             source_of.insert(t.storage.clone(), src);
@@ -378,16 +490,41 @@ impl Checkpoint {
             };
             let item = t.dtype.itemsize();
             let kind = if t.contiguous && transform.is_identity() {
-                JobKind::Copy { src_off: base + t.offset * item }
+                JobKind::Copy {
+                    src_off: base + t.offset * item,
+                }
             } else if t.contiguous {
-                JobKind::Transformed { src_off: base + t.offset * item, dtype: t.dtype, transform }
+                JobKind::Transformed {
+                    src_off: base + t.offset * item,
+                    dtype: t.dtype,
+                    transform,
+                }
             } else {
-                let view = Strided { base, offset: t.offset, shape: t.shape.clone(), stride: t.stride.clone(), itemsize: item };
-                JobKind::Strided { view, dtype: t.dtype, transform }
+                let view = Strided {
+                    base,
+                    offset: t.offset,
+                    shape: t.shape.clone(),
+                    stride: t.stride.clone(),
+                    itemsize: item,
+                };
+                JobKind::Strided {
+                    view,
+                    dtype: t.dtype,
+                    transform,
+                }
             };
-            jobs.push(Job { source, kind, dst: data_start + begin, len: t.nbytes, tensor: t.name.clone() });
+            jobs.push(Job {
+                source,
+                kind,
+                dst: data_start + begin,
+                len: t.nbytes,
+                tensor: t.name.clone(),
+            });
         }
-        let wopts = writer::WriteOptions { overwrite: opts.overwrite, threads: opts.threads };
+        let wopts = writer::WriteOptions {
+            overwrite: opts.overwrite,
+            threads: opts.threads,
+        };
         writer::write_file(output, &plan, jobs, &sources, wopts, progress).map_err(out_err)?;
         Ok(ConvertReport {
             input: self.archive.path.clone(),
@@ -403,28 +540,49 @@ impl Checkpoint {
 
 fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKind> {
     use std::io::Write;
-    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
-    tmp.write_all(bytes).map_err(io("cannot write a temporary file"))?;
+    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!(
+        "cannot create a temporary file in {}",
+        dir.display()
+    )))?;
+    tmp.write_all(bytes)
+        .map_err(io("cannot write a temporary file"))?;
     Ok(tmp)
 }
 
-pub(crate) fn inflate_to_temp(file: &File, rec: &Record, dir: &Path) -> std::result::Result<File, ErrorKind> {
+pub(crate) fn inflate_to_temp(
+    file: &File,
+    rec: &Record,
+    dir: &Path,
+) -> std::result::Result<File, ErrorKind> {
     use std::io::{Read, Write};
-    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
-    let raw = crate::container::PositionalReader { file, pos: rec.offset, end: rec.offset + rec.stored_len };
+    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!(
+        "cannot create a temporary file in {}",
+        dir.display()
+    )))?;
+    let raw = crate::container::PositionalReader {
+        file,
+        pos: rec.offset,
+        end: rec.offset + rec.stored_len,
+    };
     let mut dec = flate2::read::DeflateDecoder::new(raw).take(rec.len + 1);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = dec.read(&mut buf).map_err(io(format!("cannot inflate record {}", rec.name)))?;
+        let n = dec
+            .read(&mut buf)
+            .map_err(io(format!("cannot inflate record {}", rec.name)))?;
         if n == 0 {
             break;
         }
         total += n as u64;
-        tmp.write_all(&buf[..n]).map_err(io("cannot write a temporary file"))?;
+        tmp.write_all(&buf[..n])
+            .map_err(io("cannot write a temporary file"))?;
     }
     if total != rec.len {
-        return Err(ErrorKind::Malformed(format!("record {} inflates to {total} bytes but declares {}", rec.name, rec.len)));
+        return Err(ErrorKind::Malformed(format!(
+            "record {} inflates to {total} bytes but declares {}",
+            rec.name, rec.len
+        )));
     }
     Ok(tmp)
 }
@@ -471,15 +629,34 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Converts the checkpoint `input` into the safetensors file `output`.
-pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<ConvertReport> {
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ConvertReport> {
     if same_file(input, output) {
-        return Err(Error::new(output, ErrorKind::Selection("the output is the input file itself; refusing to touch the source".into())));
+        return Err(Error::new(
+            output,
+            ErrorKind::Selection(
+                "the output is the input file itself; refusing to touch the source".into(),
+            ),
+        ));
     }
     if !opts.overwrite && std::fs::symlink_metadata(output).is_ok() {
-        return Err(Error::new(output, ErrorKind::OutputExists(output.to_path_buf())));
+        return Err(Error::new(
+            output,
+            ErrorKind::OutputExists(output.to_path_buf()),
+        ));
     }
     let ckpt = Checkpoint::open(input)?;
-    let sel = ckpt.select_with(opts.key.as_deref(), opts.keep_aliases, &FlattenOptions { include_numpy: opts.include_numpy })?;
+    let sel = ckpt.select_with(
+        opts.key.as_deref(),
+        opts.keep_aliases,
+        &FlattenOptions {
+            include_numpy: opts.include_numpy,
+        },
+    )?;
     ckpt.write(&sel, output, opts, progress)
 }
 
@@ -487,9 +664,14 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions, progress: &(d
 /// (`pytorch_model.bin` → `model.safetensors`, `pytorch_model-00001-of-00002.bin` →
 /// `model-00001-of-00002.safetensors`), otherwise the extension replaced by `.safetensors`.
 pub fn default_output(input: &Path) -> PathBuf {
-    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = match stem.strip_prefix("pytorch_model") {
-        Some(rest) if rest.is_empty() || rest.starts_with('-') => format!("model{rest}.safetensors"),
+        Some(rest) if rest.is_empty() || rest.starts_with('-') => {
+            format!("model{rest}.safetensors")
+        }
         _ => format!("{stem}.safetensors"),
     };
     input.with_file_name(name)
@@ -503,8 +685,14 @@ mod tests {
     fn default_output_follows_hugging_face_names() {
         let cases = [
             ("m/pytorch_model.bin", "m/model.safetensors"),
-            ("m/pytorch_model-00001-of-00002.bin", "m/model-00001-of-00002.safetensors"),
-            ("m/diffusion_pytorch_model.bin", "m/diffusion_pytorch_model.safetensors"),
+            (
+                "m/pytorch_model-00001-of-00002.bin",
+                "m/model-00001-of-00002.safetensors",
+            ),
+            (
+                "m/diffusion_pytorch_model.bin",
+                "m/diffusion_pytorch_model.safetensors",
+            ),
             ("m/adapter_model.bin", "m/adapter_model.safetensors"),
             ("ckpt/last.ckpt", "ckpt/last.safetensors"),
             ("pytorch_model_v2.pt", "pytorch_model_v2.safetensors"),

@@ -76,7 +76,10 @@ pub struct Error {
 impl Error {
     /// Attaches a file to an error kind.
     pub fn new(path: &Path, kind: ErrorKind) -> Self {
-        Error { path: path.to_path_buf(), kind }
+        Error {
+            path: path.to_path_buf(),
+            kind,
+        }
     }
 }
 

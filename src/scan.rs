@@ -177,7 +177,8 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                         // members that can still be found.
                         Ok(Sniffed::Tar) => {
                             r.format = "tar".into();
-                            for (member, _, bytes) in crate::container::tar::raw_pickles(&file, len) {
+                            for (member, _, bytes) in crate::container::tar::raw_pickles(&file, len)
+                            {
                                 walk_pickles(&bytes, &member, 1, &opts.limits, &mut r, 0);
                             }
                         }

@@ -46,7 +46,10 @@ fn leaf(v: &Value, opts: &FlattenOptions) -> Option<Leaf> {
         if let (true, Some(arr)) = (opts.include_numpy, v.ext::<NumpyArray>()) {
             return Some(match &*arr.tensor.borrow() {
                 Ok(t) => Leaf::Tensor(t.clone()),
-                Err(why) => Leaf::NotATensor(Rc::new(NotATensor { kind: format!("numpy array ({why})"), dtype: None })),
+                Err(why) => Leaf::NotATensor(Rc::new(NotATensor {
+                    kind: format!("numpy array ({why})"),
+                    dtype: None,
+                })),
             });
         }
         if let Ok(t) = e.clone().downcast::<TensorRef>() {
@@ -69,16 +72,29 @@ fn key_name(k: &Value) -> Option<String> {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 /// Children of a value, as (name part, child) in order. `None` for leaves.
 fn children(v: &Value) -> Option<Vec<(Option<String>, Value)>> {
     Some(match v {
-        Value::Dict(d) => d.borrow().entries().iter().map(|(k, v)| (key_name(k), v.clone())).collect(),
-        Value::List(_) | Value::Tuple(_) => {
-            v.as_seq().unwrap_or_default().into_iter().enumerate().map(|(i, v)| (Some(i.to_string()), v)).collect()
-        }
+        Value::Dict(d) => d
+            .borrow()
+            .entries()
+            .iter()
+            .map(|(k, v)| (key_name(k), v.clone()))
+            .collect(),
+        Value::List(_) | Value::Tuple(_) => v
+            .as_seq()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (Some(i.to_string()), v))
+            .collect(),
         Value::Object(o) => {
             let state = o.state.borrow().clone();
             if let Some(m) = state.as_ref().and_then(module_children) {
@@ -97,8 +113,20 @@ fn children(v: &Value) -> Option<Vec<(Option<String>, Value)>> {
                 }
                 _ => {}
             }
-            out.extend(o.items.borrow().entries().iter().map(|(k, v)| (key_name(k), v.clone())));
-            out.extend(o.list.borrow().iter().enumerate().map(|(i, v)| (Some(i.to_string()), v.clone())));
+            out.extend(
+                o.items
+                    .borrow()
+                    .entries()
+                    .iter()
+                    .map(|(k, v)| (key_name(k), v.clone())),
+            );
+            out.extend(
+                o.list
+                    .borrow()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (Some(i.to_string()), v.clone())),
+            );
             out
         }
         _ => return None,
@@ -114,12 +142,22 @@ fn module_children(state: &Value) -> Option<Vec<(Option<String>, Value)>> {
         return None;
     }
     let non_persistent: Vec<String> = match d.get_str("_non_persistent_buffers_set") {
-        Some(Value::Set(s)) => s.borrow().iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Some(Value::Set(s)) => s
+            .borrow()
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
         _ => Vec::new(),
     };
     let mut out = Vec::new();
-    for (field, skip_none) in [("_parameters", true), ("_buffers", true), ("_modules", true)] {
-        let Some(Value::Dict(m)) = d.get_str(field) else { continue };
+    for (field, skip_none) in [
+        ("_parameters", true),
+        ("_buffers", true),
+        ("_modules", true),
+    ] {
+        let Some(Value::Dict(m)) = d.get_str(field) else {
+            continue;
+        };
         for (k, v) in m.borrow().entries() {
             if skip_none && matches!(v, Value::None) {
                 continue;
@@ -155,7 +193,12 @@ fn tensor_holders(root: &Value, opts: &FlattenOptions) -> HashMap<usize, bool> {
         let Some(id) = node_id(&v) else { continue };
         let kids = children(&v).unwrap_or_default();
         if expanded {
-            let any = kids.iter().any(|(_, c)| leaf(c, opts).is_some() || node_id(c).and_then(|i| holds.get(&i).copied()).unwrap_or(false));
+            let any = kids.iter().any(|(_, c)| {
+                leaf(c, opts).is_some()
+                    || node_id(c)
+                        .and_then(|i| holds.get(&i).copied())
+                        .unwrap_or(false)
+            });
             holds.insert(id, any);
             continue;
         }
@@ -180,17 +223,24 @@ pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
 }
 
 /// [`flatten`] with options.
-pub fn flatten_with(root: &Value, prefix: &str, opts: &FlattenOptions) -> Result<Flattened, ErrorKind> {
+pub fn flatten_with(
+    root: &Value,
+    prefix: &str,
+    opts: &FlattenOptions,
+) -> Result<Flattened, ErrorKind> {
     let mut out = Flattened::default();
     let holders = tensor_holders(root, opts);
     let mut walked: std::collections::HashSet<usize> = std::collections::HashSet::new();
     // (name, value, depth, nameable)
-    let mut stack: Vec<(String, Value, usize, bool)> = vec![(prefix.to_string(), root.clone(), 0, true)];
+    let mut stack: Vec<(String, Value, usize, bool)> =
+        vec![(prefix.to_string(), root.clone(), 0, true)];
     let mut visited = 0usize;
     while let Some((name, v, depth, nameable)) = stack.pop() {
         visited += 1;
         if visited > MAX_NODES {
-            return Err(ErrorKind::Malformed(format!("the object tree has more than {MAX_NODES} nodes (shared containers nested too often)")));
+            return Err(ErrorKind::Malformed(format!(
+                "the object tree has more than {MAX_NODES} nodes (shared containers nested too often)"
+            )));
         }
         if let Some(l) = leaf(&v, opts) {
             if !nameable {
@@ -204,12 +254,17 @@ pub fn flatten_with(root: &Value, prefix: &str, opts: &FlattenOptions) -> Result
         match children(&v) {
             // A tensor-free container met again (shared) is listed, not walked again: shared
             // containers can make a small pickle an exponentially large tree.
-            Some(_) if node_id(&v).is_some_and(|i| holders.get(&i) == Some(&false) && !walked.insert(i)) => {
+            Some(_)
+                if node_id(&v)
+                    .is_some_and(|i| holders.get(&i) == Some(&false) && !walked.insert(i)) =>
+            {
                 out.skipped.push((name, v.type_name()));
             }
             Some(kids) => {
                 if depth >= MAX_DEPTH {
-                    return Err(ErrorKind::Malformed(format!("the object tree is nested deeper than {MAX_DEPTH} levels at {name:?}")));
+                    return Err(ErrorKind::Malformed(format!(
+                        "the object tree is nested deeper than {MAX_DEPTH} levels at {name:?}"
+                    )));
                 }
                 for (k, child) in kids.into_iter().rev() {
                     let (part, ok) = match k {
@@ -233,7 +288,9 @@ pub fn flatten_with(root: &Value, prefix: &str, opts: &FlattenOptions) -> Result
 
 /// True when any tensor-like leaf is below `v`.
 pub fn holds_tensors(v: &Value) -> bool {
-    flatten(v, "").map(|f| !f.leaves.is_empty()).unwrap_or(false)
+    flatten(v, "")
+        .map(|f| !f.leaves.is_empty())
+        .unwrap_or(false)
 }
 
 /// Follows a dotted path (dict keys, list indices, object attributes). Keys that themselves
@@ -250,7 +307,10 @@ pub fn get_path(root: &Value, path: &str) -> Option<Value> {
         let mut found = None;
         for j in (i + 1..=parts.len()).rev() {
             let want = parts[i..j].join(".");
-            if let Some((_, v)) = kids.iter().find(|(k, _)| k.as_deref() == Some(want.as_str())) {
+            if let Some((_, v)) = kids
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(want.as_str()))
+            {
                 found = Some((v.clone(), j));
                 break;
             }
@@ -269,8 +329,15 @@ pub fn select(root: &Value, key: Option<&str>) -> Result<(String, Value), ErrorK
         return match get_path(root, k) {
             Some(v) => Ok((k.to_string(), v)),
             None => {
-                let top: Vec<String> = children(root).unwrap_or_default().into_iter().filter_map(|(k, _)| k).take(12).collect();
-                Err(ErrorKind::Selection(format!("--key {k:?} does not exist in the checkpoint; top-level keys are {top:?}")))
+                let top: Vec<String> = children(root)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, _)| k)
+                    .take(12)
+                    .collect();
+                Err(ErrorKind::Selection(format!(
+                    "--key {k:?} does not exist in the checkpoint; top-level keys are {top:?}"
+                )))
             }
         };
     }
@@ -308,7 +375,10 @@ impl ViewKey {
     pub fn of(t: &TensorRef) -> ViewKey {
         ViewKey {
             storage: t.storage.key.clone(),
-            base: t.storage.view.map_or(0, |v| v.0.saturating_mul(t.storage.unit())),
+            base: t
+                .storage
+                .view
+                .map_or(0, |v| v.0.saturating_mul(t.storage.unit())),
             dtype: t.dtype.name(),
             offset: t.offset,
             shape: t.shape.clone(),

@@ -410,15 +410,15 @@ fn mutated_fixtures_never_panic() {
         let output = dir.path().join(format!("m{i}.safetensors"));
         let result = std::panic::catch_unwind(|| {
             let _ = safetensorize::scan::scan_file(&input, &opts);
-            if let Ok((ckpt, _)) = safetensorize::scan::open_checked(&input, &limits, false, true) {
-                if let Ok(sel) = ckpt.select(None, false) {
-                    let _ = ckpt.write(
-                        &sel,
-                        &output,
-                        &safetensorize::ConvertOptions::default(),
-                        &|_| {},
-                    );
-                }
+            if let Ok((ckpt, _)) = safetensorize::scan::open_checked(&input, &limits, false, true)
+                && let Ok(sel) = ckpt.select(None, false)
+            {
+                let _ = ckpt.write(
+                    &sel,
+                    &output,
+                    &safetensorize::ConvertOptions::default(),
+                    &|_| {},
+                );
             }
         });
         if result.is_err() {

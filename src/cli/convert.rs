@@ -71,24 +71,44 @@ pub struct ConvertArgs {
 /// Runs `convert`.
 pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let output = args.output.clone().unwrap_or_else(|| default_output(&args.input));
-    let opts = ConvertOptions { key: args.key.clone(), keep_aliases: args.keep_aliases, overwrite: args.overwrite, threads: args.jobs, include_numpy: args.include_numpy };
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&args.input));
+    let opts = ConvertOptions {
+        key: args.key.clone(),
+        keep_aliases: args.keep_aliases,
+        overwrite: args.overwrite,
+        threads: args.jobs,
+        include_numpy: args.include_numpy,
+    };
     if !opts.overwrite && std::fs::symlink_metadata(&output).is_ok() {
-        return Err(safetensorize::Error::new(&output, safetensorize::ErrorKind::OutputExists(output.clone())).into());
+        return Err(safetensorize::Error::new(
+            &output,
+            safetensorize::ErrorKind::OutputExists(output.clone()),
+        )
+        .into());
     }
     // Every check happens before the output is opened: limits, then the policy, then the tensors.
     let limits = args.limits.limits();
-    let (ckpt, refusal) = safetensorize::scan::open_checked(&args.input, &limits, args.strict, args.allow_dangerous)?;
+    let (ckpt, refusal) =
+        safetensorize::scan::open_checked(&args.input, &limits, args.strict, args.allow_dangerous)?;
     if let Some(e) = refusal {
-        eprintln!("warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed");
+        eprintln!(
+            "warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed"
+        );
     }
-    let fopts = safetensorize::tree::FlattenOptions { include_numpy: opts.include_numpy };
+    let fopts = safetensorize::tree::FlattenOptions {
+        include_numpy: opts.include_numpy,
+    };
     let sel = ckpt.select_with(opts.key.as_deref(), opts.keep_aliases, &fopts)?;
     safetensorize::scan::check_selection(&ckpt, &sel, &limits)?;
     let total: u64 = sel.tensors.iter().map(|t| t.nbytes).sum();
     let bar = if std::io::stderr().is_terminal() && !super::ui::get().quiet {
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}") {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+        ) {
             b.set_style(style);
         }
         b
@@ -110,7 +130,14 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
         None
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary_json(&report, started.elapsed().as_secs_f64(), checked.as_ref()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary_json(
+                &report,
+                started.elapsed().as_secs_f64(),
+                checked.as_ref()
+            ))?
+        );
         return Ok(checked.as_ref().map_or(exit::OK, super::verify::code));
     }
     if let Some(r) = &checked {
@@ -131,7 +158,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
             eprintln!("alias {alias} -> {kept}");
         }
     }
-    let from = if report.key.is_empty() { String::new() } else { format!(" from key {:?}", report.key) };
+    let from = if report.key.is_empty() {
+        String::new()
+    } else {
+        format!(" from key {:?}", report.key)
+    };
     eprintln!(
         "wrote {}: {} tensors{from}, {} bytes, {} aliases, {} non-tensor values left out, in {:.2}s",
         report.output.display(),
@@ -145,7 +176,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
 }
 
 /// `convert --json`: the report, the time taken and the `--verify` outcome.
-fn summary_json(r: &safetensorize::ConvertReport, seconds: f64, verify: Option<&safetensorize::verify::VerifyReport>) -> serde_json::Value {
+fn summary_json(
+    r: &safetensorize::ConvertReport,
+    seconds: f64,
+    verify: Option<&safetensorize::verify::VerifyReport>,
+) -> serde_json::Value {
     serde_json::json!({
         "schema": "safetensorize.convert/1",
         "input": r.input.display().to_string(),

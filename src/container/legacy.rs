@@ -49,36 +49,60 @@ impl Head<'_> {
                         )));
                     }
                     if have >= MAX_PICKLE_BYTES {
-                        return Err(ErrorKind::Malformed(format!("the {what} pickle is larger than {MAX_PICKLE_BYTES} bytes")));
+                        return Err(ErrorKind::Malformed(format!(
+                            "the {what} pickle is larger than {MAX_PICKLE_BYTES} bytes"
+                        )));
                     }
-                    let want = (have * 2).max(1 << 20).min(self.file_len).min(MAX_PICKLE_BYTES);
+                    let want = (have * 2)
+                        .max(1 << 20)
+                        .min(self.file_len)
+                        .min(MAX_PICKLE_BYTES);
                     let mut more = vec![0u8; (want - have) as usize];
-                    self.file.read_exact_at(&mut more, have).map_err(io("cannot read the legacy stream"))?;
+                    self.file
+                        .read_exact_at(&mut more, have)
+                        .map_err(io("cannot read the legacy stream"))?;
                     self.buf.extend_from_slice(&more);
                 }
-                Err(e) => return Err(ErrorKind::Pickle { member: format!("{what} pickle"), source: e }),
+                Err(e) => {
+                    return Err(ErrorKind::Pickle {
+                        member: format!("{what} pickle"),
+                        source: e,
+                    });
+                }
             }
         }
     }
 
     fn plain(&mut self, pos: usize, what: &str) -> Result<(Value, usize), ErrorKind> {
         let end = self.pickle_end(pos, what)?;
-        let loaded = load(&self.buf[..end], pos, &mut NoHost, &Limits::default())
-            .map_err(|e| ErrorKind::Pickle { member: format!("{what} pickle"), source: e })?;
+        let loaded = load(&self.buf[..end], pos, &mut NoHost, &Limits::default()).map_err(|e| {
+            ErrorKind::Pickle {
+                member: format!("{what} pickle"),
+                source: e,
+            }
+        })?;
         Ok((loaded.value, end))
     }
 }
 
 /// Reads the head of a legacy stream.
 pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
-    let mut head = Head { file: &file, file_len, buf: Vec::new() };
+    let mut head = Head {
+        file: &file,
+        file_len,
+        buf: Vec::new(),
+    };
     let (magic, p) = head.plain(0, "magic number")?;
     if !is_legacy_magic(&magic) {
-        return Err(ErrorKind::NotACheckpoint("the first pickle is not torch's legacy magic number".into()));
+        return Err(ErrorKind::NotACheckpoint(
+            "the first pickle is not torch's legacy magic number".into(),
+        ));
     }
     let (proto, p) = head.plain(p, "protocol version")?;
     if proto.as_int() != Some(1001) {
-        return Err(ErrorKind::Malformed(format!("legacy protocol version: expected 1001, found {proto:?}")));
+        return Err(ErrorKind::Malformed(format!(
+            "legacy protocol version: expected 1001, found {proto:?}"
+        )));
     }
     let (sys_info, p) = head.plain(p, "sys_info")?;
     let mut info = vec![("protocol_version".to_string(), "1001".to_string())];
@@ -94,12 +118,20 @@ pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind
     let (keys, data_start) = head.plain(main_end, "storage keys")?;
     let keys = keys
         .as_seq()
-        .ok_or_else(|| ErrorKind::Malformed(format!("the storage key list is a {}, expected a list", keys.type_name())))?
+        .ok_or_else(|| {
+            ErrorKind::Malformed(format!(
+                "the storage key list is a {}, expected a list",
+                keys.type_name()
+            ))
+        })?
         .iter()
         .map(|k| match k {
             Value::Str(s) => Ok(s.to_string()),
             Value::Int(i) => Ok(i.to_string()),
-            other => Err(ErrorKind::Malformed(format!("a storage key is a {}, expected a string", other.type_name()))),
+            other => Err(ErrorKind::Malformed(format!(
+                "a storage key is a {}, expected a string",
+                other.type_name()
+            ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let pickle = head.buf[main_start..main_end].to_vec();
@@ -114,7 +146,10 @@ pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind
         constants: None,
         // The legacy writer always stores little-endian data.
         byte_order: ByteOrder::Little,
-        storages: StorageIndex::Legacy { keys, data_start: data_start as u64 },
+        storages: StorageIndex::Legacy {
+            keys,
+            data_start: data_start as u64,
+        },
         info,
     })
 }
@@ -139,14 +174,17 @@ pub fn walk_storages(
                 "storage {key:?}: expected an 8-byte element count at byte {pos}, but the file ends at {file_len} (truncated)"
             )));
         }
-        file.read_exact_at(&mut hdr, pos).map_err(io(format!("cannot read storage {key:?}")))?;
+        file.read_exact_at(&mut hdr, pos)
+            .map_err(io(format!("cannot read storage {key:?}")))?;
         let count = u64::from_le_bytes(hdr);
         if count != numel {
             return Err(ErrorKind::Malformed(format!(
                 "storage {key:?}: the stream declares {count} elements but the pickle declares {numel}"
             )));
         }
-        let len = count.checked_mul(unit).ok_or_else(|| ErrorKind::Malformed(format!("storage {key:?}: size overflows")))?;
+        let len = count
+            .checked_mul(unit)
+            .ok_or_else(|| ErrorKind::Malformed(format!("storage {key:?}: size overflows")))?;
         let start = pos + 8;
         let end = start.checked_add(len).filter(|e| *e <= file_len).ok_or_else(|| {
             ErrorKind::Malformed(format!(
@@ -154,7 +192,16 @@ pub fn walk_storages(
                 (start as u128 + len as u128).saturating_sub(file_len as u128)
             ))
         })?;
-        out.insert(key.clone(), Record { name: format!("storage {key}"), offset: start, stored_len: len, len, method: RecordMethod::Stored });
+        out.insert(
+            key.clone(),
+            Record {
+                name: format!("storage {key}"),
+                offset: start,
+                stored_len: len,
+                len,
+                method: RecordMethod::Stored,
+            },
+        );
         pos = end;
     }
     Ok(out)

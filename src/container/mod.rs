@@ -133,7 +133,10 @@ impl Archive {
             return Err(ErrorKind::NotACheckpoint(sniff::describe_dir(path)));
         }
         let file = File::open(path).map_err(io("cannot open the file"))?;
-        let file_len = file.metadata().map_err(io("cannot read the file's size"))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(io("cannot read the file's size"))?
+            .len();
         match sniff(&file, file_len)? {
             Sniffed::Zip => Self::open_zip(path, file, file_len),
             Sniffed::Legacy => legacy::open(path, file, file_len),
@@ -145,10 +148,13 @@ impl Archive {
     /// A plain pickle: the whole file is the pickle and storages come from inside it.
     fn open_pickle(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
         if file_len > MAX_PICKLE_BYTES {
-            return Err(ErrorKind::Malformed(format!("a plain pickle of {file_len} bytes, more than the {MAX_PICKLE_BYTES} accepted")));
+            return Err(ErrorKind::Malformed(format!(
+                "a plain pickle of {file_len} bytes, more than the {MAX_PICKLE_BYTES} accepted"
+            )));
         }
         let mut pickle = vec![0u8; file_len as usize];
-        file.read_exact_at(&mut pickle, 0).map_err(io("cannot read the pickle"))?;
+        file.read_exact_at(&mut pickle, 0)
+            .map_err(io("cannot read the pickle"))?;
         Ok(Archive {
             path: path.to_path_buf(),
             file,
@@ -167,10 +173,13 @@ impl Archive {
     pub fn from_legacy_bytes(bytes: &[u8]) -> Result<Archive, ErrorKind> {
         use std::io::Write;
         let mut tmp = tempfile::tempfile().map_err(io("cannot create a temporary file"))?;
-        tmp.write_all(bytes).map_err(io("cannot write a temporary file"))?;
+        tmp.write_all(bytes)
+            .map_err(io("cannot write a temporary file"))?;
         let file_len = bytes.len() as u64;
         if sniff(&tmp, file_len)? != Sniffed::Legacy {
-            return Err(ErrorKind::Malformed("embedded storage bytes are not a legacy torch stream".into()));
+            return Err(ErrorKind::Malformed(
+                "embedded storage bytes are not a legacy torch stream".into(),
+            ));
         }
         legacy::open(Path::new("<embedded storage>"), tmp, file_len)
     }
@@ -183,11 +192,20 @@ impl Archive {
             None => ByteOrder::Little,
         };
         let mut info = Vec::new();
-        for name in ["version", ".data/version", ".format_version", ".storage_alignment", "byteorder"] {
-            if let Some(r) = layout.members.get(&format!("{}{name}", layout.prefix)) {
-                if let Ok(b) = read_record(&file, r, 64) {
-                    info.push((name.to_string(), String::from_utf8_lossy(&b).trim().to_string()));
-                }
+        for name in [
+            "version",
+            ".data/version",
+            ".format_version",
+            ".storage_alignment",
+            "byteorder",
+        ] {
+            if let Some(r) = layout.members.get(&format!("{}{name}", layout.prefix))
+                && let Ok(b) = read_record(&file, r, 64)
+            {
+                info.push((
+                    name.to_string(),
+                    String::from_utf8_lossy(&b).trim().to_string(),
+                ));
             }
         }
         let constants = match &layout.constants {
@@ -195,9 +213,13 @@ impl Archive {
             None => None,
         };
         let container = if layout.constants.is_some() || layout.has_code {
-            Container::TorchScript { prefix: layout.prefix.clone() }
+            Container::TorchScript {
+                prefix: layout.prefix.clone(),
+            }
         } else {
-            Container::Zip { prefix: layout.prefix.clone() }
+            Container::Zip {
+                prefix: layout.prefix.clone(),
+            }
         };
         Ok(Archive {
             path: path.to_path_buf(),
@@ -215,10 +237,15 @@ impl Archive {
 
     /// Locates every storage's bytes. `declared` gives, per key, the bytes per element and the
     /// element count the pickle declared (needed to walk legacy streams).
-    pub fn locate_storages(&self, declared: &HashMap<String, (u64, u64)>) -> Result<HashMap<String, Record>, ErrorKind> {
+    pub fn locate_storages(
+        &self,
+        declared: &HashMap<String, (u64, u64)>,
+    ) -> Result<HashMap<String, Record>, ErrorKind> {
         match &self.storages {
             StorageIndex::Zip(records) | StorageIndex::Tar { records, .. } => Ok(records.clone()),
-            StorageIndex::Legacy { keys, data_start } => legacy::walk_storages(&self.file, self.file_len, keys, *data_start, declared),
+            StorageIndex::Legacy { keys, data_start } => {
+                legacy::walk_storages(&self.file, self.file_len, keys, *data_start, declared)
+            }
         }
     }
 }
@@ -226,19 +253,28 @@ impl Archive {
 /// Reads a whole (small) record into memory, inflating it if needed.
 pub fn read_record(file: &File, rec: &Record, limit: u64) -> Result<Vec<u8>, ErrorKind> {
     if rec.len > limit {
-        return Err(ErrorKind::Malformed(format!("record {} holds {} bytes, more than the {limit} accepted", rec.name, rec.len)));
+        return Err(ErrorKind::Malformed(format!(
+            "record {} holds {} bytes, more than the {limit} accepted",
+            rec.name, rec.len
+        )));
     }
     match &rec.method {
         RecordMethod::Stored => {
             let mut buf = vec![0u8; rec.len as usize];
-            file.read_exact_at(&mut buf, rec.offset).map_err(io(format!("cannot read record {}", rec.name)))?;
+            file.read_exact_at(&mut buf, rec.offset)
+                .map_err(io(format!("cannot read record {}", rec.name)))?;
             Ok(buf)
         }
         RecordMethod::Deflated => {
             let mut out = Vec::with_capacity(rec.len.min(1 << 20) as usize);
-            let raw = PositionalReader { file, pos: rec.offset, end: rec.offset + rec.stored_len };
+            let raw = PositionalReader {
+                file,
+                pos: rec.offset,
+                end: rec.offset + rec.stored_len,
+            };
             let mut dec = flate2::read::DeflateDecoder::new(raw).take(rec.len + 1);
-            dec.read_to_end(&mut out).map_err(io(format!("cannot inflate record {}", rec.name)))?;
+            dec.read_to_end(&mut out)
+                .map_err(io(format!("cannot inflate record {}", rec.name)))?;
             if out.len() as u64 != rec.len {
                 return Err(ErrorKind::Malformed(format!(
                     "record {} inflates to {} bytes but declares {}",
@@ -249,7 +285,10 @@ pub fn read_record(file: &File, rec: &Record, limit: u64) -> Result<Vec<u8>, Err
             }
             Ok(out)
         }
-        RecordMethod::Other(m) => Err(ErrorKind::Unsupported(format!("record {} uses zip compression {m}, which torch never writes", rec.name))),
+        RecordMethod::Other(m) => Err(ErrorKind::Unsupported(format!(
+            "record {} uses zip compression {m}, which torch never writes",
+            rec.name
+        ))),
     }
 }
 
@@ -272,7 +311,10 @@ impl Read for PositionalReader<'_> {
         }
         let got = self.file.read_at(&mut buf[..n], self.pos)?;
         if got == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file ended inside a record"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file ended inside a record",
+            ));
         }
         self.pos += got as u64;
         Ok(got)

@@ -34,31 +34,69 @@ fn zip_err(e: zip::result::ZipError) -> ErrorKind {
 /// Reads the central directory and classifies the records.
 pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     let reader = BufReader::new(file);
-    let config = Config { archive_offset: ArchiveOffset::Known(0) };
+    let config = Config {
+        archive_offset: ArchiveOffset::Known(0),
+    };
     let mut zip = ZipArchive::with_config(config, reader).map_err(|e| {
-        ErrorKind::Malformed(format!("{} (zip reader: {e})", super::sniff::describe_broken_zip(file, file_len)))
+        ErrorKind::Malformed(format!(
+            "{} (zip reader: {e})",
+            super::sniff::describe_broken_zip(file, file_len)
+        ))
     })?;
     if zip.has_duplicate_names() {
-        return Err(ErrorKind::Malformed("the zip archive has duplicate entry names; refusing an ambiguous archive".into()));
+        return Err(ErrorKind::Malformed(
+            "the zip archive has duplicate entry names; refusing an ambiguous archive".into(),
+        ));
     }
     // Not a torch archive at all (.npz, .keras, a zipped SavedModel): say what it is.
-    let names: Vec<String> = (0..zip.len()).filter_map(|i| zip.by_index_raw(i).ok().map(|f| String::from_utf8_lossy(f.name_raw()).into_owned())).collect();
-    if !names.iter().any(|n| n == "data.pkl" || n.ends_with("/data.pkl")) {
-        return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(&names)));
+    let names: Vec<String> = (0..zip.len())
+        .filter_map(|i| {
+            zip.by_index_raw(i)
+                .ok()
+                .map(|f| String::from_utf8_lossy(f.name_raw()).into_owned())
+        })
+        .collect();
+    if !names
+        .iter()
+        .any(|n| n == "data.pkl" || n.ends_with("/data.pkl"))
+    {
+        return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(
+            &names,
+        )));
     }
     // Readers disagree on ambiguous archives (torch looks names up case-insensitively and ignores
     // local headers): refuse rather than pick one reading.
     // Entry-count limits are the caller's (`scan::preflight`); here only the structure.
-    let audited = audit(file, file_len, &ZipLimits { max_entries: u64::MAX, max_directory_bytes: u64::MAX })?;
+    let audited = audit(
+        file,
+        file_len,
+        &ZipLimits {
+            max_entries: u64::MAX,
+            max_directory_bytes: u64::MAX,
+        },
+    )?;
     if let Some(a) = audited.first_ambiguity() {
-        let at = a.offset.map(|o| format!(" at byte {o}")).unwrap_or_default();
-        return Err(ErrorKind::Malformed(format!("ambiguous zip archive ({}{at}): {}; refusing it", a.kind, a.detail)));
+        let at = a
+            .offset
+            .map(|o| format!(" at byte {o}"))
+            .unwrap_or_default();
+        return Err(ErrorKind::Malformed(format!(
+            "ambiguous zip archive ({}{at}): {}; refusing it",
+            a.kind, a.detail
+        )));
     }
     // The pickle is what decides everything: its bytes must be the ones its CRC vouches for
     // (torch ignores CRCs; Python's zipfile does not, so the two could read different files).
-    for e in audited.entries.iter().filter(|e| e.name.ends_with("data.pkl") && e.size <= 1 << 30) {
+    for e in audited
+        .entries
+        .iter()
+        .filter(|e| e.name.ends_with("data.pkl") && e.size <= 1 << 30)
+    {
         if crc_matches(file, e) == Some(false) {
-            return Err(ErrorKind::Malformed(format!("zip entry {} does not match its CRC-32 {:08x}; refusing a tampered pickle", e.name, e.crc)));
+            return Err(ErrorKind::Malformed(format!(
+                "zip entry {} does not match its CRC-32 {:08x}; refusing a tampered pickle",
+                e.name, e.crc
+            )));
         }
     }
     let mut members = HashMap::new();
@@ -70,8 +108,16 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
             CompressionMethod::Deflated => RecordMethod::Deflated,
             other => RecordMethod::Other(other.to_string()),
         };
-        let start = f.data_start().ok_or_else(|| ErrorKind::Malformed(format!("zip entry {name}: no data offset")))?;
-        let rec = Record { name: name.clone(), offset: start, stored_len: f.compressed_size(), len: f.size(), method };
+        let start = f
+            .data_start()
+            .ok_or_else(|| ErrorKind::Malformed(format!("zip entry {name}: no data offset")))?;
+        let rec = Record {
+            name: name.clone(),
+            offset: start,
+            stored_len: f.compressed_size(),
+            len: f.size(),
+            method,
+        };
         let end = start.checked_add(rec.stored_len);
         if end.is_none_or(|e| e > file_len) {
             return Err(ErrorKind::Malformed(format!(
@@ -95,19 +141,25 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         [one] => (*one).clone(),
         [] => {
             let names: Vec<String> = members.keys().cloned().collect();
-            return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(&names)));
+            return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(
+                &names,
+            )));
         }
         many => {
             let mut many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
             many.sort();
-            return Err(ErrorKind::Malformed(format!("the zip archive holds several data.pkl records ({many:?}); refusing an ambiguous archive")));
+            return Err(ErrorKind::Malformed(format!(
+                "the zip archive holds several data.pkl records ({many:?}); refusing an ambiguous archive"
+            )));
         }
     };
     let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_string();
     let mut storages = HashMap::new();
     let mut has_code = false;
     for (name, rec) in &members {
-        let Some(rest) = name.strip_prefix(&prefix) else { continue };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
         if let Some(key) = rest.strip_prefix("data/") {
             if !key.is_empty() {
                 storages.insert(key.to_string(), rec.clone());
@@ -118,7 +170,14 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     }
     let pickle = members[&pickle_name].clone();
     let constants = members.get(&format!("{prefix}constants.pkl")).cloned();
-    Ok(ZipLayout { prefix, pickle, constants, has_code, storages, members })
+    Ok(ZipLayout {
+        prefix,
+        pickle,
+        constants,
+        has_code,
+        storages,
+        members,
+    })
 }
 
 /// Parses the `byteorder` record's text.
@@ -178,7 +237,12 @@ pub struct ZipAudit {
 
 impl ZipAudit {
     fn flag(&mut self, kind: &'static str, offset: Option<u64>, detail: String, ambiguous: bool) {
-        self.anomalies.push(ZipAnomaly { kind, offset, detail, ambiguous });
+        self.anomalies.push(ZipAnomaly {
+            kind,
+            offset,
+            detail,
+            ambiguous,
+        });
     }
 
     /// The first anomaly that makes the archive's meaning depend on the reader.
@@ -198,15 +262,20 @@ pub struct ZipLimits {
 
 impl Default for ZipLimits {
     fn default() -> Self {
-        ZipLimits { max_entries: 1_000_000, max_directory_bytes: 256 << 20 }
+        ZipLimits {
+            max_entries: 1_000_000,
+            max_directory_bytes: 256 << 20,
+        }
     }
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+    b.get(at..at + 2)
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
 }
 fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 fn le64(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8).map_or(0, |s| {
@@ -219,7 +288,10 @@ fn le64(b: &[u8], at: usize) -> u64 {
 fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, ErrorKind> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset).map_err(crate::error::io(format!("cannot read {len} bytes at offset {offset} of the zip archive")))?;
+    file.read_exact_at(&mut buf, offset)
+        .map_err(crate::error::io(format!(
+            "cannot read {len} bytes at offset {offset} of the zip archive"
+        )))?;
     Ok(buf)
 }
 
@@ -233,14 +305,31 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
     let tail_len = file_len.min(22 + 65535 + 20 + 56) as usize;
     let tail_start = file_len - tail_len as u64;
     let tail = read_at(file, tail_start, tail_len)?;
-    let eocds: Vec<usize> = (0..tail.len().saturating_sub(21)).filter(|&i| tail[i..].starts_with(b"PK\x05\x06")).collect();
+    let eocds: Vec<usize> = (0..tail.len().saturating_sub(21))
+        .filter(|&i| tail[i..].starts_with(b"PK\x05\x06"))
+        .collect();
     // The real end record is the last one whose comment reaches the end of the file exactly.
-    let Some(&eocd) = eocds.iter().rev().find(|&&i| i + 22 + le16(&tail, i + 20) as usize <= tail.len()).or(eocds.last()) else {
-        return Err(ErrorKind::Malformed("the zip archive has no end-of-central-directory record (truncated?)".into()));
+    let Some(&eocd) = eocds
+        .iter()
+        .rev()
+        .find(|&&i| i + 22 + le16(&tail, i + 20) as usize <= tail.len())
+        .or(eocds.last())
+    else {
+        return Err(ErrorKind::Malformed(
+            "the zip archive has no end-of-central-directory record (truncated?)".into(),
+        ));
     };
     let eocd_abs = tail_start + eocd as u64;
     if eocds.len() > 1 {
-        out.flag("multiple-end-records", Some(eocd_abs), format!("{} end-of-central-directory signatures near the end of the file", eocds.len()), true);
+        out.flag(
+            "multiple-end-records",
+            Some(eocd_abs),
+            format!(
+                "{} end-of-central-directory signatures near the end of the file",
+                eocds.len()
+            ),
+            true,
+        );
     }
     let comment_len = le16(&tail, eocd + 20) as u64;
     let eocd_end = eocd_abs + 22 + comment_len;
@@ -258,7 +347,11 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
     let mut cd_end_expected = eocd_abs;
     if eocd >= 20 && tail[eocd - 20..].starts_with(b"PK\x06\x07") {
         let z64 = le64(&tail, eocd - 20 + 8);
-        let rec = if z64 >= tail_start && z64 + 56 <= eocd_abs { Some(tail[(z64 - tail_start) as usize..].to_vec()) } else { read_at(file, z64, 56).ok() };
+        let rec = if z64 >= tail_start && z64 + 56 <= eocd_abs {
+            Some(tail[(z64 - tail_start) as usize..].to_vec())
+        } else {
+            read_at(file, z64, 56).ok()
+        };
         match rec {
             Some(r) if r.starts_with(b"PK\x06\x06") => {
                 count = le64(&r, 32);
@@ -266,10 +359,20 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
                 cd_offset = le64(&r, 48);
                 cd_end_expected = z64;
                 if z64 + 56 + (le64(&r, 4).saturating_sub(44)) != eocd_abs - 20 {
-                    out.flag("zip64-layout", Some(z64), "the zip64 end record does not sit right before its locator".into(), true);
+                    out.flag(
+                        "zip64-layout",
+                        Some(z64),
+                        "the zip64 end record does not sit right before its locator".into(),
+                        true,
+                    );
                 }
             }
-            _ => out.flag("zip64-layout", Some(eocd_abs - 20), format!("the zip64 locator points at byte {z64}, which holds no zip64 end record"), true),
+            _ => out.flag(
+                "zip64-layout",
+                Some(eocd_abs - 20),
+                format!("the zip64 locator points at byte {z64}, which holds no zip64 end record"),
+                true,
+            ),
         }
     }
     if count > limits.max_entries {
@@ -284,7 +387,10 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
             limits.max_directory_bytes
         )));
     }
-    if cd_offset.checked_add(cd_size).is_none_or(|e| e > cd_end_expected) {
+    if cd_offset
+        .checked_add(cd_size)
+        .is_none_or(|e| e > cd_end_expected)
+    {
         return Err(ErrorKind::Malformed(format!(
             "the zip central directory ({cd_size} bytes at {cd_offset}) does not fit before its end record at {cd_end_expected}"
         )));
@@ -293,7 +399,10 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
         out.flag(
             "directory-gap",
             Some(cd_offset + cd_size),
-            format!("{} bytes between the central directory and its end record", cd_end_expected - cd_offset - cd_size),
+            format!(
+                "{} bytes between the central directory and its end record",
+                cd_end_expected - cd_offset - cd_size
+            ),
             true,
         );
     }
@@ -301,18 +410,27 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
     let mut p = 0usize;
     for i in 0..count {
         if !cd[p.min(cd.len())..].starts_with(b"PK\x01\x02") || p + 46 > cd.len() {
-            return Err(ErrorKind::Malformed(format!("zip central directory entry {i} at byte {} is not a valid header", cd_offset + p as u64)));
+            return Err(ErrorKind::Malformed(format!(
+                "zip central directory entry {i} at byte {} is not a valid header",
+                cd_offset + p as u64
+            )));
         }
         let flags = le16(&cd, p + 8);
         let method = le16(&cd, p + 10);
         let crc = le32(&cd, p + 16);
         let mut compressed = le32(&cd, p + 20) as u64;
         let mut size = le32(&cd, p + 24) as u64;
-        let (nlen, xlen, clen) = (le16(&cd, p + 28) as usize, le16(&cd, p + 30) as usize, le16(&cd, p + 32) as usize);
+        let (nlen, xlen, clen) = (
+            le16(&cd, p + 28) as usize,
+            le16(&cd, p + 30) as usize,
+            le16(&cd, p + 32) as usize,
+        );
         let mut local_offset = le32(&cd, p + 42) as u64;
         let next = p + 46 + nlen + xlen + clen;
         if next > cd.len() {
-            return Err(ErrorKind::Malformed(format!("zip central directory entry {i} runs past the directory")));
+            return Err(ErrorKind::Malformed(format!(
+                "zip central directory entry {i} runs past the directory"
+            )));
         }
         let name_raw = &cd[p + 46..p + 46 + nlen];
         let name = String::from_utf8_lossy(name_raw).into_owned();
@@ -333,14 +451,25 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
             x += 4 + len;
         }
         if flags & 0x61 != 0 {
-            out.flag("encrypted-entry", Some(cd_offset + p as u64), format!("entry {name:?} has flags 0x{flags:04x} (encryption or patched data)"), true);
+            out.flag(
+                "encrypted-entry",
+                Some(cd_offset + p as u64),
+                format!("entry {name:?} has flags 0x{flags:04x} (encryption or patched data)"),
+                true,
+            );
         }
         let mut data_offset = None;
         match read_at(file, local_offset, 30) {
             Ok(lh) if lh.starts_with(b"PK\x03\x04") => {
                 let (lnlen, lxlen) = (le16(&lh, 26) as usize, le16(&lh, 28) as usize);
                 let lname = read_at(file, local_offset + 30, lnlen).unwrap_or_default();
-                let (lflags, lmethod, lcrc, lcsize, lsize) = (le16(&lh, 6), le16(&lh, 8), le32(&lh, 14), le32(&lh, 18), le32(&lh, 22));
+                let (lflags, lmethod, lcrc, lcsize, lsize) = (
+                    le16(&lh, 6),
+                    le16(&lh, 8),
+                    le32(&lh, 14),
+                    le32(&lh, 18),
+                    le32(&lh, 22),
+                );
                 let mut why = Vec::new();
                 if lname != name_raw {
                     why.push(format!("local name {:?}", String::from_utf8_lossy(&lname)));
@@ -349,53 +478,104 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
                     why.push(format!("local method {lmethod} vs central {method}"));
                 }
                 if (lflags ^ flags) & 0x61 != 0 || lflags & 0x61 != 0 {
-                    why.push(format!("local flags 0x{lflags:04x} vs central 0x{flags:04x}"));
+                    why.push(format!(
+                        "local flags 0x{lflags:04x} vs central 0x{flags:04x}"
+                    ));
                 }
                 if lflags & 0x08 == 0 {
                     if lcrc != 0 && lcrc != crc {
                         why.push(format!("local CRC {lcrc:08x} vs central {crc:08x}"));
                     }
                     if lcsize != 0 && lcsize != 0xFFFF_FFFF && lcsize as u64 != compressed {
-                        why.push(format!("local compressed size {lcsize} vs central {compressed}"));
+                        why.push(format!(
+                            "local compressed size {lcsize} vs central {compressed}"
+                        ));
                     }
                     if lsize != 0 && lsize != 0xFFFF_FFFF && lsize as u64 != size {
                         why.push(format!("local size {lsize} vs central {size}"));
                     }
                 }
                 if !why.is_empty() {
-                    out.flag("local-central-mismatch", Some(local_offset), format!("entry {name:?}: {}", why.join(", ")), true);
+                    out.flag(
+                        "local-central-mismatch",
+                        Some(local_offset),
+                        format!("entry {name:?}: {}", why.join(", ")),
+                        true,
+                    );
                 }
                 data_offset = Some(local_offset + 30 + lnlen as u64 + lxlen as u64);
             }
-            _ => out.flag("missing-local-header", Some(local_offset), format!("entry {name:?} points at byte {local_offset}, which holds no local header"), true),
+            _ => out.flag(
+                "missing-local-header",
+                Some(local_offset),
+                format!(
+                    "entry {name:?} points at byte {local_offset}, which holds no local header"
+                ),
+                true,
+            ),
         }
-        out.entries.push(AuditEntry { name, method, flags, crc, compressed, size, local_offset, data_offset });
+        out.entries.push(AuditEntry {
+            name,
+            method,
+            flags,
+            crc,
+            compressed,
+            size,
+            local_offset,
+            data_offset,
+        });
         p = next;
     }
     if p != cd.len() {
-        out.flag("directory-gap", Some(cd_offset + p as u64), format!("{} unexplained bytes inside the central directory", cd.len() - p), true);
+        out.flag(
+            "directory-gap",
+            Some(cd_offset + p as u64),
+            format!(
+                "{} unexplained bytes inside the central directory",
+                cd.len() - p
+            ),
+            true,
+        );
     }
     // Names: exact duplicates, case variants, one root folder.
     let mut seen: HashMap<String, &str> = HashMap::new();
     let mut dup = Vec::new();
     for e in &out.entries {
         if let Some(prev) = seen.insert(e.name.to_lowercase(), &e.name) {
-            let kind = if prev == e.name { "duplicate-name" } else { "case-variant-name" };
+            let kind = if prev == e.name {
+                "duplicate-name"
+            } else {
+                "case-variant-name"
+            };
             dup.push((kind, e.local_offset, format!("{prev:?} and {:?}", e.name)));
         }
     }
     for (kind, off, d) in dup {
         out.flag(kind, Some(off), d, true);
     }
-    let roots: std::collections::BTreeSet<&str> = out.entries.iter().map(|e| e.name.split_once('/').map_or("", |(r, _)| r)).collect();
+    let roots: std::collections::BTreeSet<&str> = out
+        .entries
+        .iter()
+        .map(|e| e.name.split_once('/').map_or("", |(r, _)| r))
+        .collect();
     if roots.len() > 1 || roots.contains("") {
         let list: Vec<&str> = roots.iter().take(5).copied().collect();
-        out.flag("several-roots", None, format!("entries are not all under one root folder (roots {list:?})"), true);
+        out.flag(
+            "several-roots",
+            None,
+            format!("entries are not all under one root folder (roots {list:?})"),
+            true,
+        );
     }
     let unsafe_names: Vec<(u64, String)> = out
         .entries
         .iter()
-        .filter(|e| e.name.split('/').any(|c| c == "..") || e.name.starts_with('/') || e.name.contains('\\') || e.name.chars().any(|c| c.is_control()))
+        .filter(|e| {
+            e.name.split('/').any(|c| c == "..")
+                || e.name.starts_with('/')
+                || e.name.contains('\\')
+                || e.name.chars().any(|c| c.is_control())
+        })
         .map(|e| (e.local_offset, format!("entry name {:?}", e.name)))
         .collect();
     for (o, d) in unsafe_names {
@@ -406,28 +586,67 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
         .entries
         .iter()
         .map(|e| {
-            let end = e.data_offset.unwrap_or(e.local_offset).saturating_add(e.compressed);
-            (e.local_offset, end.saturating_add(descriptor_len(file, e, end)), e.name.as_str())
+            let end = e
+                .data_offset
+                .unwrap_or(e.local_offset)
+                .saturating_add(e.compressed);
+            (
+                e.local_offset,
+                end.saturating_add(descriptor_len(file, e, end)),
+                e.name.as_str(),
+            )
         })
         .collect();
     spans.sort();
     let mut extra = Vec::new();
     match spans.first() {
-        Some(&(first, _, _)) if first > 0 => extra.push(("prepended-data", 0, format!("{first} bytes before the first entry"), true)),
+        Some(&(first, _, _)) if first > 0 => extra.push((
+            "prepended-data",
+            0,
+            format!("{first} bytes before the first entry"),
+            true,
+        )),
         _ => {}
     }
     for w in spans.windows(2) {
         if w[1].0 < w[0].1 {
-            extra.push(("overlapping-entries", w[1].0, format!("entries {:?} and {:?} share bytes", w[0].2, w[1].2), true));
+            extra.push((
+                "overlapping-entries",
+                w[1].0,
+                format!("entries {:?} and {:?} share bytes", w[0].2, w[1].2),
+                true,
+            ));
         } else if w[1].0 > w[0].1 {
-            extra.push(("gap", w[0].1, format!("{} unreferenced bytes after entry {:?}", w[1].0 - w[0].1, w[0].2), false));
+            extra.push((
+                "gap",
+                w[0].1,
+                format!(
+                    "{} unreferenced bytes after entry {:?}",
+                    w[1].0 - w[0].1,
+                    w[0].2
+                ),
+                false,
+            ));
         }
     }
     if let Some(&(_, end, name)) = spans.last() {
         if end > cd_offset {
-            extra.push(("overlapping-entries", cd_offset, format!("entry {name:?} runs into the central directory"), true));
+            extra.push((
+                "overlapping-entries",
+                cd_offset,
+                format!("entry {name:?} runs into the central directory"),
+                true,
+            ));
         } else if end < cd_offset {
-            extra.push(("gap", end, format!("{} unreferenced bytes before the central directory", cd_offset - end), false));
+            extra.push((
+                "gap",
+                end,
+                format!(
+                    "{} unreferenced bytes before the central directory",
+                    cd_offset - end
+                ),
+                false,
+            ));
         }
     }
     for (k, o, d, a) in extra {
@@ -442,8 +661,14 @@ fn descriptor_len(file: &File, e: &AuditEntry, end: u64) -> u64 {
     if e.flags & 0x08 == 0 {
         return 0;
     }
-    let sig = read_at(file, end, 4).map(|b| b == b"PK\x07\x08").unwrap_or(false);
-    let sizes = if e.size >= 0xFFFF_FFFF || e.compressed >= 0xFFFF_FFFF { 16 } else { 8 };
+    let sig = read_at(file, end, 4)
+        .map(|b| b == b"PK\x07\x08")
+        .unwrap_or(false);
+    let sizes = if e.size >= 0xFFFF_FFFF || e.compressed >= 0xFFFF_FFFF {
+        16
+    } else {
+        8
+    };
     4 + sizes + if sig { 4 } else { 0 }
 }
 
@@ -455,7 +680,11 @@ pub fn crc_matches(file: &File, e: &AuditEntry) -> Option<bool> {
     if e.method != 0 || e.crc == 0 {
         return None;
     }
-    let mut r = super::PositionalReader { file, pos: start, end: start.checked_add(e.compressed)? };
+    let mut r = super::PositionalReader {
+        file,
+        pos: start,
+        end: start.checked_add(e.compressed)?,
+    };
     let mut crc = flate2::Crc::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

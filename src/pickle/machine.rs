@@ -4,9 +4,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::PickleError;
 use super::ops::{DecodeError, Decoder, Op};
 use super::value::{Global, Object, ObjectOrigin, Seq, Value};
-use super::PickleError;
 
 /// Bounds on what one pickle may make the VM do. Real checkpoints stay far below the defaults.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +23,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_ops: 200_000_000, max_stack: 10_000_000, max_memo: 10_000_000, max_string: 1 << 32 }
+        Limits {
+            max_ops: 200_000_000,
+            max_stack: 10_000_000,
+            max_memo: 10_000_000,
+            max_string: 1 << 32,
+        }
     }
 }
 
@@ -55,7 +60,12 @@ pub trait Host {
 
     /// Gives meaning to `callable(*args)` (REDUCE, NEWOBJ, INST, OBJ). `Ok(None)` lets the VM
     /// apply its plain-Python rules and otherwise build an inert object.
-    fn call(&mut self, callable: &Value, args: &Value, origin: ObjectOrigin) -> Result<Option<Value>, String>;
+    fn call(
+        &mut self,
+        callable: &Value,
+        args: &Value,
+        origin: ObjectOrigin,
+    ) -> Result<Option<Value>, String>;
 
     /// Handles BUILD on `target`; `Ok(false)` lets the VM apply its default.
     fn build(&mut self, _target: &Value, _state: &Value) -> Result<bool, String> {
@@ -76,7 +86,12 @@ impl Host for NoHost {
 }
 
 /// Runs the pickle that starts at `start` in `data` and returns its value.
-pub fn load(data: &[u8], start: usize, host: &mut dyn Host, limits: &Limits) -> Result<Loaded, PickleError> {
+pub fn load(
+    data: &[u8],
+    start: usize,
+    host: &mut dyn Host,
+    limits: &Limits,
+) -> Result<Loaded, PickleError> {
     let mut m = Machine {
         stack: Vec::new(),
         marks: Vec::new(),
@@ -92,7 +107,12 @@ pub fn load(data: &[u8], start: usize, host: &mut dyn Host, limits: &Limits) -> 
     rest.extend(m.memo.drain().map(|(_, v)| v));
     drop(Seq(rest));
     let (value, end) = r?;
-    Ok(Loaded { value, end, protocol: m.protocol, globals: m.globals })
+    Ok(Loaded {
+        value,
+        end,
+        protocol: m.protocol,
+        globals: m.globals,
+    })
 }
 
 struct Machine<'h> {
@@ -131,16 +151,31 @@ impl Machine<'_> {
             let (at, op) = match d.next_op() {
                 Ok(x) => x,
                 Err(DecodeError::Incomplete) => {
-                    return Err(PickleError::new(d.pos(), "the pickle ends before its STOP opcode (truncated)"));
+                    return Err(PickleError::new(
+                        d.pos(),
+                        "the pickle ends before its STOP opcode (truncated)",
+                    ));
                 }
                 Err(DecodeError::Invalid(e)) => return Err(e),
             };
             ops += 1;
             if ops > self.limits.max_ops {
-                return Err(PickleError::new(at, format!("more than {} opcodes (--max-pickle-ops)", self.limits.max_ops)));
+                return Err(PickleError::new(
+                    at,
+                    format!(
+                        "more than {} opcodes (--max-pickle-ops)",
+                        self.limits.max_ops
+                    ),
+                ));
             }
             if self.stack.len() + self.marks.len() > self.limits.max_stack {
-                return Err(PickleError::new(at, format!("stack deeper than {} items (raise with --max-stack)", self.limits.max_stack)));
+                return Err(PickleError::new(
+                    at,
+                    format!(
+                        "stack deeper than {} items (raise with --max-stack)",
+                        self.limits.max_stack
+                    ),
+                ));
             }
             if let Op::Stop = op {
                 let v = self.pop(at)?;
@@ -171,7 +206,10 @@ impl Machine<'_> {
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
-        let m = self.marks.pop().ok_or("an opcode needs a MARK but none is open")?;
+        let m = self
+            .marks
+            .pop()
+            .ok_or("an opcode needs a MARK but none is open")?;
         Ok(self.stack.split_off(m.min(self.stack.len())))
     }
 
@@ -181,13 +219,19 @@ impl Machine<'_> {
 
     fn global(&mut self, at: usize, module: &str, name: &str) -> Value {
         let g = Global::new(py3_module(module), name);
-        self.globals.push(GlobalUse { global: g.clone(), offset: at });
+        self.globals.push(GlobalUse {
+            global: g.clone(),
+            offset: at,
+        });
         Value::Global(Rc::new(g))
     }
 
     fn memo_put(&mut self, idx: u32, v: Value) -> Result<(), String> {
         if self.memo.len() >= self.limits.max_memo && !self.memo.contains_key(&idx) {
-            return Err(format!("more than {} memo entries (raise with --max-memo)", self.limits.max_memo));
+            return Err(format!(
+                "more than {} memo entries (raise with --max-memo)",
+                self.limits.max_memo
+            ));
         }
         self.memo.insert(idx, v);
         Ok(())
@@ -266,7 +310,13 @@ impl Machine<'_> {
                         let v = self.global(at, m, n);
                         self.push(v);
                     }
-                    _ => return Err(format!("STACK_GLOBAL needs two strings, found {} and {}", module.type_name(), name.type_name())),
+                    _ => {
+                        return Err(format!(
+                            "STACK_GLOBAL needs two strings, found {} and {}",
+                            module.type_name(),
+                            name.type_name()
+                        ));
+                    }
                 }
             }
             Op::Inst(m, n) => {
@@ -339,7 +389,12 @@ impl Machine<'_> {
                 let items = self.pop_mark()?;
                 match self.top()? {
                     Value::Set(s) => s.borrow_mut().extend(items),
-                    other => return Err(format!("ADDITEMS applied to a {}, expected a set", other.type_name())),
+                    other => {
+                        return Err(format!(
+                            "ADDITEMS applied to a {}, expected a set",
+                            other.type_name()
+                        ));
+                    }
                 }
             }
             Op::FrozenSet => {
@@ -347,7 +402,11 @@ impl Machine<'_> {
                 self.push(Value::Set(Rc::new(RefCell::new(Seq(items)))));
             }
             Op::Get(i) => {
-                let v = self.memo.get(&i).cloned().ok_or_else(|| format!("memo index {i} read before it was written"))?;
+                let v = self
+                    .memo
+                    .get(&i)
+                    .cloned()
+                    .ok_or_else(|| format!("memo index {i} read before it was written"))?;
                 self.push(v);
             }
             Op::Put(i) => {
@@ -367,9 +426,16 @@ impl Machine<'_> {
             }
             Op::Frame(_) => {}
             Op::Ext(code) => {
-                return Err(format!("EXT opcode (extension registry code {code}) is not supported: torch never writes it"));
+                return Err(format!(
+                    "EXT opcode (extension registry code {code}) is not supported: torch never writes it"
+                ));
             }
-            Op::NextBuffer => return Err("NEXT_BUFFER (out-of-band buffer) is not supported: torch never writes it".into()),
+            Op::NextBuffer => {
+                return Err(
+                    "NEXT_BUFFER (out-of-band buffer) is not supported: torch never writes it"
+                        .into(),
+                );
+            }
             Op::ReadonlyBuffer => {
                 self.top()?;
             }
@@ -377,7 +443,12 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn call(&mut self, callable: Value, args: Value, origin: ObjectOrigin) -> Result<Value, String> {
+    fn call(
+        &mut self,
+        callable: Value,
+        args: Value,
+        origin: ObjectOrigin,
+    ) -> Result<Value, String> {
         if let Some(v) = self.host.call(&callable, &args, origin)? {
             return Ok(v);
         }
@@ -398,7 +469,12 @@ fn append(target: &Value, items: Vec<Value>) -> Result<(), String> {
     match target {
         Value::List(l) => l.borrow_mut().extend(items),
         Value::Object(o) => o.list.borrow_mut().extend(items),
-        other => return Err(format!("APPEND applied to a {}, expected a list", other.type_name())),
+        other => {
+            return Err(format!(
+                "APPEND applied to a {}, expected a list",
+                other.type_name()
+            ));
+        }
     }
     Ok(())
 }
@@ -422,7 +498,12 @@ fn set_items(target: &Value, items: Vec<Value>) -> Result<(), String> {
                 d.insert(k, v);
             }
         }
-        other => return Err(format!("SETITEM applied to a {}, expected a dict", other.type_name())),
+        other => {
+            return Err(format!(
+                "SETITEM applied to a {}, expected a dict",
+                other.type_name()
+            ));
+        }
     }
     Ok(())
 }
@@ -435,13 +516,18 @@ fn build_default(target: &Value, state: Value) -> Result<(), String> {
         }
         // `OrderedDict.__dict__.update(state)`: attributes such as `_metadata`, not entries.
         Value::Dict(_) => Ok(()),
-        other => Err(format!("BUILD applied to a {}, which has no state to set", other.type_name())),
+        other => Err(format!(
+            "BUILD applied to a {}, which has no state to set",
+            other.type_name()
+        )),
     }
 }
 
 fn dict_from_pairs(src: &Value) -> Result<Value, String> {
     let d = Value::new_dict();
-    let Value::Dict(dd) = &d else { return Err("internal".into()) };
+    let Value::Dict(dd) = &d else {
+        return Err("internal".into());
+    };
     match src {
         Value::Dict(s) => {
             for (k, v) in s.borrow().entries() {
@@ -449,11 +535,21 @@ fn dict_from_pairs(src: &Value) -> Result<Value, String> {
             }
         }
         other => {
-            let pairs = other.as_seq().ok_or_else(|| format!("expected pairs to build a dict, found {}", other.type_name()))?;
+            let pairs = other.as_seq().ok_or_else(|| {
+                format!(
+                    "expected pairs to build a dict, found {}",
+                    other.type_name()
+                )
+            })?;
             for p in pairs {
                 match p.as_seq().as_deref() {
                     Some([k, v]) => dd.borrow_mut().insert(k.clone(), v.clone()),
-                    _ => return Err(format!("expected a (key, value) pair, found {}", p.type_name())),
+                    _ => {
+                        return Err(format!(
+                            "expected a (key, value) pair, found {}",
+                            p.type_name()
+                        ));
+                    }
                 }
             }
         }
@@ -486,7 +582,9 @@ fn builtin_call(g: &Global, args: &Value, origin: ObjectOrigin) -> Result<Option
             let items = a.first().and_then(|v| v.as_seq()).unwrap_or_default();
             Value::List(Rc::new(RefCell::new(Seq(items))))
         }
-        (("builtins", "tuple"), _) => Value::tuple(a.first().and_then(|v| v.as_seq()).unwrap_or_default()),
+        (("builtins", "tuple"), _) => {
+            Value::tuple(a.first().and_then(|v| v.as_seq()).unwrap_or_default())
+        }
         (("builtins", "complex"), ObjectOrigin::Reduce) => {
             let f = |v: Option<&Value>| match v {
                 Some(Value::Float(x)) => Some(*x),
@@ -499,26 +597,34 @@ fn builtin_call(g: &Global, args: &Value, origin: ObjectOrigin) -> Result<Option
                 _ => return Ok(None),
             }
         }
-        (("builtins", "bytearray") | ("builtins", "bytes"), ObjectOrigin::Reduce) => match a.first() {
-            Some(b @ Value::Bytes(_)) => b.clone(),
-            None => Value::Bytes(Rc::from(&[][..])),
-            _ => return Ok(None),
-        },
-        (("_codecs", "encode"), ObjectOrigin::Reduce) => match (a.first(), a.get(1).and_then(|e| e.as_str())) {
-            (Some(Value::Str(s)), Some("latin1" | "latin-1" | "iso-8859-1")) => {
-                let mut out = Vec::with_capacity(s.len());
-                for c in s.chars() {
-                    let c = u32::from(c);
-                    if c > 255 {
-                        return Err("_codecs.encode: a character above U+00FF cannot be latin-1".into());
-                    }
-                    out.push(c as u8);
-                }
-                Value::Bytes(Rc::from(out))
+        (("builtins", "bytearray") | ("builtins", "bytes"), ObjectOrigin::Reduce) => {
+            match a.first() {
+                Some(b @ Value::Bytes(_)) => b.clone(),
+                None => Value::Bytes(Rc::from(&[][..])),
+                _ => return Ok(None),
             }
-            (Some(Value::Str(s)), Some("utf-8" | "utf8") | None) => Value::Bytes(Rc::from(s.as_bytes())),
-            _ => return Ok(None),
-        },
+        }
+        (("_codecs", "encode"), ObjectOrigin::Reduce) => {
+            match (a.first(), a.get(1).and_then(|e| e.as_str())) {
+                (Some(Value::Str(s)), Some("latin1" | "latin-1" | "iso-8859-1")) => {
+                    let mut out = Vec::with_capacity(s.len());
+                    for c in s.chars() {
+                        let c = u32::from(c);
+                        if c > 255 {
+                            return Err(
+                                "_codecs.encode: a character above U+00FF cannot be latin-1".into(),
+                            );
+                        }
+                        out.push(c as u8);
+                    }
+                    Value::Bytes(Rc::from(out))
+                }
+                (Some(Value::Str(s)), Some("utf-8" | "utf8") | None) => {
+                    Value::Bytes(Rc::from(s.as_bytes()))
+                }
+                _ => return Ok(None),
+            }
+        }
         _ => return Ok(None),
     }))
 }

@@ -23,7 +23,10 @@ pub struct PickleError {
 impl PickleError {
     /// An error at `offset`.
     pub fn new(offset: usize, msg: impl Into<String>) -> Self {
-        PickleError { offset, msg: msg.into() }
+        PickleError {
+            offset,
+            msg: msg.into(),
+        }
     }
 }
 

@@ -193,14 +193,23 @@ impl<'a> Decoder<'a> {
 
     fn take(&mut self, n: usize) -> R<&'a [u8]> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::Incomplete)?;
-        let s = self.data.get(self.pos..end).ok_or(DecodeError::Incomplete)?;
+        let s = self
+            .data
+            .get(self.pos..end)
+            .ok_or(DecodeError::Incomplete)?;
         self.pos = end;
         Ok(s)
     }
 
     fn take_len(&mut self, n: u64, start: usize) -> R<&'a [u8]> {
         if n > self.max_len {
-            return invalid(start, format!("argument of {n} bytes exceeds the limit of {} bytes (--max-string-bytes)", self.max_len));
+            return invalid(
+                start,
+                format!(
+                    "argument of {n} bytes exceeds the limit of {} bytes (--max-string-bytes)",
+                    self.max_len
+                ),
+            );
         }
         let remaining = (self.data.len() - self.pos) as u64;
         if n > remaining {
@@ -223,7 +232,10 @@ impl<'a> Decoder<'a> {
 
     fn line(&mut self) -> R<&'a [u8]> {
         let rest = self.data.get(self.pos..).unwrap_or(&[]);
-        let n = rest.iter().position(|&b| b == b'\n').ok_or(DecodeError::Incomplete)?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(DecodeError::Incomplete)?;
         if n as u64 > self.max_len {
             return invalid(self.pos, "text argument too long");
         }
@@ -247,7 +259,9 @@ impl<'a> Decoder<'a> {
                 let s = ascii(l, start)?;
                 match s.trim().parse::<f64>() {
                     Ok(f) => Op::Float(f),
-                    Err(_) => return invalid(start, format!("FLOAT argument {s:?} is not a number")),
+                    Err(_) => {
+                        return invalid(start, format!("FLOAT argument {s:?} is not a number"));
+                    }
                 }
             }
             b'I' => {
@@ -394,14 +408,26 @@ fn parse_text_int(l: &[u8], start: usize) -> R<Op<'static>> {
     // `I010`: C's strtol reads octal 8, Python's int(x, 0) refuses, Rust reads 10. Refuse.
     let digits = s.strip_prefix('-').unwrap_or(s);
     if digits.len() > 1 && digits.starts_with('0') {
-        return invalid(start, format!("integer argument {:?} has a leading zero, which unpicklers read differently", super::value::truncate(s, 40)));
+        return invalid(
+            start,
+            format!(
+                "integer argument {:?} has a leading zero, which unpicklers read differently",
+                super::value::truncate(s, 40)
+            ),
+        );
     }
     if let Ok(i) = s.parse::<i64>() {
         return Ok(Op::Int(i));
     }
     match s.parse::<i128>() {
         Ok(i) => Ok(Op::BigInt(i.to_le_bytes().to_vec())),
-        Err(_) => invalid(start, format!("integer argument {:?} is not a number or is too large", super::value::truncate(s, 40))),
+        Err(_) => invalid(
+            start,
+            format!(
+                "integer argument {:?} is not a number or is too large",
+                super::value::truncate(s, 40)
+            ),
+        ),
     }
 }
 
@@ -409,7 +435,13 @@ fn parse_memo_index(l: &[u8], start: usize) -> R<u32> {
     let s = ascii(l, start)?;
     match s.trim().parse::<u32>() {
         Ok(i) => Ok(i),
-        Err(_) => invalid(start, format!("memo index {:?} is not a valid index", super::value::truncate(s, 40))),
+        Err(_) => invalid(
+            start,
+            format!(
+                "memo index {:?} is not a valid index",
+                super::value::truncate(s, 40)
+            ),
+        ),
     }
 }
 
@@ -458,7 +490,9 @@ fn unquote_py_string(l: &[u8], start: usize) -> R<Vec<u8>> {
             b'\\' | b'\'' | b'"' => out.push(e),
             b'\n' => {}
             b'x' => {
-                let h = inner.get(i..i + 2).and_then(|h| std::str::from_utf8(h).ok());
+                let h = inner
+                    .get(i..i + 2)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 match h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => out.push(v),
                     None => return invalid(start, "bad \\x escape in STRING argument"),
@@ -497,8 +531,13 @@ fn raw_unicode_unescape(l: &[u8]) -> Vec<u8> {
         let c = l[i];
         if c == b'\\' && matches!(l.get(i + 1), Some(b'u') | Some(b'U')) {
             let n = if l[i + 1] == b'u' { 4 } else { 8 };
-            let hex = l.get(i + 2..i + 2 + n).and_then(|h| std::str::from_utf8(h).ok());
-            if let Some(ch) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32) {
+            let hex = l
+                .get(i + 2..i + 2 + n)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(ch) = hex
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32)
+            {
                 s.push(ch);
                 i += 2 + n;
                 continue;

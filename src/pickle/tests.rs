@@ -172,7 +172,10 @@ fn nesting_two_hundred_thousand_lists_deep_neither_overflows_nor_panics() {
     bytes.extend(std::iter::repeat_n(b'a', n - 1));
     bytes.push(b'.');
     let v = run(&bytes).unwrap().value;
-    assert!(crate::tree::flatten(&v, "").is_err(), "walking stops at the depth limit");
+    assert!(
+        crate::tree::flatten(&v, "").is_err(),
+        "walking stops at the depth limit"
+    );
     drop(v);
 }
 
@@ -213,5 +216,9 @@ fn a_memo_bomb_of_shared_lists_is_walked_in_linear_time() {
     let started = std::time::Instant::now();
     let flat = crate::tree::flatten(&v, "").unwrap();
     assert!(flat.leaves.is_empty());
-    assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "took {:?}",
+        started.elapsed()
+    );
 }

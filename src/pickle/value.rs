@@ -21,7 +21,10 @@ pub struct Global {
 impl Global {
     /// Builds a global from its two parts.
     pub fn new(module: impl Into<String>, name: impl Into<String>) -> Self {
-        Global { module: module.into(), name: name.into() }
+        Global {
+            module: module.into(),
+            name: name.into(),
+        }
     }
 
     /// True when this is exactly `module.name`.

@@ -111,7 +111,10 @@ impl DType {
     /// This dtype's row of the table.
     pub fn info(self) -> &'static DTypeInfo {
         // The table lists every variant exactly once (checked by a unit test).
-        DTYPES.iter().find(|i| i.dtype == self).unwrap_or(&DTYPES[0])
+        DTYPES
+            .iter()
+            .find(|i| i.dtype == self)
+            .unwrap_or(&DTYPES[0])
     }
 
     /// Bytes per element.
@@ -141,7 +144,10 @@ impl DType {
     /// the Python storage class of the same stem.
     pub fn from_tensor_type_name(name: &str) -> Option<DType> {
         let stem = name.strip_suffix("Tensor").filter(|s| !s.is_empty())?;
-        DTYPES.iter().find(|i| i.py_storage.and_then(|p| p.strip_suffix("Storage")) == Some(stem)).map(|i| i.dtype)
+        DTYPES
+            .iter()
+            .find(|i| i.py_storage.and_then(|p| p.strip_suffix("Storage")) == Some(stem))
+            .map(|i| i.dtype)
     }
 
     /// Why safetensors cannot hold this dtype, if it cannot.
@@ -173,7 +179,10 @@ mod tests {
 
     #[test]
     fn legacy_tensor_type_names() {
-        assert_eq!(DType::from_tensor_type_name("FloatTensor"), Some(DType::F32));
+        assert_eq!(
+            DType::from_tensor_type_name("FloatTensor"),
+            Some(DType::F32)
+        );
         assert_eq!(DType::from_tensor_type_name("LongTensor"), Some(DType::I64));
         assert_eq!(DType::from_tensor_type_name("ByteTensor"), Some(DType::U8));
         assert_eq!(DType::from_tensor_type_name("Tensor"), None);
@@ -189,7 +198,12 @@ mod tests {
             if let Some(py) = row.py_storage {
                 assert_eq!(DType::from_storage_name(py), Some(row.dtype));
             }
-            assert_eq!(row.safetensors.is_some(), row.dtype.refusal().is_none(), "{}", row.torch);
+            assert_eq!(
+                row.safetensors.is_some(),
+                row.dtype.refusal().is_none(),
+                "{}",
+                row.torch
+            );
             if let Some(py) = row.py_storage {
                 let tensor = py.replace("Storage", "Tensor");
                 assert_eq!(DType::from_tensor_type_name(&tensor), Some(row.dtype));

@@ -94,7 +94,10 @@ fn int_arg(v: Option<&Value>, what: &str) -> Result<u64, String> {
     match v {
         Some(Value::Int(i)) if *i >= 0 => Ok(*i as u64),
         Some(Value::Bool(b)) => Ok(*b as u64),
-        Some(other) => Err(format!("{what}: expected a non-negative int, found {}", describe(other))),
+        Some(other) => Err(format!(
+            "{what}: expected a non-negative int, found {}",
+            describe(other)
+        )),
         None => Err(format!("{what}: missing")),
     }
 }
@@ -112,7 +115,12 @@ fn int_tuple(v: Option<&Value>, what: &str) -> Result<Vec<u64>, String> {
     let items = match v {
         // `torch.Size` objects are rebuilt as tuples by `call` below.
         Value::Tuple(_) | Value::List(_) => v.as_seq().unwrap_or_default(),
-        other => return Err(format!("{what}: expected a tuple of ints, found {}", describe(other))),
+        other => {
+            return Err(format!(
+                "{what}: expected a tuple of ints, found {}",
+                describe(other)
+            ));
+        }
     };
     items.iter().map(|x| int_arg(Some(x), what)).collect()
 }
@@ -123,7 +131,10 @@ fn storage_arg(v: Option<&Value>) -> Result<Rc<StorageRef>, String> {
             Ok(s) => Ok(s),
             Err(_) => Err("the storage argument is not a storage".into()),
         },
-        Some(other) => Err(format!("expected a storage (persistent id), found {}", describe(other))),
+        Some(other) => Err(format!(
+            "expected a storage (persistent id), found {}",
+            describe(other)
+        )),
         None => Err("storage argument missing".into()),
     }
 }
@@ -137,7 +148,11 @@ fn tensor_flags(v: Option<&Value>) -> Result<(bool, bool), String> {
             match k.as_str() {
                 Some("conj") => flags.0 = on,
                 Some("neg") => flags.1 = on,
-                Some(other) if on => return Err(format!("unknown tensor metadata flag {other:?}: refusing to guess its meaning")),
+                Some(other) if on => {
+                    return Err(format!(
+                        "unknown tensor metadata flag {other:?}: refusing to guess its meaning"
+                    ));
+                }
                 _ => {}
             }
         }
@@ -164,14 +179,26 @@ impl TorchHost {
     fn storage_pid(&mut self, items: &[Value]) -> Result<Value, String> {
         let cls = match items.get(1) {
             Some(Value::Global(g)) => g.clone(),
-            Some(other) => return Err(format!("storage persistent id: expected a storage class, found {}", describe(other))),
+            Some(other) => {
+                return Err(format!(
+                    "storage persistent id: expected a storage class, found {}",
+                    describe(other)
+                ));
+            }
             None => return Err("storage persistent id: too short".into()),
         };
-        let dtype = storage_class(&cls).ok_or_else(|| format!("storage persistent id names {cls}, which is not a torch storage class"))?;
+        let dtype = storage_class(&cls).ok_or_else(|| {
+            format!("storage persistent id names {cls}, which is not a torch storage class")
+        })?;
         let key = match items.get(2) {
             Some(Value::Str(s)) => s.to_string(),
             Some(Value::Int(i)) => i.to_string(),
-            Some(other) => return Err(format!("storage key: expected a string, found {}", describe(other))),
+            Some(other) => {
+                return Err(format!(
+                    "storage key: expected a string, found {}",
+                    describe(other)
+                ));
+            }
             None => return Err("storage persistent id: no key".into()),
         };
         let location = match items.get(3) {
@@ -189,37 +216,71 @@ impl TorchHost {
                 Some((off, size))
             }
         };
-        let s = Rc::new(StorageRef { key, dtype, numel, location, view });
+        let s = Rc::new(StorageRef {
+            key,
+            dtype,
+            numel,
+            location,
+            view,
+        });
         self.storages.push(s.clone());
         Ok(Value::Ext(s))
     }
 
     fn rebuild(&mut self, g: &Global, a: &[Value]) -> Result<Option<Value>, String> {
         let name = g.name.as_str();
-        let tensor = |storage: Rc<StorageRef>, dtype: DType, a: &[Value], flags: (bool, bool)| -> Result<Value, String> {
+        let tensor = |storage: Rc<StorageRef>,
+                      dtype: DType,
+                      a: &[Value],
+                      flags: (bool, bool)|
+         -> Result<Value, String> {
             let offset = int_arg(a.get(1), "storage_offset")?;
             let shape = int_tuple(a.get(2), "size")?;
             let stride = int_tuple(a.get(3), "stride")?;
             if shape.len() != stride.len() {
-                return Err(format!("size has {} dimensions but stride has {}", shape.len(), stride.len()));
+                return Err(format!(
+                    "size has {} dimensions but stride has {}",
+                    shape.len(),
+                    stride.len()
+                ));
             }
             let (conj, neg) = flags;
-            Ok(Value::Ext(Rc::new(TensorRef { storage, dtype, offset, shape, stride, conj, neg })))
+            Ok(Value::Ext(Rc::new(TensorRef {
+                storage,
+                dtype,
+                offset,
+                shape,
+                stride,
+                conj,
+                neg,
+            })))
         };
         let v = match name {
             "_rebuild_tensor" | "_rebuild_tensor_v2" => {
                 let s = storage_arg(a.first())?;
-                let dtype = s.dtype.ok_or("an untyped storage passed to _rebuild_tensor_v2 (expected _rebuild_tensor_v3)")?;
-                let flags = if name == "_rebuild_tensor_v2" { tensor_flags(a.get(6))? } else { (false, false) };
+                let dtype = s.dtype.ok_or(
+                    "an untyped storage passed to _rebuild_tensor_v2 (expected _rebuild_tensor_v3)",
+                )?;
+                let flags = if name == "_rebuild_tensor_v2" {
+                    tensor_flags(a.get(6))?
+                } else {
+                    (false, false)
+                };
                 tensor(s, dtype, a, flags)?
             }
             "_rebuild_tensor_v3" => {
                 let s = storage_arg(a.first())?;
                 let dtype = match a.get(6) {
                     Some(Value::Global(d)) if d.module == "torch" => {
-                        DType::from_torch_name(&d.name).ok_or_else(|| format!("unknown dtype torch.{}", d.name))?
+                        DType::from_torch_name(&d.name)
+                            .ok_or_else(|| format!("unknown dtype torch.{}", d.name))?
                     }
-                    Some(other) => return Err(format!("_rebuild_tensor_v3: expected a torch dtype, found {}", describe(other))),
+                    Some(other) => {
+                        return Err(format!(
+                            "_rebuild_tensor_v3: expected a torch dtype, found {}",
+                            describe(other)
+                        ));
+                    }
                     None => return Err("_rebuild_tensor_v3: dtype argument missing".into()),
                 };
                 tensor(s, dtype, a, tensor_flags(a.get(7))?)?
@@ -233,13 +294,20 @@ impl TorchHost {
                 None => return Err(format!("{name}: tensor argument missing")),
             },
             "_rebuild_qtensor" => {
-                let dtype = storage_arg(a.first()).ok().and_then(|s| s.dtype).map(|d| d.name().to_string());
+                let dtype = storage_arg(a.first())
+                    .ok()
+                    .and_then(|s| s.dtype)
+                    .map(|d| d.name().to_string());
                 not_a_tensor("quantized", dtype)
             }
             "_rebuild_sparse_tensor" | "_rebuild_sparse_csr" => not_a_tensor("sparse", None),
             "_rebuild_nested_tensor" => not_a_tensor("nested", None),
-            "_rebuild_meta_tensor_no_storage" => not_a_tensor("meta (no data)", dtype_name(a.first())),
-            "_rebuild_wrapper_subclass" => not_a_tensor("wrapper subclass (no data)", dtype_name(a.get(1))),
+            "_rebuild_meta_tensor_no_storage" => {
+                not_a_tensor("meta (no data)", dtype_name(a.first()))
+            }
+            "_rebuild_wrapper_subclass" => {
+                not_a_tensor("wrapper subclass (no data)", dtype_name(a.get(1)))
+            }
             "_rebuild_device_tensor_from_numpy" | "_rebuild_xla_tensor" | "_rebuild_mlc_tensor" => {
                 not_a_tensor("device tensor stored as numpy", dtype_name(a.get(1)))
             }
@@ -257,7 +325,10 @@ fn dtype_name(v: Option<&Value>) -> Option<String> {
 }
 
 fn not_a_tensor(kind: &str, dtype: Option<String>) -> Value {
-    Value::Ext(Rc::new(NotATensor { kind: kind.to_string(), dtype }))
+    Value::Ext(Rc::new(NotATensor {
+        kind: kind.to_string(),
+        dtype,
+    }))
 }
 
 fn numpy_dtype(descr: &str) -> Option<DType> {
@@ -281,10 +352,22 @@ fn numpy_dtype(descr: &str) -> Option<DType> {
 }
 
 impl TorchHost {
-    fn add_memory_storage(&mut self, prefix: &str, dtype: Option<DType>, numel: u64, bytes: Rc<[u8]>) -> Rc<StorageRef> {
+    fn add_memory_storage(
+        &mut self,
+        prefix: &str,
+        dtype: Option<DType>,
+        numel: u64,
+        bytes: Rc<[u8]>,
+    ) -> Rc<StorageRef> {
         let key = format!("{prefix}-{}", self.memory.len());
         self.memory.insert(key.clone(), bytes);
-        let s = Rc::new(StorageRef { key, dtype, numel, location: "cpu".into(), view: None });
+        let s = Rc::new(StorageRef {
+            key,
+            dtype,
+            numel,
+            location: "cpu".into(),
+            view: None,
+        });
         self.storages.push(s.clone());
         s
     }
@@ -294,19 +377,40 @@ impl TorchHost {
         if self.depth >= 2 {
             return Err("embedded legacy streams nested more than twice".into());
         }
-        let archive = crate::container::Archive::from_legacy_bytes(b).map_err(|e| format!("embedded storage: {e}"))?;
-        let mut inner = TorchHost { depth: self.depth + 1, ..TorchHost::default() };
-        let loaded = crate::pickle::load(&archive.pickle, 0, &mut inner, &crate::pickle::Limits::default())
-            .map_err(|e| format!("embedded storage pickle {e}"))?;
+        let archive = crate::container::Archive::from_legacy_bytes(b)
+            .map_err(|e| format!("embedded storage: {e}"))?;
+        let mut inner = TorchHost {
+            depth: self.depth + 1,
+            ..TorchHost::default()
+        };
+        let loaded = crate::pickle::load(
+            &archive.pickle,
+            0,
+            &mut inner,
+            &crate::pickle::Limits::default(),
+        )
+        .map_err(|e| format!("embedded storage pickle {e}"))?;
         let s = storage_arg(Some(&loaded.value)).map_err(|e| format!("embedded stream: {e}"))?;
         let mut declared = std::collections::HashMap::new();
         for st in &inner.storages {
-            declared.entry(st.key.clone()).or_insert((st.unit(), st.numel));
+            declared
+                .entry(st.key.clone())
+                .or_insert((st.unit(), st.numel));
         }
-        let records = archive.locate_storages(&declared).map_err(|e| format!("embedded storage: {e}"))?;
-        let rec = records.get(&s.key).ok_or("embedded storage: its data record is missing")?;
-        let data = crate::container::read_record(&archive.file, rec, u64::MAX).map_err(|e| format!("embedded storage: {e}"))?;
-        Ok(Value::Ext(self.add_memory_storage("pickled-storage", s.dtype, s.numel, Rc::from(data))))
+        let records = archive
+            .locate_storages(&declared)
+            .map_err(|e| format!("embedded storage: {e}"))?;
+        let rec = records
+            .get(&s.key)
+            .ok_or("embedded storage: its data record is missing")?;
+        let data = crate::container::read_record(&archive.file, rec, u64::MAX)
+            .map_err(|e| format!("embedded storage: {e}"))?;
+        Ok(Value::Ext(self.add_memory_storage(
+            "pickled-storage",
+            s.dtype,
+            s.numel,
+            Rc::from(data),
+        )))
     }
 
     /// BUILD of a numpy array: `(version, shape, dtype, is_fortran, raw data)`.
@@ -314,17 +418,30 @@ impl TorchHost {
         let st = state.as_seq().unwrap_or_default();
         let result = (|| {
             let shape = int_tuple(st.get(1), "numpy shape")?;
-            let dt = st.get(2).and_then(|v| v.ext::<NumpyDtype>()).ok_or("numpy array without a dtype")?;
+            let dt = st
+                .get(2)
+                .and_then(|v| v.ext::<NumpyDtype>())
+                .ok_or("numpy array without a dtype")?;
             let fortran = matches!(st.get(3), Some(Value::Bool(true)));
             let descr = dt.descr.clone();
-            let dtype = numpy_dtype(&descr).ok_or_else(|| format!("numpy dtype {descr:?} is not numeric (object or string array)"))?;
+            let dtype = numpy_dtype(&descr).ok_or_else(|| {
+                format!("numpy dtype {descr:?} is not numeric (object or string array)")
+            })?;
             let Some(Value::Bytes(raw)) = st.get(4) else {
-                return Err(format!("numpy array of dtype {descr:?} holds Python objects, not raw data"));
+                return Err(format!(
+                    "numpy array of dtype {descr:?} holds Python objects, not raw data"
+                ));
             };
-            let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or("numpy shape overflows")?;
+            let numel = shape
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .ok_or("numpy shape overflows")?;
             let item = dtype.itemsize();
             if numel.checked_mul(item) != Some(raw.len() as u64) {
-                return Err(format!("numpy array data is {} bytes, expected {numel} elements of {item} bytes", raw.len()));
+                return Err(format!(
+                    "numpy array data is {} bytes, expected {numel} elements of {item} bytes",
+                    raw.len()
+                ));
             }
             let mut data = raw.to_vec();
             if dt.order.borrow().as_str() == ">" && item > 1 {
@@ -333,13 +450,25 @@ impl TorchHost {
             }
             let mut stride = vec![0u64; shape.len()];
             let mut acc = 1u64;
-            let dims: Vec<usize> = if fortran { (0..shape.len()).collect() } else { (0..shape.len()).rev().collect() };
+            let dims: Vec<usize> = if fortran {
+                (0..shape.len()).collect()
+            } else {
+                (0..shape.len()).rev().collect()
+            };
             for i in dims {
                 stride[i] = acc;
                 acc = acc.saturating_mul(shape[i]);
             }
             let storage = self.add_memory_storage("numpy", Some(dtype), numel, Rc::from(data));
-            Ok(Rc::new(TensorRef { storage, dtype, offset: 0, shape, stride, conj: false, neg: false }))
+            Ok(Rc::new(TensorRef {
+                storage,
+                dtype,
+                offset: 0,
+                shape,
+                stride,
+                conj: false,
+                neg: false,
+            }))
         })();
         *arr.tensor.borrow_mut() = result;
         Ok(())
@@ -350,7 +479,10 @@ impl TorchHost {
     /// A plain-key persistent id of a tar checkpoint: a tensor or a storage (view) of its tables.
     fn tar_pid(&mut self, pid: &Value) -> Result<Value, String> {
         let Some(tables) = &self.tar else {
-            return Err(format!("persistent id {}: a bare key, which only tar checkpoints (torch <= 0.1.9) use", describe_pid(pid)));
+            return Err(format!(
+                "persistent id {}: a bare key, which only tar checkpoints (torch <= 0.1.9) use",
+                describe_pid(pid)
+            ));
         };
         let key = crate::container::tar::canonical_key(pid).unwrap_or_default();
         if let Some(v) = self.tar_resolved.get(&key) {
@@ -358,11 +490,26 @@ impl TorchHost {
         }
         // torch keeps tensors and storages in one table; tensors are added last and win.
         let (value, storage) = if let Some(t) = tables.tensors.get(&key) {
-            let s = tables.storages.get(&t.storage).ok_or_else(|| format!("tensor {key:?} views storage {:?}, which the tar does not hold", t.storage))?;
+            let s = tables.storages.get(&t.storage).ok_or_else(|| {
+                format!(
+                    "tensor {key:?} views storage {:?}, which the tar does not hold",
+                    t.storage
+                )
+            })?;
             if t.shape.len() != t.stride.len() {
-                return Err(format!("tensor {key:?}: size has {} dimensions but stride has {}", t.shape.len(), t.stride.len()));
+                return Err(format!(
+                    "tensor {key:?}: size has {} dimensions but stride has {}",
+                    t.shape.len(),
+                    t.stride.len()
+                ));
             }
-            let storage = Rc::new(StorageRef { key: s.root.clone(), dtype: Some(s.dtype), numel: s.numel, location: s.location.clone(), view: s.view });
+            let storage = Rc::new(StorageRef {
+                key: s.root.clone(),
+                dtype: Some(s.dtype),
+                numel: s.numel,
+                location: s.location.clone(),
+                view: s.view,
+            });
             let tensor = TensorRef {
                 storage: storage.clone(),
                 // torch builds the tensor with the storage's dtype; the saved class is informational.
@@ -375,7 +522,13 @@ impl TorchHost {
             };
             (Value::Ext(Rc::new(tensor)), storage)
         } else if let Some(s) = tables.storages.get(&key) {
-            let storage = Rc::new(StorageRef { key: s.root.clone(), dtype: Some(s.dtype), numel: s.numel, location: s.location.clone(), view: s.view });
+            let storage = Rc::new(StorageRef {
+                key: s.root.clone(),
+                dtype: Some(s.dtype),
+                numel: s.numel,
+                location: s.location.clone(),
+                view: s.view,
+            });
             (Value::Ext(storage.clone()), storage)
         } else {
             return Err(format!(
@@ -421,7 +574,9 @@ impl Host for TorchHost {
         if matches!(pid, Value::Int(_) | Value::Str(_) | Value::Bytes(_)) {
             return self.tar_pid(&pid);
         }
-        let items = pid.as_seq().ok_or_else(|| format!("persistent id: expected a tuple, found {}", describe(&pid)))?;
+        let items = pid
+            .as_seq()
+            .ok_or_else(|| format!("persistent id: expected a tuple, found {}", describe(&pid)))?;
         let tag = match items.first() {
             Some(Value::Str(s)) => s.to_string(),
             Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -431,17 +586,29 @@ impl Host for TorchHost {
             "storage" => self.storage_pid(&items),
             // Whole modules saved in the legacy format: the class, kept as an inert name.
             "module" => Ok(items.get(1).cloned().unwrap_or(Value::None)),
-            other => Err(format!("unknown persistent id kind {:?}", crate::pickle::truncate(other, 40))),
+            other => Err(format!(
+                "unknown persistent id kind {:?}",
+                crate::pickle::truncate(other, 40)
+            )),
         }
     }
 
-    fn call(&mut self, callable: &Value, args: &Value, _origin: ObjectOrigin) -> Result<Option<Value>, String> {
-        let Value::Global(g) = callable else { return Ok(None) };
+    fn call(
+        &mut self,
+        callable: &Value,
+        args: &Value,
+        _origin: ObjectOrigin,
+    ) -> Result<Option<Value>, String> {
+        let Value::Global(g) = callable else {
+            return Ok(None);
+        };
         let a = args.as_seq().unwrap_or_default();
         if g.module == "torch._utils" {
             return self.rebuild(g, &a);
         }
-        if g.module == "torch._tensor" && (g.name == "_rebuild_from_type_v2" || g.name == "_rebuild_from_type") {
+        if g.module == "torch._tensor"
+            && (g.name == "_rebuild_from_type_v2" || g.name == "_rebuild_from_type")
+        {
             // (func, new_type, args, state): unwrap func(*args); the subclass is metadata.
             let (Some(func), Some(inner)) = (a.first(), a.get(2)) else {
                 return Err(format!("{g}: expected (func, type, args, state)"));
@@ -457,17 +624,26 @@ impl Host for TorchHost {
                 _ => Err("torch.storage._load_from_bytes: expected bytes".into()),
             };
         }
-        if (g.module == "numpy.core.multiarray" || g.module == "numpy._core.multiarray") && g.name == "_reconstruct" {
-            let arr = NumpyArray { tensor: std::cell::RefCell::new(Err("numpy array without state".into())) };
+        if (g.module == "numpy.core.multiarray" || g.module == "numpy._core.multiarray")
+            && g.name == "_reconstruct"
+        {
+            let arr = NumpyArray {
+                tensor: std::cell::RefCell::new(Err("numpy array without state".into())),
+            };
             return Ok(Some(Value::Ext(Rc::new(arr))));
         }
         if g.module == "numpy" && g.name == "dtype" {
             let descr = a.first().and_then(|v| v.as_str()).unwrap_or("").to_string();
-            let d = NumpyDtype { descr, order: std::cell::RefCell::new("<".into()) };
+            let d = NumpyDtype {
+                descr,
+                order: std::cell::RefCell::new("<".into()),
+            };
             return Ok(Some(Value::Ext(Rc::new(d))));
         }
         if is_torch(g, "Size") {
-            return Ok(Some(Value::tuple(a.first().and_then(|v| v.as_seq()).unwrap_or_default())));
+            return Ok(Some(Value::tuple(
+                a.first().and_then(|v| v.as_seq()).unwrap_or_default(),
+            )));
         }
         Ok(None)
     }

@@ -36,7 +36,17 @@ impl Transform {
 pub fn negation_supported(dtype: DType) -> bool {
     matches!(
         dtype,
-        DType::F64 | DType::F32 | DType::F16 | DType::BF16 | DType::C64 | DType::F8E4M3 | DType::F8E5M2 | DType::I64 | DType::I32 | DType::I16 | DType::I8
+        DType::F64
+            | DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::C64
+            | DType::F8E4M3
+            | DType::F8E5M2
+            | DType::I64
+            | DType::I32
+            | DType::I16
+            | DType::I8
     )
 }
 
@@ -84,7 +94,13 @@ pub fn apply_transform(buf: &mut [u8], dtype: DType, t: &Transform) {
 }
 
 /// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off`, positionally.
-pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> std::io::Result<()> {
+pub fn copy_range(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+) -> std::io::Result<()> {
     let mut done = 0u64;
     while done < len {
         let mut off_in = (src_off + done) as libc::off64_t;
@@ -92,7 +108,16 @@ pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) 
         let want = (len - done).min(1 << 30) as usize;
         // SAFETY: both descriptors are open for the duration of the call; the offsets are
         // passed by pointer so neither file's cursor moves.
-        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, want, 0) };
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
         if n > 0 {
             done += n as u64;
             continue;
@@ -102,7 +127,9 @@ pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) 
         }
         let err = std::io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM) => break,
+            Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM) => {
+                break;
+            }
             Some(libc::EINTR) => continue,
             _ => return Err(err),
         }
@@ -114,7 +141,14 @@ pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) 
 }
 
 /// Copies through a buffer, transforming each piece when asked.
-pub fn copy_buffered(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64, t: Option<(DType, &Transform)>) -> std::io::Result<()> {
+pub fn copy_buffered(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+    t: Option<(DType, &Transform)>,
+) -> std::io::Result<()> {
     // Pieces are whole elements (largest itemsize 16 divides the buffer).
     let mut buf = vec![0u8; (len.min(BUF as u64)) as usize];
     let mut done = 0u64;
@@ -149,7 +183,12 @@ pub struct Strided {
 impl Strided {
     /// First and one-past-last element touched (all sizes > 0).
     pub fn span(&self) -> (u64, u64) {
-        let last: u64 = self.shape.iter().zip(&self.stride).map(|(n, s)| (n - 1) * s).sum();
+        let last: u64 = self
+            .shape
+            .iter()
+            .zip(&self.stride)
+            .map(|(n, s)| (n - 1) * s)
+            .sum();
         (self.offset, self.offset + last + 1)
     }
 
@@ -166,7 +205,14 @@ impl Strided {
 }
 
 /// Writes a strided view to `dst` at `dst_off` as a row-major tensor.
-pub fn copy_strided(src: &File, v: &Strided, dtype: DType, t: &Transform, dst: &File, dst_off: u64) -> std::io::Result<()> {
+pub fn copy_strided(
+    src: &File,
+    v: &Strided,
+    dtype: DType,
+    t: &Transform,
+    dst: &File,
+    dst_off: u64,
+) -> std::io::Result<()> {
     let (lo, hi) = v.span();
     let span_bytes = (hi - lo) * v.itemsize;
     let start = v.base + lo * v.itemsize;
@@ -177,13 +223,26 @@ pub fn copy_strided(src: &File, v: &Strided, dtype: DType, t: &Transform, dst: &
     } else {
         // SAFETY: the map is read-only and dropped before returning; the range was checked
         // against the file size when the conversion was planned.
-        let map = unsafe { memmap2::MmapOptions::new().offset(start).len(span_bytes as usize).map(src)? };
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(start)
+                .len(span_bytes as usize)
+                .map(src)?
+        };
         let _ = map.advise(memmap2::Advice::Sequential);
         gather(&map, lo, v, dtype, t, dst, dst_off)
     }
 }
 
-fn gather(data: &[u8], first: u64, v: &Strided, dtype: DType, t: &Transform, dst: &File, dst_off: u64) -> std::io::Result<()> {
+fn gather(
+    data: &[u8],
+    first: u64,
+    v: &Strided,
+    dtype: DType,
+    t: &Transform,
+    dst: &File,
+    dst_off: u64,
+) -> std::io::Result<()> {
     let (outer, ostride, run) = v.runs();
     let run_bytes = (run * v.itemsize) as usize;
     let mut idx = vec![0u64; outer.len()];
@@ -214,7 +273,13 @@ fn gather(data: &[u8], first: u64, v: &Strided, dtype: DType, t: &Transform, dst
     Ok(())
 }
 
-fn flush(out: &mut Vec<u8>, dtype: DType, t: &Transform, dst: &File, at: u64) -> std::io::Result<()> {
+fn flush(
+    out: &mut Vec<u8>,
+    dtype: DType,
+    t: &Transform,
+    dst: &File,
+    at: u64,
+) -> std::io::Result<()> {
     if !t.is_identity() {
         apply_transform(out, dtype, t);
     }

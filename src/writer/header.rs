@@ -36,7 +36,10 @@ pub struct HeaderPlan {
 
 /// Plans the header. Tensors are sorted as `safetensors::serialize` sorts them: dtype
 /// descending (largest alignment first), then name.
-pub fn plan_header(mut entries: Vec<HeaderEntry>, metadata: &BTreeMap<String, String>) -> Result<HeaderPlan, ErrorKind> {
+pub fn plan_header(
+    mut entries: Vec<HeaderEntry>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<HeaderPlan, ErrorKind> {
     entries.sort_by(|l, r| r.dtype.cmp(&l.dtype).then_with(|| l.name.cmp(&r.name)));
     let mut json = String::from("{");
     let mut first = true;
@@ -49,11 +52,13 @@ pub fn plan_header(mut entries: Vec<HeaderEntry>, metadata: &BTreeMap<String, St
     let mut placed = Vec::with_capacity(entries.len());
     for e in entries {
         if e.name == "__metadata__" {
-            return Err(ErrorKind::Unsupported("a tensor is named \"__metadata__\", which safetensors reserves".into()));
+            return Err(ErrorKind::Unsupported(
+                "a tensor is named \"__metadata__\", which safetensors reserves".into(),
+            ));
         }
-        let end = offset
-            .checked_add(e.nbytes)
-            .ok_or_else(|| ErrorKind::Unsupported("the output would be larger than 2^64 bytes".into()))?;
+        let end = offset.checked_add(e.nbytes).ok_or_else(|| {
+            ErrorKind::Unsupported("the output would be larger than 2^64 bytes".into())
+        })?;
         if !first {
             json.push(',');
         }
@@ -70,23 +75,33 @@ pub fn plan_header(mut entries: Vec<HeaderEntry>, metadata: &BTreeMap<String, St
     json.push('}');
     let padded = json.len().next_multiple_of(8);
     if padded > MAX_HEADER {
-        return Err(ErrorKind::Unsupported(format!("the safetensors header would be {padded} bytes, more than the {MAX_HEADER} readers accept")));
+        return Err(ErrorKind::Unsupported(format!(
+            "the safetensors header would be {padded} bytes, more than the {MAX_HEADER} readers accept"
+        )));
     }
     let mut bytes = Vec::with_capacity(8 + padded);
     bytes.extend_from_slice(&(padded as u64).to_le_bytes());
     bytes.extend_from_slice(json.as_bytes());
     bytes.resize(8 + padded, b' ');
     // The reference parser must accept what we planned.
-    serde_json::from_slice::<safetensors::tensor::Metadata>(&bytes[8..])
-        .map_err(|e| ErrorKind::Unsupported(format!("internal: the planned header is not valid safetensors: {e}")))?;
-    let total_len = (8 + padded as u64)
-        .checked_add(offset)
-        .ok_or_else(|| ErrorKind::Unsupported("the output would be larger than 2^64 bytes".into()))?;
-    Ok(HeaderPlan { bytes, entries: placed, total_len })
+    serde_json::from_slice::<safetensors::tensor::Metadata>(&bytes[8..]).map_err(|e| {
+        ErrorKind::Unsupported(format!(
+            "internal: the planned header is not valid safetensors: {e}"
+        ))
+    })?;
+    let total_len = (8 + padded as u64).checked_add(offset).ok_or_else(|| {
+        ErrorKind::Unsupported("the output would be larger than 2^64 bytes".into())
+    })?;
+    Ok(HeaderPlan {
+        bytes,
+        entries: placed,
+        total_len,
+    })
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, ErrorKind> {
-    serde_json::to_string(v).map_err(|e| ErrorKind::Unsupported(format!("internal: cannot encode the header: {e}")))
+    serde_json::to_string(v)
+        .map_err(|e| ErrorKind::Unsupported(format!("internal: cannot encode the header: {e}")))
 }
 
 #[cfg(test)]
@@ -145,7 +160,12 @@ mod tests {
 
     #[test]
     fn a_tensor_named_metadata_is_refused() {
-        let e = HeaderEntry { name: "__metadata__".into(), dtype: Dtype::U8, shape: vec![1], nbytes: 1 };
+        let e = HeaderEntry {
+            name: "__metadata__".into(),
+            dtype: Dtype::U8,
+            shape: vec![1],
+            nbytes: 1,
+        };
         assert!(plan_header(vec![e], &BTreeMap::new()).is_err());
     }
 }

@@ -61,13 +61,28 @@ pub struct Job {
 
 impl Job {
     fn run(&self, sources: &[File], dst: &File) -> Result<(), ErrorKind> {
-        let src = sources.get(self.source).ok_or_else(|| ErrorKind::Unsupported("internal: no such source".into()))?;
+        let src = sources
+            .get(self.source)
+            .ok_or_else(|| ErrorKind::Unsupported("internal: no such source".into()))?;
         let r = match &self.kind {
             JobKind::Copy { src_off } => copy::copy_range(src, *src_off, dst, self.dst, self.len),
-            JobKind::Transformed { src_off, dtype, transform } => {
-                copy::copy_buffered(src, *src_off, dst, self.dst, self.len, Some((*dtype, transform)))
-            }
-            JobKind::Strided { view, dtype, transform } => copy::copy_strided(src, view, *dtype, transform, dst, self.dst),
+            JobKind::Transformed {
+                src_off,
+                dtype,
+                transform,
+            } => copy::copy_buffered(
+                src,
+                *src_off,
+                dst,
+                self.dst,
+                self.len,
+                Some((*dtype, transform)),
+            ),
+            JobKind::Strided {
+                view,
+                dtype,
+                transform,
+            } => copy::copy_strided(src, view, *dtype, transform, dst, self.dst),
         };
         r.map_err(io(format!("copying the bytes of tensor {:?}", self.tensor)))
     }
@@ -85,10 +100,16 @@ pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
                     let n = (j.len - done).min(CHUNK);
                     let mut piece = j.clone();
                     piece.kind = match &j.kind {
-                        JobKind::Copy { .. } => JobKind::Copy { src_off: src_off + done },
-                        JobKind::Transformed { dtype, transform, .. } => {
-                            JobKind::Transformed { src_off: src_off + done, dtype: *dtype, transform: *transform }
-                        }
+                        JobKind::Copy { .. } => JobKind::Copy {
+                            src_off: src_off + done,
+                        },
+                        JobKind::Transformed {
+                            dtype, transform, ..
+                        } => JobKind::Transformed {
+                            src_off: src_off + done,
+                            dtype: *dtype,
+                            transform: *transform,
+                        },
                         other => other.clone(),
                     };
                     piece.dst = j.dst + done;
@@ -127,15 +148,23 @@ pub fn write_file(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let fname = target.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
+    let fname = target
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{fname}."))
         .suffix(".partial")
         .tempfile_in(dir)
-        .map_err(io(format!("cannot create a temporary file in {}", dir.display())))?;
+        .map_err(io(format!(
+            "cannot create a temporary file in {}",
+            dir.display()
+        )))?;
     let out = tmp.as_file();
-    out.set_len(plan.total_len).map_err(io("cannot size the output file"))?;
-    out.write_all_at(&plan.bytes, 0).map_err(io("cannot write the header"))?;
+    out.set_len(plan.total_len)
+        .map_err(io("cannot size the output file"))?;
+    out.write_all_at(&plan.bytes, 0)
+        .map_err(io("cannot write the header"))?;
     progress(plan.bytes.len() as u64);
     let jobs = split_jobs(jobs);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -149,14 +178,22 @@ pub fn write_file(
             Ok::<(), ErrorKind>(())
         })
     })?;
-    out.sync_all().map_err(io("cannot flush the output to disk"))?;
+    out.sync_all()
+        .map_err(io("cannot flush the output to disk"))?;
     let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
-    let persisted = if opts.overwrite { tmp.persist(target) } else { tmp.persist_noclobber(target) };
+    let persisted = if opts.overwrite {
+        tmp.persist(target)
+    } else {
+        tmp.persist_noclobber(target)
+    };
     if let Err(e) = persisted {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             return Err(ErrorKind::OutputExists(target.to_path_buf()));
         }
-        return Err(ErrorKind::Io { context: format!("cannot move the finished file to {}", target.display()), source: e.error });
+        return Err(ErrorKind::Io {
+            context: format!("cannot move the finished file to {}", target.display()),
+            source: e.error,
+        });
     }
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
