@@ -57,6 +57,31 @@ pub struct TensorInfo {
     pub neg: bool,
 }
 
+impl TensorInfo {
+    /// What must be done to the stored bytes to get the logical little-endian values.
+    pub fn transform(&self, order: ByteOrder) -> Transform {
+        Transform {
+            swap_unit: match order {
+                ByteOrder::Big => Some(self.dtype.info().swap_unit).filter(|u| *u > 1),
+                ByteOrder::Little => None,
+            },
+            conj: self.conj,
+            neg: self.neg,
+        }
+    }
+
+    /// The view this tensor reads, with `base` the byte offset of its storage's record.
+    pub fn strided(&self, base: u64) -> Strided {
+        Strided {
+            base: base + self.storage_base,
+            offset: self.offset,
+            shape: self.shape.clone(),
+            stride: self.stride.clone(),
+            itemsize: self.dtype.itemsize(),
+        }
+    }
+}
+
 /// A selection of tensors ready to be planned.
 #[derive(Debug)]
 pub struct Selection {
@@ -480,14 +505,7 @@ impl Checkpoint {
             }
             let (source, rec_off) = source_of[&t.storage];
             let base = rec_off + t.storage_base;
-            let transform = Transform {
-                swap_unit: match self.archive.byte_order {
-                    ByteOrder::Big => Some(t.dtype.info().swap_unit).filter(|u| *u > 1),
-                    ByteOrder::Little => None,
-                },
-                conj: t.conj,
-                neg: t.neg,
-            };
+            let transform = t.transform(self.archive.byte_order);
             let item = t.dtype.itemsize();
             let kind = if t.contiguous && transform.is_identity() {
                 JobKind::Copy {
@@ -500,15 +518,8 @@ impl Checkpoint {
                     transform,
                 }
             } else {
-                let view = Strided {
-                    base,
-                    offset: t.offset,
-                    shape: t.shape.clone(),
-                    stride: t.stride.clone(),
-                    itemsize: item,
-                };
                 JobKind::Strided {
-                    view,
+                    view: t.strided(rec_off),
                     dtype: t.dtype,
                     transform,
                 }

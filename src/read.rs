@@ -11,13 +11,11 @@ use std::sync::Arc;
 use crate::checkpoint::{Checkpoint, Selection, TensorInfo, inflate_to_temp};
 use crate::container::{ByteOrder, RecordMethod};
 use crate::error::{Error, ErrorKind, Result};
-use crate::writer::{Transform, apply_transform};
+use crate::writer::{apply_transform, gather, with_span};
 
 /// Bytes handed to the callback of [`TensorReader::stream`] at most at once (a multiple of
 /// every element size).
 pub const READ_CHUNK: usize = 8 << 20;
-/// Largest source span of a strided view read into memory; larger spans are memory-mapped.
-const SPAN_IN_MEMORY: u64 = 64 << 20;
 
 /// Where one storage's (uncompressed) bytes are.
 #[derive(Debug, Clone, Copy)]
@@ -231,14 +229,7 @@ impl TensorReader {
                 msg: "internal: the storage was not located".into(),
             })
         })?;
-        let transform = Transform {
-            swap_unit: match self.byte_order {
-                ByteOrder::Big => Some(t.dtype.info().swap_unit).filter(|u| *u > 1),
-                ByteOrder::Little => None,
-            },
-            conj: t.conj,
-            neg: t.neg,
-        };
+        let transform = t.transform(self.byte_order);
         let item = t.dtype.itemsize();
         let fix = |buf: &mut [u8]| {
             if !transform.is_identity() {
@@ -279,89 +270,25 @@ impl TensorReader {
             return Ok(());
         }
         // A strided view: gather the span it touches, run by run.
-        let last: u64 = t
-            .shape
-            .iter()
-            .zip(&t.stride)
-            .map(|(n, s)| (n - 1) * s)
-            .sum();
-        let (lo, hi) = (t.offset, t.offset + last + 1);
-        let span_start = t.storage_base + lo * item;
-        let span_len = (hi - lo) * item;
-        let owned;
-        let map;
-        let span: &[u8] = match loc {
+        let view = t.strided(0);
+        let (lo, hi) = view.span();
+        let (span_start, span_len) = (view.base + lo * item, (hi - lo) * item);
+        let mut sink = |piece: &[u8]| sink(piece);
+        match loc {
             Loc::Memory { index } => {
                 let (a, b) = (span_start as usize, (span_start + span_len) as usize);
-                self.memory[index]
+                let span = self.memory[index]
                     .get(a..b)
                     .ok_or_else(short)
-                    .map_err(wrap)?
-            }
-            Loc::File { file, offset } if span_len <= SPAN_IN_MEMORY => {
-                let mut v = vec![0u8; span_len as usize];
-                self.files[file]
-                    .read_exact_at(&mut v, offset + span_start)
                     .map_err(wrap)?;
-                owned = v;
-                &owned
+                gather(span, &view, t.dtype, &transform, &mut sink).map_err(wrap)?;
             }
             Loc::File { file, offset } => {
-                let f = &self.files[file];
-                let flen = f.metadata().map_err(wrap)?.len();
-                if offset + span_start + span_len > flen {
-                    return Err(wrap(short()));
-                }
-                // SAFETY: a read-only private map, dropped before returning; its range was just
-                // checked against the file's size.
-                map = unsafe {
-                    memmap2::MmapOptions::new()
-                        .offset(offset + span_start)
-                        .len(span_len as usize)
-                        .map(f)
-                        .map_err(wrap)?
-                };
-                &map
+                with_span(&self.files[file], offset + span_start, span_len, |span| {
+                    gather(span, &view, t.dtype, &transform, &mut sink)
+                })
+                .map_err(wrap)?;
             }
-        };
-        // Inner contiguous run: the trailing dimensions laid out row-major.
-        let mut run = 1u64;
-        let mut k = t.shape.len();
-        while k > 0 && (t.stride[k - 1] == run || t.shape[k - 1] == 1) {
-            run *= t.shape[k - 1];
-            k -= 1;
-        }
-        let (outer, ostride) = (&t.shape[..k], &t.stride[..k]);
-        let run_bytes = (run * item) as usize;
-        let total: u64 = outer.iter().product();
-        let mut idx = vec![0u64; outer.len()];
-        let mut out = Vec::with_capacity(READ_CHUNK.min(t.nbytes as usize) + run_bytes);
-        let mut elem = t.offset;
-        for _ in 0..total {
-            let at = ((elem - lo) * item) as usize;
-            out.extend_from_slice(
-                span.get(at..at + run_bytes)
-                    .ok_or_else(short)
-                    .map_err(wrap)?,
-            );
-            if out.len() >= READ_CHUNK {
-                fix(&mut out);
-                sink(&out).map_err(wrap)?;
-                out.clear();
-            }
-            for d in (0..outer.len()).rev() {
-                idx[d] += 1;
-                elem += ostride[d];
-                if idx[d] < outer[d] {
-                    break;
-                }
-                elem -= ostride[d] * outer[d];
-                idx[d] = 0;
-            }
-        }
-        if !out.is_empty() {
-            fix(&mut out);
-            sink(&out).map_err(wrap)?;
         }
         Ok(())
     }

@@ -204,6 +204,39 @@ impl Strided {
     }
 }
 
+/// Calls `f` with the `len` bytes of `src` at `start`: read into memory when small, memory-mapped
+/// when large.
+pub fn with_span<R>(
+    src: &File,
+    start: u64,
+    len: u64,
+    f: impl FnOnce(&[u8]) -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    if len <= SPAN_IN_MEMORY {
+        let mut data = vec![0u8; len as usize];
+        src.read_exact_at(&mut data, start)?;
+        f(&data)
+    } else {
+        let flen = src.metadata()?.len();
+        if start.checked_add(len).is_none_or(|end| end > flen) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file ends before the tensor's bytes",
+            ));
+        }
+        // SAFETY: a read-only map, dropped before returning; its range was just checked
+        // against the file's size.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(start)
+                .len(len as usize)
+                .map(src)?
+        };
+        let _ = map.advise(memmap2::Advice::Sequential);
+        f(&map)
+    }
+}
+
 /// Writes a strided view to `dst` at `dst_off` as a row-major tensor.
 pub fn copy_strided(
     src: &File,
@@ -214,49 +247,45 @@ pub fn copy_strided(
     dst_off: u64,
 ) -> std::io::Result<()> {
     let (lo, hi) = v.span();
-    let span_bytes = (hi - lo) * v.itemsize;
     let start = v.base + lo * v.itemsize;
-    if span_bytes <= SPAN_IN_MEMORY {
-        let mut data = vec![0u8; span_bytes as usize];
-        src.read_exact_at(&mut data, start)?;
-        gather(&data, lo, v, dtype, t, dst, dst_off)
-    } else {
-        // SAFETY: the map is read-only and dropped before returning; the range was checked
-        // against the file size when the conversion was planned.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(start)
-                .len(span_bytes as usize)
-                .map(src)?
-        };
-        let _ = map.advise(memmap2::Advice::Sequential);
-        gather(&map, lo, v, dtype, t, dst, dst_off)
-    }
+    with_span(src, start, (hi - lo) * v.itemsize, |data| {
+        let mut at = dst_off;
+        gather(data, v, dtype, t, &mut |piece| {
+            dst.write_all_at(piece, at)?;
+            at += piece.len() as u64;
+            Ok(())
+        })
+    })
 }
 
-fn gather(
+/// Produces the row-major logical bytes of view `v` from `data`, the bytes of its span (element
+/// `v.span().0` at index 0), in pieces of whole elements handed to `sink`. `t` is applied to
+/// every piece first.
+pub fn gather(
     data: &[u8],
-    first: u64,
     v: &Strided,
     dtype: DType,
     t: &Transform,
-    dst: &File,
-    dst_off: u64,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    let first = v.span().0;
     let (outer, ostride, run) = v.runs();
     let run_bytes = (run * v.itemsize) as usize;
     let mut idx = vec![0u64; outer.len()];
     let total: u64 = outer.iter().product();
     let mut out = Vec::with_capacity(BUF.max(run_bytes).min(BUF + run_bytes));
-    let mut written = 0u64;
     let mut src_elem = v.offset;
     for _ in 0..total {
         let at = ((src_elem - first) * v.itemsize) as usize;
-        out.extend_from_slice(&data[at..at + run_bytes]);
+        let run = data.get(at..at + run_bytes).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "a view reaches past its span",
+            )
+        })?;
+        out.extend_from_slice(run);
         if out.len() >= BUF {
-            let n = out.len() as u64;
-            flush(&mut out, dtype, t, dst, dst_off + written)?;
-            written += n;
+            flush(&mut out, dtype, t, sink)?;
         }
         // Advance the outer index (row-major), updating the source element incrementally.
         for d in (0..outer.len()).rev() {
@@ -269,7 +298,9 @@ fn gather(
             idx[d] = 0;
         }
     }
-    flush(&mut out, dtype, t, dst, dst_off + written)?;
+    if !out.is_empty() {
+        flush(&mut out, dtype, t, sink)?;
+    }
     Ok(())
 }
 
@@ -277,13 +308,107 @@ fn flush(
     out: &mut Vec<u8>,
     dtype: DType,
     t: &Transform,
-    dst: &File,
-    at: u64,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     if !t.is_identity() {
         apply_transform(out, dtype, t);
     }
-    dst.write_all_at(out, at)?;
+    sink(out)?;
     out.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logical(v: &Strided, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        gather(data, v, DType::U8, &Transform::default(), &mut |p| {
+            out.extend_from_slice(p);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn view(offset: u64, shape: &[u64], stride: &[u64]) -> Strided {
+        Strided {
+            base: 0,
+            offset,
+            shape: shape.to_vec(),
+            stride: stride.to_vec(),
+            itemsize: 1,
+        }
+    }
+
+    /// Element-by-element reference: row-major walk of the index space.
+    fn naive(v: &Strided, storage: &[u8]) -> Vec<u8> {
+        let n: u64 = v.shape.iter().product();
+        (0..n)
+            .map(|mut flat| {
+                let mut at = v.offset;
+                for d in (0..v.shape.len()).rev() {
+                    at += (flat % v.shape[d]) * v.stride[d];
+                    flat /= v.shape[d];
+                }
+                storage[at as usize]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gather_matches_an_element_by_element_walk_for_every_view_kind() {
+        let storage: Vec<u8> = (0..=255).collect();
+        let views = [
+            view(0, &[3, 4], &[1, 3]),              // transposed
+            view(5, &[2, 2], &[4, 1]),              // slice with offset
+            view(1, &[6], &[2]),                    // stepped
+            view(0, &[4, 3], &[0, 1]),              // expanded (stride 0)
+            view(2, &[3, 3], &[1, 1]),              // overlapping as_strided
+            view(0, &[2, 3, 2, 2], &[12, 1, 6, 3]), // channels-last
+            view(7, &[1, 5, 1], &[9, 2, 4]),        // size-1 dims with odd strides
+        ];
+        for v in &views {
+            let (lo, hi) = v.span();
+            let got = logical(v, &storage[lo as usize..hi as usize]);
+            assert_eq!(got, naive(v, &storage), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn negation_flips_float_signs_and_negates_integers() {
+        let mut f = (1.5f32).to_le_bytes().to_vec();
+        f.extend(0.0f32.to_le_bytes());
+        apply_transform(
+            &mut f,
+            DType::F32,
+            &Transform {
+                neg: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(f32::from_le_bytes(f[..4].try_into().unwrap()), -1.5);
+        assert_eq!(f[4..], (-0.0f32).to_le_bytes());
+        let mut i = (-7i16).to_le_bytes().to_vec();
+        apply_transform(
+            &mut i,
+            DType::I16,
+            &Transform {
+                neg: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(i16::from_le_bytes([i[0], i[1]]), 7);
+        let mut be = vec![0x3f, 0x80, 0, 0];
+        apply_transform(
+            &mut be,
+            DType::F32,
+            &Transform {
+                swap_unit: Some(4),
+                ..Default::default()
+            },
+        );
+        assert_eq!(f32::from_le_bytes(be[..].try_into().unwrap()), 1.0);
+    }
 }

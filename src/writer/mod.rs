@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-pub use copy::{CHUNK, Strided, Transform, apply_transform, negation_supported};
+pub use copy::{CHUNK, Strided, Transform, apply_transform, gather, negation_supported, with_span};
 pub use header::{HeaderEntry, HeaderPlan, MAX_HEADER, plan_header};
 
 use crate::error::{ErrorKind, io};
