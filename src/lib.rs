@@ -69,6 +69,7 @@ mod checkpoint;
 pub mod container;
 mod error;
 pub mod inspect;
+pub mod migrate;
 pub mod pickle;
 mod read;
 pub mod scan;
@@ -77,6 +78,9 @@ pub mod tree;
 pub mod verify;
 pub mod writer;
 
-pub use checkpoint::{Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection, TensorInfo, convert, default_output};
+pub use checkpoint::{
+    Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection,
+    TensorInfo, convert, default_output,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use read::{READ_CHUNK, TensorReader};

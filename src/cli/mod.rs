@@ -3,6 +3,7 @@
 mod completions;
 mod convert;
 mod inspect;
+mod migrate;
 mod scan;
 mod ui;
 mod verify;
@@ -61,6 +62,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Compare a checkpoint with the safetensors file converted from it, byte for byte.
     Verify(verify::VerifyArgs),
+    /// Convert every checkpoint under folders: HF names and indexes, resharding, resumable,
+    /// with progress and a report.
+    Migrate(migrate::MigrateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
 }
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => scan::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Completions(args) => completions::run(args),
     };
     match result {
@@ -82,7 +87,10 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::from(exit::OK);
             }
-            eprintln!("{} {err:#}", ui::paint("error:", ui::Style::Bad, ui::Stream::Err));
+            eprintln!(
+                "{} {err:#}",
+                ui::paint("error:", ui::Style::Bad, ui::Stream::Err)
+            );
             ExitCode::from(exit_code(&err))
         }
     }
@@ -90,12 +98,20 @@ pub fn main() -> ExitCode {
 
 /// The documented exit code of a failure: 3 for a policy refusal, 1 for everything else.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    let refused = err
-        .chain()
-        .any(|c| c.downcast_ref::<safetensorize::Error>().is_some_and(|e| matches!(e.kind, safetensorize::ErrorKind::Dangerous { .. })));
-    if refused { exit::DANGEROUS } else { exit::FAILED }
+    let refused = err.chain().any(|c| {
+        c.downcast_ref::<safetensorize::Error>()
+            .is_some_and(|e| matches!(e.kind, safetensorize::ErrorKind::Dangerous { .. }))
+    });
+    if refused {
+        exit::DANGEROUS
+    } else {
+        exit::FAILED
+    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

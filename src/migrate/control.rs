@@ -48,7 +48,10 @@ impl Control {
             return None;
         }
         set.insert(output.to_path_buf());
-        Some(InFlight { control: self, path: output.to_path_buf() })
+        Some(InFlight {
+            control: self,
+            path: output.to_path_buf(),
+        })
     }
 
     /// Stops the run: no new output is started, and the temporary files of the outputs being
@@ -73,13 +76,21 @@ pub(crate) fn dir_of(path: &Path) -> &Path {
 }
 
 fn temp_prefix(target: &Path) -> String {
-    format!(".{}.", target.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into()))
+    format!(
+        ".{}.",
+        target
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "output".into())
+    )
 }
 
 /// Removes `.NAME.*.partial` beside `target`: the temporary files its writer uses.
 pub fn remove_partials(target: &Path) -> usize {
     let prefix = temp_prefix(target);
-    let Ok(entries) = std::fs::read_dir(dir_of(target)) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir_of(target)) else {
+        return 0;
+    };
     entries
         .flatten()
         .filter(|e| {
@@ -92,19 +103,35 @@ pub fn remove_partials(target: &Path) -> usize {
 }
 
 fn temp_beside(target: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new().prefix(&temp_prefix(target)).suffix(".partial").tempfile_in(dir_of(target))
+    tempfile::Builder::new()
+        .prefix(&temp_prefix(target))
+        .suffix(".partial")
+        .tempfile_in(dir_of(target))
 }
 
 fn persist(tmp: tempfile::NamedTempFile, target: &Path, overwrite: bool) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    tmp.as_file().sync_all().map_err(|e| format!("{}: cannot flush to disk: {e}", target.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| format!("{}: cannot flush to disk: {e}", target.display()))?;
     let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
-    let done = if overwrite { tmp.persist(target) } else { tmp.persist_noclobber(target) };
+    let done = if overwrite {
+        tmp.persist(target)
+    } else {
+        tmp.persist_noclobber(target)
+    };
     done.map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            format!("{}: already exists (pass --overwrite to replace it)", target.display())
+            format!(
+                "{}: already exists (pass --overwrite to replace it)",
+                target.display()
+            )
         } else {
-            format!("{}: cannot move the finished file into place: {}", target.display(), e.error)
+            format!(
+                "{}: cannot move the finished file into place: {}",
+                target.display(),
+                e.error
+            )
         }
     })?;
     if let Ok(d) = File::open(dir_of(target)) {
@@ -115,16 +142,62 @@ fn persist(tmp: tempfile::NamedTempFile, target: &Path, overwrite: bool) -> Resu
 
 /// Writes `bytes` to `target` atomically (temp + fsync + rename).
 pub fn write_atomic(target: &Path, bytes: &[u8], overwrite: bool) -> Result<(), String> {
-    let mut tmp = temp_beside(target).map_err(|e| format!("{}: cannot create a temporary file: {e}", target.display()))?;
-    tmp.write_all(bytes).map_err(|e| format!("{}: cannot write: {e}", target.display()))?;
+    let mut tmp = temp_beside(target)
+        .map_err(|e| format!("{}: cannot create a temporary file: {e}", target.display()))?;
+    tmp.write_all(bytes)
+        .map_err(|e| format!("{}: cannot write: {e}", target.display()))?;
     persist(tmp, target, overwrite)
 }
 
 /// Copies `source` to `target` atomically (temp + fsync + rename). Returns the bytes copied.
 pub fn copy_atomic(source: &Path, target: &Path, overwrite: bool) -> Result<u64, String> {
-    let mut from = File::open(source).map_err(|e| format!("{}: cannot open: {e}", source.display()))?;
-    let mut tmp = temp_beside(target).map_err(|e| format!("{}: cannot create a temporary file: {e}", target.display()))?;
-    let n = std::io::copy(&mut from, tmp.as_file_mut()).map_err(|e| format!("{}: cannot copy to {}: {e}", source.display(), target.display()))?;
+    let mut from =
+        File::open(source).map_err(|e| format!("{}: cannot open: {e}", source.display()))?;
+    let mut tmp = temp_beside(target)
+        .map_err(|e| format!("{}: cannot create a temporary file: {e}", target.display()))?;
+    let n = std::io::copy(&mut from, tmp.as_file_mut()).map_err(|e| {
+        format!(
+            "{}: cannot copy to {}: {e}",
+            source.display(),
+            target.display()
+        )
+    })?;
     persist(tmp, target, overwrite)?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupt_removes_the_temporary_files_of_outputs_in_flight_and_stops_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("model.safetensors");
+        let c = Control::new();
+        let guard = c.begin(&out).unwrap();
+        let partial = dir.path().join(".model.safetensors.Ab12Cd.partial");
+        let other = dir.path().join(".other.safetensors.Ab12Cd.partial");
+        std::fs::write(&partial, b"half").unwrap();
+        std::fs::write(&other, b"not ours").unwrap();
+        assert_eq!(c.interrupt(), 1);
+        assert!(!partial.exists() && other.exists());
+        assert!(c.is_stopped() && c.begin(&dir.path().join("next.safetensors")).is_none());
+        drop(guard);
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_file_and_refuse_to_clobber() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model.safetensors.index.json");
+        write_atomic(&target, b"{}", false).unwrap();
+        assert!(
+            write_atomic(&target, b"{ }", false)
+                .unwrap_err()
+                .contains("--overwrite")
+        );
+        write_atomic(&target, b"{ }", true).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"{ }");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobSet, GlobSetBuilder};
 
-use super::naming::{index_name, is_candidate, is_partial, output_name, pickle_index_base, shard_base, training_state};
+use super::naming::{
+    index_name, is_candidate, is_partial, output_name, pickle_index_base, shard_base,
+    training_state,
+};
 use super::report::{FileRecord, Kind, SkipReason};
 
 /// `--include` / `--exclude` patterns. A pattern with a `/` matches the path relative to the
@@ -28,7 +31,11 @@ fn build(patterns: &[String]) -> Result<Option<(GlobSet, GlobSet)>, String> {
             .literal_separator(true)
             .build()
             .map_err(|e| format!("invalid glob {p:?}: {e}"))?;
-        if p.contains('/') { paths.add(g) } else { names.add(g) };
+        if p.contains('/') {
+            paths.add(g)
+        } else {
+            names.add(g)
+        };
     }
     let done = |b: GlobSetBuilder| b.build().map_err(|e| format!("invalid glob: {e}"));
     Ok(Some((done(names)?, done(paths)?)))
@@ -42,7 +49,10 @@ fn matches(set: &(GlobSet, GlobSet), rel: &str) -> bool {
 impl Filter {
     /// Compiles the patterns.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Filter, String> {
-        Ok(Filter { include: build(include)?, exclude: build(exclude)? })
+        Ok(Filter {
+            include: build(include)?,
+            exclude: build(exclude)?,
+        })
     }
 
     /// True when the file at `rel` (relative to its input PATH, `/`-separated) is kept.
@@ -115,9 +125,18 @@ pub fn roots(paths: &[PathBuf], output_dir: Option<&Path>) -> Result<Vec<Root>, 
     let mut seen: HashMap<String, &Path> = HashMap::new();
     for p in paths {
         let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-        let name = canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        let name = canonical
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into());
         let is_file = canonical.is_file();
-        let mirror = output_dir.map(|d| if paths.len() == 1 || is_file { d.to_path_buf() } else { d.join(&name) });
+        let mirror = output_dir.map(|d| {
+            if paths.len() == 1 || is_file {
+                d.to_path_buf()
+            } else {
+                d.join(&name)
+            }
+        });
         if output_dir.is_some()
             && !is_file
             && paths.len() > 1
@@ -130,7 +149,11 @@ pub fn roots(paths: &[PathBuf], output_dir: Option<&Path>) -> Result<Vec<Root>, 
                 output_dir.unwrap_or(Path::new(".")).join(&name).display()
             ));
         }
-        out.push(Root { path: p.clone(), name, mirror });
+        out.push(Root {
+            path: p.clone(),
+            name,
+            mirror,
+        });
     }
     Ok(out)
 }
@@ -144,14 +167,28 @@ struct Walk<'a> {
 
 /// Walks every root; the items come in walk order (roots in order, names sorted).
 pub fn discover(roots: &[Root], filter: &Filter, output_dir: Option<&Path>) -> Vec<Item> {
-    let avoid = output_dir.and_then(|d| std::fs::canonicalize(d).ok()).into_iter().collect();
-    let mut w = Walk { filter, avoid, items: Vec::new() };
+    let avoid = output_dir
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .into_iter()
+        .collect();
+    let mut w = Walk {
+        filter,
+        avoid,
+        items: Vec::new(),
+    };
     for root in roots {
         let meta = match std::fs::metadata(&root.path) {
             Ok(m) => m,
             Err(e) => {
-                let rec = FileRecord::failed(root.path.clone(), Kind::Checkpoint, format!("{}: cannot read: {e}", root.path.display()));
-                w.items.push(Item { label: root.name.clone(), unit: Unit::Note(rec) });
+                let rec = FileRecord::failed(
+                    root.path.clone(),
+                    Kind::Checkpoint,
+                    format!("{}: cannot read: {e}", root.path.display()),
+                );
+                w.items.push(Item {
+                    label: root.name.clone(),
+                    unit: Unit::Note(rec),
+                });
                 continue;
             }
         };
@@ -163,7 +200,14 @@ pub fn discover(roots: &[Root], filter: &Filter, output_dir: Option<&Path>) -> V
             // A file named on the command line is always considered, whatever its extension.
             let name = root.name.clone();
             let out_dir = root.mirror.clone().unwrap_or_else(|| parent(&root.path));
-            w.file(&root.path, &name, &name, &out_dir, root.mirror.is_some(), true);
+            w.file(
+                &root.path,
+                &name,
+                &name,
+                &out_dir,
+                root.mirror.is_some(),
+                true,
+            );
         }
     }
     w.items
@@ -178,19 +222,45 @@ fn parent(p: &Path) -> PathBuf {
 
 impl Walk<'_> {
     fn note(&mut self, label: String, rec: FileRecord) {
-        self.items.push(Item { label, unit: Unit::Note(rec) });
+        self.items.push(Item {
+            label,
+            unit: Unit::Note(rec),
+        });
     }
 
     /// One folder: its pickle indexes first (they claim their shards), then every other file,
     /// then the sub-folders, all in name order.
     fn dir(&mut self, root: &Root, top: &Path, dir: &Path, rel: &str, out: Option<&Path>) {
-        let label = |name: &str| if rel.is_empty() { format!("{}/{name}", root.name) } else { format!("{}/{rel}/{name}", root.name) };
-        let relp = |name: &str| if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        let label = |name: &str| {
+            if rel.is_empty() {
+                format!("{}/{name}", root.name)
+            } else {
+                format!("{}/{rel}/{name}", root.name)
+            }
+        };
+        let relp = |name: &str| {
+            if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            }
+        };
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                let rec = FileRecord::failed(dir.to_path_buf(), Kind::Checkpoint, format!("{}: cannot list the folder: {e}", dir.display()));
-                self.note(if rel.is_empty() { root.name.clone() } else { format!("{}/{rel}", root.name) }, rec);
+                let rec = FileRecord::failed(
+                    dir.to_path_buf(),
+                    Kind::Checkpoint,
+                    format!("{}: cannot list the folder: {e}", dir.display()),
+                );
+                self.note(
+                    if rel.is_empty() {
+                        root.name.clone()
+                    } else {
+                        format!("{}/{rel}", root.name)
+                    },
+                    rec,
+                );
                 return;
             }
         };
@@ -199,23 +269,35 @@ impl Walk<'_> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             if meta.file_type().is_symlink() {
                 // Followed only when the target stays inside the input PATH; folders never (the
                 // real folder is walked anyway, and a loop is impossible).
                 let target = std::fs::canonicalize(&path).ok();
                 match target {
-                    Some(t) if t.starts_with(top) => {
-                        if t.is_file() {
-                            files.insert(name, path);
-                        }
+                    Some(t) if t.starts_with(top) && t.is_file() => {
+                        files.insert(name, path);
                     }
-                    _ if is_candidate(&name) || out.is_some() => {
-                        if self.filter.keeps_file(&relp(&name)) {
-                            let kind = if is_candidate(&name) { Kind::Checkpoint } else { Kind::Copy };
-                            let why = format!("{}: a symlink that points outside {}, not followed", path.display(), root.path.display());
-                            self.note(label(&name), FileRecord::skipped(path, kind, SkipReason::SymlinkOutsideTree, why));
-                        }
+                    Some(t) if t.starts_with(top) => {}
+                    _ if (is_candidate(&name) || out.is_some())
+                        && self.filter.keeps_file(&relp(&name)) =>
+                    {
+                        let kind = if is_candidate(&name) {
+                            Kind::Checkpoint
+                        } else {
+                            Kind::Copy
+                        };
+                        let why = format!(
+                            "{}: a symlink that points outside {}, not followed",
+                            path.display(),
+                            root.path.display()
+                        );
+                        self.note(
+                            label(&name),
+                            FileRecord::skipped(path, kind, SkipReason::SymlinkOutsideTree, why),
+                        );
                     }
                     _ => {}
                 }
@@ -233,22 +315,41 @@ impl Walk<'_> {
             }
         }
         files.retain(|name, _| self.filter.keeps_file(&relp(name)));
-        let out_dir = out.map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+        let out_dir = out
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.to_path_buf());
         // Pickle indexes claim their shards.
         let mut claimed = BTreeSet::new();
         for (name, path) in &files {
-            let Some(base) = pickle_index_base(name) else { continue };
+            let Some(base) = pickle_index_base(name) else {
+                continue;
+            };
             match read_pickle_index(path) {
                 Ok(shards) => {
                     claimed.insert(name.clone());
                     claimed.extend(shards.iter().cloned());
                     let shards = shards.iter().map(|s| dir.join(s)).collect();
-                    let unit = Unit::Sharded { index: path.clone(), base, shards, out_dir: out_dir.clone() };
-                    self.items.push(Item { label: label(name), unit });
+                    let unit = Unit::Sharded {
+                        index: path.clone(),
+                        base,
+                        shards,
+                        out_dir: out_dir.clone(),
+                    };
+                    self.items.push(Item {
+                        label: label(name),
+                        unit,
+                    });
                 }
                 Err(why) => {
                     claimed.insert(name.clone());
-                    self.note(label(name), FileRecord::failed(path.clone(), Kind::Index, format!("{}: {why}", path.display())));
+                    self.note(
+                        label(name),
+                        FileRecord::failed(
+                            path.clone(),
+                            Kind::Index,
+                            format!("{}: {why}", path.display()),
+                        ),
+                    );
                 }
             }
         }
@@ -263,18 +364,43 @@ impl Walk<'_> {
         }
     }
 
-    fn file(&mut self, path: &Path, name: &str, label: &str, out_dir: &Path, mirror: bool, explicit: bool) {
+    fn file(
+        &mut self,
+        path: &Path,
+        name: &str,
+        label: &str,
+        out_dir: &Path,
+        mirror: bool,
+        explicit: bool,
+    ) {
         if is_candidate(name) || explicit && !mirror {
             if let Some(why) = training_state(name) {
-                let rec = FileRecord::skipped(path.to_path_buf(), Kind::Checkpoint, SkipReason::TrainingState, format!("{}: {why}", path.display()));
+                let rec = FileRecord::skipped(
+                    path.to_path_buf(),
+                    Kind::Checkpoint,
+                    SkipReason::TrainingState,
+                    format!("{}: {why}", path.display()),
+                );
                 self.note(label.to_string(), rec);
             } else {
-                let unit = Unit::Checkpoint { source: path.to_path_buf(), out_dir: out_dir.to_path_buf() };
-                self.items.push(Item { label: label.to_string(), unit });
+                let unit = Unit::Checkpoint {
+                    source: path.to_path_buf(),
+                    out_dir: out_dir.to_path_buf(),
+                };
+                self.items.push(Item {
+                    label: label.to_string(),
+                    unit,
+                });
             }
         } else if mirror {
-            let unit = Unit::Copy { source: path.to_path_buf(), dest: out_dir.join(name) };
-            self.items.push(Item { label: label.to_string(), unit });
+            let unit = Unit::Copy {
+                source: path.to_path_buf(),
+                dest: out_dir.join(name),
+            };
+            self.items.push(Item {
+                label: label.to_string(),
+                unit,
+            });
         }
     }
 }
@@ -282,13 +408,21 @@ impl Walk<'_> {
 /// The shard file names a pickle index's `weight_map` names, sorted, each once.
 fn read_pickle_index(path: &Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the index: {e}"))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("the index is not valid JSON: {e}"))?;
-    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or("the index has no \"weight_map\" object")?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("the index is not valid JSON: {e}"))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or("the index has no \"weight_map\" object")?;
     let mut shards = BTreeSet::new();
     for (tensor, file) in map {
-        let f = file.as_str().ok_or_else(|| format!("weight_map[{tensor:?}] is not a file name"))?;
+        let f = file
+            .as_str()
+            .ok_or_else(|| format!("weight_map[{tensor:?}] is not a file name"))?;
         if f.is_empty() || f.contains('/') || f.contains('\\') || f == "." || f == ".." {
-            return Err(format!("weight_map[{tensor:?}] = {f:?} is not a file name in the index's folder"));
+            return Err(format!(
+                "weight_map[{tensor:?}] = {f:?} is not a file name in the index's folder"
+            ));
         }
         shards.insert(f.to_string());
     }
@@ -302,18 +436,33 @@ fn read_pickle_index(path: &Path) -> Result<Vec<String>, String> {
 pub fn claims(unit: &Unit, reshard: bool) -> Vec<PathBuf> {
     match unit {
         Unit::Checkpoint { source, out_dir } => {
-            let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut v = vec![out_dir.join(output_name(&name))];
             if reshard {
                 v.push(out_dir.join(index_name(&shard_base(&name))));
             }
             v
         }
-        Unit::Sharded { base, shards, out_dir, .. } => {
+        Unit::Sharded {
+            base,
+            shards,
+            out_dir,
+            ..
+        } => {
             let mut v: Vec<PathBuf> = if reshard {
                 Vec::new()
             } else {
-                shards.iter().map(|s| out_dir.join(output_name(&s.file_name().unwrap_or_default().to_string_lossy()))).collect()
+                shards
+                    .iter()
+                    .map(|s| {
+                        out_dir.join(output_name(
+                            &s.file_name().unwrap_or_default().to_string_lossy(),
+                        ))
+                    })
+                    .collect()
             };
             v.push(out_dir.join(index_name(base)));
             v
@@ -323,10 +472,41 @@ pub fn claims(unit: &Unit, reshard: bool) -> Vec<PathBuf> {
     }
 }
 
+/// The output stems (`model`, `diffusion_pytorch_model`, …) a conversion unit writes under in
+/// its folder: any `{stem}.safetensors`, `{stem}-NNNNN-of-NNNNN.safetensors` or
+/// `{stem}.safetensors.index.json` there belongs to it (resharding decides the count later).
+fn stem_claim(unit: &Unit) -> Option<(PathBuf, String)> {
+    match unit {
+        Unit::Checkpoint { source, out_dir } => Some((
+            out_dir.clone(),
+            shard_base(&source.file_name()?.to_string_lossy()),
+        )),
+        Unit::Sharded { base, out_dir, .. } => Some((out_dir.clone(), base.clone())),
+        _ => None,
+    }
+}
+
+fn is_output_of(name: &str, stem: &str) -> bool {
+    let Some(rest) = name.strip_prefix(stem) else {
+        return false;
+    };
+    if rest == ".safetensors" || rest == ".safetensors.index.json" {
+        return true;
+    }
+    // -00001-of-00002.safetensors
+    let b = rest.as_bytes();
+    rest.len() == 27
+        && rest.ends_with(".safetensors")
+        && &rest[0..1] == "-"
+        && &rest[6..10] == "-of-"
+        && b[1..6].iter().chain(&b[10..15]).all(u8::is_ascii_digit)
+}
+
 /// Refuses a second conversion of the same output and drops copies a conversion replaces (a
-/// `model.safetensors` already beside `pytorch_model.bin`, say).
+/// `model.safetensors` already beside `pytorch_model.bin`, say, or shards of an earlier run).
 pub fn resolve_collisions(items: &mut [Item], reshard: bool) {
     let mut owner: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut stems: HashMap<PathBuf, Vec<(String, PathBuf)>> = HashMap::new();
     for pass_copies in [false, true] {
         for item in items.iter_mut() {
             let is_copy = matches!(item.unit, Unit::Copy { .. });
@@ -338,14 +518,43 @@ pub fn resolve_collisions(items: &mut [Item], reshard: bool) {
                 Unit::Sharded { index, .. } => index.clone(),
                 Unit::Note(_) => continue,
             };
-            let clash = claims(&item.unit, reshard).into_iter().find_map(|c| owner.get(&c).map(|o| (c, o.clone())));
+            let mut clash = claims(&item.unit, reshard)
+                .into_iter()
+                .find_map(|c| owner.get(&c).map(|o| (c, o.clone())));
+            if let Unit::Copy { dest, .. } = &item.unit
+                && clash.is_none()
+            {
+                let name = dest
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+                clash = stems
+                    .get(&dir)
+                    .and_then(|v| v.iter().find(|(stem, _)| is_output_of(&name, stem)))
+                    .map(|(_, o)| (dest.clone(), o.clone()));
+            }
             if let Some((out, other)) = clash {
                 let rec = if is_copy {
-                    let why = format!("{}: not copied; {} is written from {}", source.display(), out.display(), other.display());
+                    let why = format!(
+                        "{}: not copied; {} is written from {}",
+                        source.display(),
+                        out.display(),
+                        other.display()
+                    );
                     FileRecord::skipped(source, Kind::Copy, SkipReason::ReplacedByOutput, why)
                 } else {
-                    let kind = if matches!(item.unit, Unit::Sharded { .. }) { Kind::Index } else { Kind::Checkpoint };
-                    let why = format!("{}: its output {} is also the output of {}; rename one of them", source.display(), out.display(), other.display());
+                    let kind = if matches!(item.unit, Unit::Sharded { .. }) {
+                        Kind::Index
+                    } else {
+                        Kind::Checkpoint
+                    };
+                    let why = format!(
+                        "{}: its output {} is also the output of {}; rename one of them",
+                        source.display(),
+                        out.display(),
+                        other.display()
+                    );
                     FileRecord::failed(source, kind, why)
                 };
                 item.unit = Unit::Note(rec);
@@ -354,6 +563,32 @@ pub fn resolve_collisions(items: &mut [Item], reshard: bool) {
             for c in claims(&item.unit, reshard) {
                 owner.insert(c, source.clone());
             }
+            if let Some((dir, stem)) = stem_claim(&item.unit) {
+                stems.entry(dir).or_default().push((stem, source.clone()));
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_belong_to_their_stem() {
+        assert!(is_output_of("model-00001-of-00002.safetensors", "model"));
+        assert!(is_output_of("model.safetensors", "model"));
+        assert!(is_output_of("model.safetensors.index.json", "model"));
+        assert!(!is_output_of("model-extra.safetensors", "model"));
+        assert!(!is_output_of("model.fp16.safetensors", "model"));
+    }
+
+    #[test]
+    fn globs_without_a_slash_match_names_anywhere() {
+        let f = Filter::new(&["*.bin".into()], &["unet/**".into()]).unwrap();
+        assert!(f.keeps_file("a/b/pytorch_model.bin"));
+        assert!(!f.keeps_file("config.json"));
+        assert!(!f.keeps_file("unet/diffusion_pytorch_model.bin"));
+        assert!(f.excludes("unet/x"));
     }
 }

@@ -64,6 +64,10 @@ pub struct MigrateOptions {
     pub exclude: Vec<String>,
     /// Write tied names as their own copies instead of metadata aliases.
     pub keep_aliases: bool,
+    /// Convert files that reference dangerous globals (nothing is executed either way).
+    pub allow_dangerous: bool,
+    /// Also refuse files that reference globals outside the known set.
+    pub strict: bool,
     /// Bounds applied to every file.
     pub limits: ResourceLimits,
 }
@@ -82,6 +86,8 @@ impl Default for MigrateOptions {
             include: Vec::new(),
             exclude: Vec::new(),
             keep_aliases: false,
+            allow_dangerous: false,
+            strict: false,
             limits: ResourceLimits::default(),
         }
     }
@@ -100,9 +106,16 @@ impl FromStr for Partition {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a partition; use I/N with 0 <= I < N, e.g. 0/4 ($SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)");
+        let bad = || {
+            format!(
+                "{s:?} is not a partition; use I/N with 0 <= I < N, e.g. 0/4 ($SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+            )
+        };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse::<u64>().map_err(|_| bad())?, n.trim().parse::<u64>().map_err(|_| bad())?);
+        let (index, count) = (
+            i.trim().parse::<u64>().map_err(|_| bad())?,
+            n.trim().parse::<u64>().map_err(|_| bad())?,
+        );
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -158,14 +171,28 @@ pub fn plan(paths: &[PathBuf], opts: &MigrateOptions) -> Result<Vec<Item>, Strin
 /// Migrates every checkpoint under `paths`. A file that fails is recorded and the run goes on;
 /// only a bad set of options is an `Err`. Stops early (recording nothing more) once `control`
 /// is interrupted.
-pub fn run(paths: &[PathBuf], opts: &MigrateOptions, observer: &dyn Observer, control: &Control) -> Result<Report, String> {
+pub fn run(
+    paths: &[PathBuf],
+    opts: &MigrateOptions,
+    observer: &dyn Observer,
+    control: &Control,
+) -> Result<Report, String> {
     let started = Instant::now();
     let items = plan(paths, opts)?;
     let bytes: u64 = items.iter().map(unit::source_bytes).sum();
     observer.begin(items.len(), bytes);
     let jobs = opts.jobs.max(1).min(items.len().max(1));
-    let total_threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    let ctx = unit::Context { opts, observer, control, threads: (total_threads / jobs).max(1) };
+    let total_threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let ctx = unit::Context {
+        opts,
+        observer,
+        control,
+        threads: (total_threads / jobs).max(1),
+    };
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(usize, Vec<FileRecord>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {

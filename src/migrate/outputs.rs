@@ -30,27 +30,52 @@ pub enum Freshness {
 /// Reads and checks the header of a safetensors file, including that the file is complete.
 pub fn read_header(path: &Path) -> Result<(SafetensorsHeader, u64), String> {
     let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
-    let len = file.metadata().map_err(|e| format!("{}: cannot stat: {e}", path.display()))?.len();
-    let header = read_safetensors_header(&file, len).map_err(|k| format!("{}: {k}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("{}: cannot stat: {e}", path.display()))?
+        .len();
+    let header =
+        read_safetensors_header(&file, len).map_err(|k| format!("{}: {k}", path.display()))?;
     let expected = header.data_start() + header.data_len;
     if len != expected {
-        return Err(format!("{}: {len} bytes but its header describes {expected}", path.display()));
+        return Err(format!(
+            "{}: {len} bytes but its header describes {expected}",
+            path.display()
+        ));
     }
     Ok((header, len))
 }
 
 fn same_tensors(header: &SafetensorsHeader, sel: &Selection) -> Result<(), String> {
-    let found: BTreeMap<&str, &[u64]> = header.tensors.iter().map(|t| (t.name.as_str(), t.shape.as_slice())).collect();
-    let want: BTreeMap<&str, &[u64]> = sel.tensors.iter().map(|t| (t.name.as_str(), t.shape.as_slice())).collect();
+    let found: BTreeMap<&str, &[u64]> = header
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.as_slice()))
+        .collect();
+    let want: BTreeMap<&str, &[u64]> = sel
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.as_slice()))
+        .collect();
     if found == want {
         return Ok(());
     }
-    let missing: Vec<&&str> = want.keys().filter(|k| !found.contains_key(*k)).take(3).collect();
-    let extra: Vec<&&str> = found.keys().filter(|k| !want.contains_key(*k)).take(3).collect();
+    let missing: Vec<&&str> = want
+        .keys()
+        .filter(|k| !found.contains_key(*k))
+        .take(3)
+        .collect();
+    let extra: Vec<&&str> = found
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .take(3)
+        .collect();
     if missing.is_empty() && extra.is_empty() {
         return Err("the same tensor names with other shapes".into());
     }
-    Err(format!("other tensors (missing {missing:?}, extra {extra:?})"))
+    Err(format!(
+        "other tensors (missing {missing:?}, extra {extra:?})"
+    ))
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -83,7 +108,9 @@ pub fn reread(ckpt: &Checkpoint, sel: &Selection, output: &Path) -> Result<(), S
     same_tensors(&header, sel).map_err(|w| fail(format!("it holds {w}")))?;
     for (alias, kept) in &sel.aliases {
         if header.metadata.get(alias) != Some(kept) {
-            return Err(fail(format!("the alias {alias:?} -> {kept:?} is not recorded in its metadata")));
+            return Err(fail(format!(
+                "the alias {alias:?} -> {kept:?} is not recorded in its metadata"
+            )));
         }
     }
     let reader = ckpt.reader(sel).map_err(|e| format!("{e:#}"))?;
@@ -103,7 +130,8 @@ pub fn reread(ckpt: &Checkpoint, sel: &Selection, output: &Path) -> Result<(), S
         let end = start + h.end;
         while pos < end {
             let n = (end - pos).min(buf.len() as u64) as usize;
-            file.read_exact_at(&mut buf[..n], pos).map_err(|e| fail(format!("tensor {:?}: {e}", h.name)))?;
+            file.read_exact_at(&mut buf[..n], pos)
+                .map_err(|e| fail(format!("tensor {:?}: {e}", h.name)))?;
             out.update(&buf[..n]);
             pos += n as u64;
         }
@@ -134,5 +162,9 @@ pub fn index_json(files: &[(String, Vec<(String, u64)>)]) -> (String, usize, u64
 /// The tensors of a written safetensors file, with their bytes, for [`index_json`].
 pub fn written_tensors(path: &Path) -> Result<Vec<(String, u64)>, String> {
     let (header, _) = read_header(path)?;
-    Ok(header.tensors.iter().map(|t| (t.name.clone(), t.end - t.begin)).collect())
+    Ok(header
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.end - t.begin))
+        .collect())
 }

@@ -130,13 +130,25 @@ impl FileRecord {
     }
 
     /// A skipped file.
-    pub fn skipped(source: PathBuf, kind: Kind, skip: SkipReason, reason: impl Into<String>) -> Self {
-        FileRecord { skip: Some(skip), reason: Some(reason.into()), ..FileRecord::new(source, kind, Status::Skipped) }
+    pub fn skipped(
+        source: PathBuf,
+        kind: Kind,
+        skip: SkipReason,
+        reason: impl Into<String>,
+    ) -> Self {
+        FileRecord {
+            skip: Some(skip),
+            reason: Some(reason.into()),
+            ..FileRecord::new(source, kind, Status::Skipped)
+        }
     }
 
     /// A failed file.
     pub fn failed(source: PathBuf, kind: Kind, reason: impl Into<String>) -> Self {
-        FileRecord { reason: Some(reason.into()), ..FileRecord::new(source, kind, Status::Failed) }
+        FileRecord {
+            reason: Some(reason.into()),
+            ..FileRecord::new(source, kind, Status::Failed)
+        }
     }
 }
 
@@ -166,14 +178,21 @@ pub struct Summary {
 impl Summary {
     /// Counts `records`.
     pub fn of(records: &[FileRecord], seconds: f64) -> Self {
-        let mut s = Summary { seconds, ..Summary::default() };
+        let mut s = Summary {
+            seconds,
+            ..Summary::default()
+        };
         for r in records {
             match r.status {
                 Status::Converted => s.converted += 1,
                 Status::Copied => s.copied += 1,
                 Status::UpToDate => s.up_to_date += 1,
                 Status::Planned => s.planned += 1,
-                Status::Skipped => *s.skipped.entry(r.skip.map_or("other", SkipReason::as_str)).or_default() += 1,
+                Status::Skipped => {
+                    *s.skipped
+                        .entry(r.skip.map_or("other", SkipReason::as_str))
+                        .or_default() += 1
+                }
                 Status::Failed => s.failed += 1,
             }
             if matches!(r.status, Status::Converted | Status::Copied) {

@@ -5,7 +5,9 @@
 /// of 1000, as Hugging Face reads them) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim().to_ascii_lowercase();
     let mult: u64 = match unit.as_str() {
@@ -18,7 +20,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        _ => return Err(format!("unknown size unit {unit:?} in {text:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)")),
+        _ => {
+            return Err(format!(
+                "unknown size unit {unit:?} in {text:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ));
+        }
     };
     let bad = || format!("{text:?} is not a size (examples: 5GB, 500MB, 2GiB, 1000000)");
     let value = if num.contains('.') {
@@ -29,10 +35,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
         v as u64
     } else {
-        num.parse::<u64>().map_err(|_| bad())?.checked_mul(mult).ok_or_else(bad)?
+        num.parse::<u64>()
+            .map_err(|_| bad())?
+            .checked_mul(mult)
+            .ok_or_else(bad)?
     };
     if value == 0 {
-        return Err(format!("{text:?}: the shard size must be at least one byte"));
+        return Err(format!(
+            "{text:?}: the shard size must be at least one byte"
+        ));
     }
     Ok(value)
 }
@@ -84,8 +95,14 @@ mod tests {
     /// with a limit of 10 give [1], [3], [2], [4, 5] (the big tensor jumps the queue).
     #[test]
     fn greedy_split_matches_hugging_face() {
-        assert_eq!(plan_shards(&[6, 10, 30, 2, 2], 10), vec![vec![0], vec![2], vec![1], vec![3, 4]]);
-        assert_eq!(plan_shards(&[6, 10, 30, 2, 2], 100), vec![vec![0, 1, 2, 3, 4]]);
+        assert_eq!(
+            plan_shards(&[6, 10, 30, 2, 2], 10),
+            vec![vec![0], vec![2], vec![1], vec![3, 4]]
+        );
+        assert_eq!(
+            plan_shards(&[6, 10, 30, 2, 2], 100),
+            vec![vec![0, 1, 2, 3, 4]]
+        );
         assert_eq!(plan_shards(&[], 10), Vec::<Vec<usize>>::new());
     }
 }

@@ -1,0 +1,315 @@
+//! `safetensorize migrate`: whole folders, with a progress bar on a terminal, plain log lines
+//! otherwise, a summary, an optional JSON report, and Ctrl-C cleanup.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use safetensorize::migrate::{
+    self, Control, FileRecord, MigrateOptions, Observer, Partition, Report, Status,
+};
+
+use super::exit;
+use super::ui::{self, Stream, Style, paint};
+
+/// Exit code after an interrupt (128 + SIGINT), as shells report it.
+const INTERRUPTED: i32 = 130;
+
+/// Arguments of `migrate`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  safetensorize migrate models/                          # convert in place, beside the sources
+  safetensorize migrate models/bert --output-dir bert-st # a ready safetensors copy of the folder
+  safetensorize migrate runs/ --dry-run                  # the plan; nothing is written
+  safetensorize migrate llama/ --max-shard-size 5GB      # reshard into <=5GB files + index
+  safetensorize migrate /data/models --jobs 4 --report migrate.json
+  safetensorize migrate /data/models --partition $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+
+Candidates are .pt .pth .bin .ckpt .pkl files whose content is a torch checkpoint. Training state
+(optimizer.pt, scheduler.pt, scaler.pt, rng_state*.pth, training_args.bin) is skipped, as are
+files that are not checkpoints (LFS pointers, HTML, GGML), each reported with the reason.
+Outputs already up to date are skipped, so running again resumes an interrupted run.
+
+Exit codes: 0 every file converted, skipped or up to date; 1 at least one file failed;
+2 invalid command line; 130 interrupted (no temporary files are left).")]
+pub struct MigrateArgs {
+    /// Files or folders (folders are walked recursively; symlinks are not followed out of them).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Mirror each PATH into DIR (converted weights plus copies of every other file) instead of
+    /// writing beside the sources. With several PATHs each keeps its own name under DIR.
+    #[arg(short, long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Print the plan (what would be written, skipped, and why) and write nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Replace outputs that exist, even up-to-date ones.
+    #[arg(long)]
+    overwrite: bool,
+    /// Remove each source checkpoint once its outputs are written, fsynced and re-read byte for
+    /// byte (shards: once the whole model and its new index are written).
+    #[arg(long)]
+    delete_source: bool,
+    /// Split outputs into model-0000i-of-0000N.safetensors files of at most SIZE tensor bytes
+    /// (5GB, 500MB, 2GiB, bytes), plus an index, in Hugging Face's greedy order. A tensor larger
+    /// than SIZE gets a file of its own.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_shard_size: Option<u64>,
+    /// Files converted at once.
+    #[arg(short, long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Copy threads in total, shared by the files converted at once (default: one per core).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+    /// Handle only share I of N (0 <= I < N), chosen by a hash of each file's path below its
+    /// PATH: N machines running I = 0..N-1 cover every file exactly once, with no coordination.
+    #[arg(long, value_name = "I/N")]
+    partition: Option<Partition>,
+    /// Write a JSON report: one record per file with source, outputs, status, reason, tensors,
+    /// bytes, seconds; and the summary.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Only files matching GLOB (a glob with `/` matches the path below PATH, one without matches
+    /// the file name). Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out files and folders matching GLOB. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Write tensors that alias each other (tied embeddings) once per name instead of once.
+    #[arg(long)]
+    keep_aliases: bool,
+    /// Convert files that reference dangerous globals instead of failing them (nothing is ever
+    /// executed either way).
+    #[arg(long)]
+    allow_dangerous: bool,
+    /// Also fail files that reference globals outside the known torch/numpy/config set.
+    #[arg(long)]
+    strict: bool,
+    #[command(flatten)]
+    limits: super::scan::LimitArgs,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    migrate::shard::parse_size(s)
+}
+
+/// Prints a line per file and drives the bar.
+struct Printer {
+    bar: ProgressBar,
+    dry_run: bool,
+    quiet: bool,
+}
+
+fn short(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+fn line(r: &FileRecord, stream: Stream) -> String {
+    let (word, style) = match r.status {
+        Status::Converted => ("converted", Style::Good),
+        Status::Copied => ("copied", Style::Good),
+        Status::UpToDate => ("up-to-date", Style::Dim),
+        Status::Planned => ("would write", Style::Bold),
+        Status::Skipped => ("skipped", Style::Warn),
+        Status::Failed => ("failed", Style::Bad),
+    };
+    let head = paint(&format!("{word:<11}"), style, stream);
+    match r.status {
+        Status::Skipped | Status::Failed => {
+            let reason = r.reason.as_deref().unwrap_or("");
+            // Reasons name their file already; print the source only when they do not.
+            if reason.contains(&*r.source.to_string_lossy()) {
+                format!("{head} {reason}")
+            } else {
+                format!("{head} {}: {reason}", r.source.display())
+            }
+        }
+        _ => {
+            let outs: Vec<String> = r.outputs.iter().map(|o| short(o)).collect();
+            let outs = if outs.is_empty() {
+                String::new()
+            } else {
+                format!(" -> {}", outs.join(", "))
+            };
+            let tensors = if r.tensors > 0 {
+                format!("{} tensors, ", r.tensors)
+            } else {
+                String::new()
+            };
+            let deleted = if r.source_deleted {
+                ", source deleted"
+            } else {
+                ""
+            };
+            let note = r
+                .reason
+                .as_deref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default();
+            format!(
+                "{head} {}{outs} ({tensors}{}, {:.2}s{deleted}){note}",
+                r.source.display(),
+                human(r.bytes),
+                r.seconds
+            )
+        }
+    }
+}
+
+impl Observer for Printer {
+    fn begin(&self, _units: usize, bytes: u64) {
+        self.bar.set_length(bytes);
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    fn finished(&self, r: &FileRecord) {
+        if self.quiet && r.status != Status::Failed {
+            return;
+        }
+        if self.dry_run {
+            let text = line(r, Stream::Out);
+            self.bar.suspend(|| println!("{text}"));
+        } else {
+            let text = line(r, Stream::Err);
+            self.bar.suspend(|| eprintln!("{text}"));
+        }
+    }
+}
+
+fn summary(report: &Report) -> String {
+    let s = &report.summary;
+    let mut parts = Vec::new();
+    if report.dry_run {
+        parts.push(format!("{} to write", s.planned));
+    } else {
+        parts.push(format!("{} converted", s.converted));
+    }
+    if s.copied > 0 {
+        parts.push(format!("{} copied", s.copied));
+    }
+    parts.push(format!("{} up to date", s.up_to_date));
+    let why: Vec<String> = s.skipped.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    if why.is_empty() {
+        parts.push("0 skipped".into());
+    } else {
+        parts.push(format!(
+            "{} skipped ({})",
+            s.skipped_total(),
+            why.join(", ")
+        ));
+    }
+    parts.push(format!("{} failed", s.failed));
+    if s.sources_deleted > 0 {
+        parts.push(format!("{} sources deleted", s.sources_deleted));
+    }
+    let what = if report.dry_run {
+        "dry run (nothing written)"
+    } else {
+        "migrate"
+    };
+    format!(
+        "{what}: {}; {} written in {:.2}s",
+        parts.join(", "),
+        human(s.bytes_written),
+        s.seconds
+    )
+}
+
+/// Runs `migrate`.
+pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
+    let opts = MigrateOptions {
+        output_dir: args.output_dir.clone(),
+        dry_run: args.dry_run,
+        overwrite: args.overwrite,
+        delete_source: args.delete_source,
+        max_shard_size: args.max_shard_size,
+        jobs: args.jobs.max(1),
+        threads: args.threads,
+        partition: args.partition,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        keep_aliases: args.keep_aliases,
+        allow_dangerous: args.allow_dangerous,
+        strict: args.strict,
+        limits: args.limits.limits(),
+    };
+    if args.dry_run && args.delete_source {
+        eprintln!("note: --dry-run deletes nothing; listing what would be converted");
+    }
+    let quiet = ui::get().quiet;
+    let bar = if std::io::stderr().is_terminal() && !quiet {
+        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        ) {
+            b.set_style(style);
+        }
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let control = Arc::new(Control::new());
+    {
+        let control = Arc::clone(&control);
+        let bar = bar.clone();
+        // Ctrl-C (or SIGTERM from a scheduler): remove the temporary files of the outputs being
+        // written and exit. The second pass catches a temporary file created in between.
+        let _ = ctrlc::set_handler(move || {
+            let mut removed = control.interrupt();
+            std::thread::sleep(Duration::from_millis(200));
+            removed += control.interrupt();
+            bar.abandon();
+            eprintln!(
+                "\ninterrupted: {removed} partial file(s) removed; finished outputs are complete. Run again to resume."
+            );
+            std::process::exit(INTERRUPTED);
+        });
+    }
+    let printer = Printer {
+        bar: bar.clone(),
+        dry_run: args.dry_run,
+        quiet,
+    };
+    let report = match migrate::run(&args.paths, &opts, &printer, &control) {
+        Ok(r) => r,
+        Err(msg) => {
+            bar.finish_and_clear();
+            eprintln!("{} {msg}", paint("error:", Style::Bad, Stream::Err));
+            return Ok(exit::USAGE);
+        }
+    };
+    bar.finish_and_clear();
+    if let Some(path) = &args.report {
+        let mut text = serde_json::to_vec_pretty(&report)?;
+        text.push(b'\n');
+        if path.as_os_str() == "-" {
+            std::io::stdout().lock().write_all(&text)?;
+        } else {
+            std::fs::write(path, &text)
+                .map_err(|e| anyhow::anyhow!("{}: cannot write the report: {e}", path.display()))?;
+        }
+    }
+    if !quiet || report.summary.failed > 0 {
+        eprintln!("{}", summary(&report));
+    }
+    Ok(if report.summary.failed > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}

@@ -1,0 +1,625 @@
+//! Handling one unit of work: open and check each source, plan its output files, write what is
+//! not up to date, write the index last, re-read before deleting a source.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::discover::{Item, Unit};
+use super::naming::{index_name, output_name, shard_base, shard_name};
+use super::outputs::{Freshness, freshness, index_json, reread, written_tensors};
+use super::report::{FileRecord, Kind, SkipReason, Status};
+use super::shard::plan_shards;
+use super::{Control, MigrateOptions, Observer, control};
+use crate::checkpoint::{Checkpoint, ConvertOptions, Selection};
+use crate::error::ErrorKind;
+use crate::scan;
+
+pub(super) struct Context<'a> {
+    pub opts: &'a MigrateOptions,
+    pub observer: &'a dyn Observer,
+    pub control: &'a Control,
+    /// Copy threads for one file.
+    pub threads: usize,
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Bytes of the sources of a unit, for the progress total.
+pub(super) fn source_bytes(item: &Item) -> u64 {
+    match &item.unit {
+        Unit::Checkpoint { source, .. } | Unit::Copy { source, .. } => file_len(source),
+        Unit::Sharded { shards, .. } => shards.iter().map(|s| file_len(s)).sum(),
+        Unit::Note(_) => 0,
+    }
+}
+
+/// Progress credited against one source's size: the writer reports output bytes, which differ
+/// a little from the source's (headers, pickles), so the credit is capped and settled at the end.
+struct Credit<'a> {
+    budget: u64,
+    used: AtomicU64,
+    observer: &'a dyn Observer,
+}
+
+impl<'a> Credit<'a> {
+    fn new(source: &Path, observer: &'a dyn Observer) -> Self {
+        Credit {
+            budget: file_len(source),
+            used: AtomicU64::new(0),
+            observer,
+        }
+    }
+
+    fn add(&self, n: u64) {
+        let prev = self.used.fetch_add(n, Ordering::Relaxed);
+        let give = n.min(self.budget.saturating_sub(prev));
+        if give > 0 {
+            self.observer.advance(give);
+        }
+    }
+
+    fn settle(&self) {
+        let prev = self.used.swap(u64::MAX / 2, Ordering::Relaxed);
+        let rest = self.budget.saturating_sub(prev);
+        if rest > 0 {
+            self.observer.advance(rest);
+        }
+    }
+}
+
+pub(super) fn process(item: &Item, ctx: &Context) -> Vec<FileRecord> {
+    match &item.unit {
+        Unit::Note(r) => {
+            ctx.observer.finished(r);
+            vec![r.clone()]
+        }
+        Unit::Copy { source, dest } => {
+            let r = copy(source, dest, ctx);
+            ctx.observer.finished(&r);
+            vec![r]
+        }
+        Unit::Checkpoint { source, out_dir } => {
+            let r = checkpoint(source, out_dir, ctx);
+            ctx.observer.finished(&r);
+            vec![r]
+        }
+        Unit::Sharded {
+            index,
+            base,
+            shards,
+            out_dir,
+        } => sharded(index, base, shards, out_dir, ctx),
+    }
+}
+
+enum Opened {
+    Ready(Box<Checkpoint>, Selection),
+    Skip(SkipReason, String),
+    Fail(String),
+}
+
+/// Opens a source under the same policy and limits as `convert`, and selects its tensors.
+fn open(source: &Path, ctx: &Context) -> Opened {
+    let o = ctx.opts;
+    let ckpt = match scan::open_checked(source, &o.limits, o.strict, o.allow_dangerous) {
+        Ok((c, _)) => c,
+        Err(e) if matches!(e.kind, ErrorKind::NotACheckpoint(_)) => {
+            return Opened::Skip(SkipReason::NotACheckpoint, format!("{e:#}"));
+        }
+        Err(e) => return Opened::Fail(format!("{e:#}")),
+    };
+    let sel = match ckpt.select(None, o.keep_aliases) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind, ErrorKind::Selection(_)) => {
+            return Opened::Skip(SkipReason::NoTensors, format!("{e:#}"));
+        }
+        Err(e) => return Opened::Fail(format!("{e:#}")),
+    };
+    if let Err(e) = scan::check_selection(&ckpt, &sel, &o.limits) {
+        return Opened::Fail(format!("{e:#}"));
+    }
+    Opened::Ready(Box::new(ckpt), sel)
+}
+
+/// A selection's tensors split by `--max-shard-size` (one group without it); each alias goes
+/// with the tensor it names, non-tensor notes with the first group.
+fn split(sel: &Selection, max: Option<u64>) -> Vec<Selection> {
+    let groups = match max {
+        Some(m) => plan_shards(&sel.tensors.iter().map(|t| t.nbytes).collect::<Vec<_>>(), m),
+        None => vec![(0..sel.tensors.len()).collect()],
+    };
+    groups
+        .iter()
+        .enumerate()
+        .map(|(g, idx)| {
+            let tensors: Vec<_> = idx.iter().map(|&i| sel.tensors[i].clone()).collect();
+            let aliases = sel
+                .aliases
+                .iter()
+                .filter(|(_, kept)| tensors.iter().any(|t| &t.name == kept))
+                .cloned()
+                .collect();
+            let skipped = if g == 0 {
+                sel.skipped.clone()
+            } else {
+                Vec::new()
+            };
+            Selection {
+                key: sel.key.clone(),
+                tensors,
+                aliases,
+                skipped,
+            }
+        })
+        .collect()
+}
+
+/// Writes the parts of one source that are not up to date. Returns the status and the bytes of
+/// the outputs.
+fn write_parts(
+    ckpt: &Checkpoint,
+    source: &Path,
+    parts: &[(PathBuf, Selection)],
+    ctx: &Context,
+    credit: &Credit,
+) -> Result<(Status, u64), String> {
+    let o = ctx.opts;
+    let (mut bytes, mut wrote) = (0u64, false);
+    for (out, sel) in parts {
+        match freshness(out, sel, source) {
+            Freshness::UpToDate { bytes: b } if !o.overwrite => {
+                bytes += b;
+                continue;
+            }
+            Freshness::Differs(why) if !o.overwrite => {
+                return Err(format!(
+                    "{}: the output exists but {why}; pass --overwrite to replace it",
+                    out.display()
+                ));
+            }
+            _ => {}
+        }
+        wrote = true;
+        if o.dry_run {
+            bytes += sel.tensors.iter().map(|t| t.nbytes).sum::<u64>();
+            continue;
+        }
+        let dir = control::dir_of(out);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
+        let _in_flight = ctx
+            .control
+            .begin(out)
+            .ok_or_else(|| format!("{}: interrupted before it was written", out.display()))?;
+        let copts = ConvertOptions {
+            overwrite: o.overwrite,
+            threads: ctx.threads,
+            keep_aliases: o.keep_aliases,
+            ..ConvertOptions::default()
+        };
+        let r = ckpt
+            .write(sel, out, &copts, &|n| credit.add(n))
+            .map_err(|e| format!("{e:#}"))?;
+        bytes += r.bytes;
+    }
+    let status = match (wrote, o.dry_run) {
+        (false, _) => Status::UpToDate,
+        (true, true) => Status::Planned,
+        (true, false) => Status::Converted,
+    };
+    Ok((status, bytes))
+}
+
+/// Writes the safetensors index of `parts` last. Returns the status, tensors listed and
+/// `total_size`.
+fn write_index(
+    index: &Path,
+    parts: &[(PathBuf, Selection)],
+    ctx: &Context,
+) -> Result<(Status, usize, u64), String> {
+    let o = ctx.opts;
+    let mut files = Vec::new();
+    for (out, sel) in parts {
+        let name = file_name(out);
+        let tensors = if o.dry_run && std::fs::metadata(out).is_err() {
+            sel.tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.nbytes))
+                .collect()
+        } else {
+            written_tensors(out)?
+        };
+        files.push((name, tensors));
+    }
+    let (text, n, total) = index_json(&files);
+    match std::fs::read(index) {
+        Ok(existing) if existing == text.as_bytes() && !o.overwrite => {
+            return Ok((Status::UpToDate, n, total));
+        }
+        Ok(_) if !o.overwrite => {
+            return Err(format!(
+                "{}: exists with other contents; pass --overwrite to replace it",
+                index.display()
+            ));
+        }
+        _ => {}
+    }
+    if o.dry_run {
+        return Ok((Status::Planned, n, total));
+    }
+    let _in_flight = ctx
+        .control
+        .begin(index)
+        .ok_or_else(|| format!("{}: interrupted before it was written", index.display()))?;
+    control::write_atomic(index, text.as_bytes(), o.overwrite)?;
+    Ok((Status::Converted, n, total))
+}
+
+/// Re-reads every part, then removes `source`.
+fn verify_then_delete(
+    ckpt: &Checkpoint,
+    source: &Path,
+    parts: &[(PathBuf, Selection)],
+    delete: bool,
+) -> Result<bool, String> {
+    for (out, sel) in parts {
+        reread(ckpt, sel, out)?;
+    }
+    if delete {
+        std::fs::remove_file(source).map_err(|e| {
+            format!(
+                "{}: converted, but cannot remove the source: {e}",
+                source.display()
+            )
+        })?;
+    }
+    Ok(delete)
+}
+
+fn combine(a: Status, b: Status) -> Status {
+    if a == Status::UpToDate { b } else { a }
+}
+
+fn checkpoint(source: &Path, out_dir: &Path, ctx: &Context) -> FileRecord {
+    let started = Instant::now();
+    let credit = Credit::new(source, ctx.observer);
+    let mut rec = checkpoint_inner(source, out_dir, ctx, &credit);
+    credit.settle();
+    rec.seconds = started.elapsed().as_secs_f64();
+    rec
+}
+
+fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credit) -> FileRecord {
+    let o = ctx.opts;
+    let src = source.to_path_buf();
+    let (ckpt, sel) = match open(source, ctx) {
+        Opened::Ready(c, s) => (c, s),
+        Opened::Skip(why, msg) => return FileRecord::skipped(src, Kind::Checkpoint, why, msg),
+        Opened::Fail(msg) => return FileRecord::failed(src, Kind::Checkpoint, msg),
+    };
+    let mut rec = FileRecord::new(src.clone(), Kind::Checkpoint, Status::Converted);
+    rec.tensors = sel.tensors.len();
+    rec.aliases = sel.aliases.clone();
+    let name = file_name(source);
+    let groups = split(&sel, o.max_shard_size);
+    let n = groups.len();
+    let (parts, index): (Vec<(PathBuf, Selection)>, Option<PathBuf>) = if n <= 1 {
+        (
+            groups
+                .into_iter()
+                .map(|g| (out_dir.join(output_name(&name)), g))
+                .collect(),
+            None,
+        )
+    } else {
+        let base = shard_base(&name);
+        let parts = groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| (out_dir.join(shard_name(&base, i + 1, n)), g))
+            .collect();
+        (parts, Some(out_dir.join(index_name(&base))))
+    };
+    rec.outputs = parts
+        .iter()
+        .map(|(p, _)| p.clone())
+        .chain(index.clone())
+        .collect();
+    let fail = |mut rec: FileRecord, msg: String| {
+        rec.status = Status::Failed;
+        rec.reason = Some(msg);
+        rec
+    };
+    let (mut status, bytes) = match write_parts(&ckpt, source, &parts, ctx, credit) {
+        Ok(r) => r,
+        Err(msg) => return fail(rec, msg),
+    };
+    rec.bytes = bytes;
+    if let Some(index) = &index {
+        match write_index(index, &parts, ctx) {
+            Ok((s, _, _)) => status = combine(status, s),
+            Err(msg) => return fail(rec, msg),
+        }
+    }
+    rec.status = status;
+    if o.delete_source && !o.dry_run {
+        match verify_then_delete(&ckpt, source, &parts, true) {
+            Ok(d) => rec.source_deleted = d,
+            Err(msg) => return fail(rec, msg),
+        }
+    }
+    rec
+}
+
+fn sharded(
+    index: &Path,
+    base: &str,
+    shards: &[PathBuf],
+    out_dir: &Path,
+    ctx: &Context,
+) -> Vec<FileRecord> {
+    let o = ctx.opts;
+    let started = Instant::now();
+    let mut recs: Vec<FileRecord> = Vec::new();
+    let mut opened = Vec::new();
+    let mut failures = 0usize;
+    let finish = |r: FileRecord, recs: &mut Vec<FileRecord>| {
+        ctx.observer.finished(&r);
+        recs.push(r);
+    };
+    for s in shards {
+        if ctx.control.is_stopped() {
+            return recs;
+        }
+        if std::fs::symlink_metadata(s).is_err() {
+            failures += 1;
+            let why = format!("{}: listed in {} but missing", s.display(), index.display());
+            finish(
+                FileRecord::failed(s.clone(), Kind::Checkpoint, why),
+                &mut recs,
+            );
+            continue;
+        }
+        match open(s, ctx) {
+            Opened::Ready(c, sel) => opened.push((s.clone(), c, sel)),
+            Opened::Skip(why, msg) => {
+                failures += 1;
+                finish(
+                    FileRecord::skipped(s.clone(), Kind::Checkpoint, why, msg),
+                    &mut recs,
+                );
+            }
+            Opened::Fail(msg) => {
+                failures += 1;
+                finish(
+                    FileRecord::failed(s.clone(), Kind::Checkpoint, msg),
+                    &mut recs,
+                );
+            }
+        }
+    }
+    // Plan every output name first: resharding numbers files across the whole model.
+    let mut planned: Vec<Vec<(PathBuf, Selection)>> = Vec::new();
+    let resharded_total;
+    if let Some(max) = o.max_shard_size {
+        if failures > 0 {
+            for (s, _, _) in &opened {
+                let why = format!(
+                    "{}: not converted: resharding numbers the output files across the whole model, and {failures} of its shards failed",
+                    s.display()
+                );
+                finish(
+                    FileRecord::failed(s.clone(), Kind::Checkpoint, why),
+                    &mut recs,
+                );
+            }
+            let why = format!(
+                "{}: not written: {failures} of its shards failed",
+                index.display()
+            );
+            finish(
+                FileRecord::failed(index.to_path_buf(), Kind::Index, why),
+                &mut recs,
+            );
+            return recs;
+        }
+        let groups: Vec<Vec<Selection>> = opened
+            .iter()
+            .map(|(_, _, sel)| split(sel, Some(max)))
+            .collect();
+        let n: usize = groups.iter().map(Vec::len).sum();
+        resharded_total = Some(n);
+        let mut k = 0;
+        for g in groups {
+            planned.push(
+                g.into_iter()
+                    .map(|sel| {
+                        k += 1;
+                        let name = if n == 1 {
+                            format!("{base}.safetensors")
+                        } else {
+                            shard_name(base, k, n)
+                        };
+                        (out_dir.join(name), sel)
+                    })
+                    .collect(),
+            );
+        }
+    } else {
+        resharded_total = None;
+        for (s, _, sel) in &opened {
+            let one = split(sel, None);
+            planned.push(
+                one.into_iter()
+                    .map(|g| (out_dir.join(output_name(&file_name(s))), g))
+                    .collect(),
+            );
+        }
+    }
+    let mut converted = Vec::new();
+    for ((s, ckpt, sel), parts) in opened.iter().zip(&planned) {
+        if ctx.control.is_stopped() {
+            return recs;
+        }
+        let t0 = Instant::now();
+        let credit = Credit::new(s, ctx.observer);
+        let mut rec = FileRecord::new(s.clone(), Kind::Checkpoint, Status::Converted);
+        rec.tensors = sel.tensors.len();
+        rec.aliases = sel.aliases.clone();
+        rec.outputs = parts.iter().map(|(p, _)| p.clone()).collect();
+        let verified = write_parts(ckpt, s, parts, ctx, &credit).and_then(|(status, bytes)| {
+            rec.status = status;
+            rec.bytes = bytes;
+            if o.delete_source && !o.dry_run {
+                verify_then_delete(ckpt, s, parts, false)?;
+            }
+            Ok(())
+        });
+        credit.settle();
+        rec.seconds = t0.elapsed().as_secs_f64();
+        if let Err(msg) = verified {
+            failures += 1;
+            rec.status = Status::Failed;
+            rec.reason = Some(msg);
+        } else {
+            converted.push(recs.len());
+        }
+        finish(rec, &mut recs);
+    }
+    // The index, last, and only when every shard is in place.
+    let new_index = out_dir.join(super::naming::index_name(base));
+    let mut irec = FileRecord::new(index.to_path_buf(), Kind::Index, Status::Converted);
+    if failures > 0 {
+        irec.status = Status::Failed;
+        irec.reason = Some(format!(
+            "{}: {} not written: {failures} of the shards it lists failed (the index appears only once every shard is converted)",
+            index.display(),
+            new_index.display()
+        ));
+    } else if resharded_total == Some(1) {
+        irec.status = if recs.iter().all(|r| r.status == Status::UpToDate) {
+            Status::UpToDate
+        } else {
+            recs.first().map_or(Status::Converted, |r| r.status)
+        };
+        irec.reason = Some("every tensor fits in one file, which needs no index".into());
+    } else {
+        irec.outputs = vec![new_index.clone()];
+        let all: Vec<(PathBuf, Selection)> = planned
+            .iter()
+            .flatten()
+            .map(|(p, s)| {
+                (
+                    p.clone(),
+                    Selection {
+                        key: s.key.clone(),
+                        tensors: s.tensors.clone(),
+                        aliases: s.aliases.clone(),
+                        skipped: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        match write_index(&new_index, &all, ctx) {
+            Ok((status, n, total)) => {
+                irec.status = status;
+                irec.tensors = n;
+                irec.bytes = total;
+            }
+            Err(msg) => {
+                irec.status = Status::Failed;
+                irec.reason = Some(msg);
+            }
+        }
+    }
+    if o.delete_source && !o.dry_run && irec.status != Status::Failed {
+        for &i in &converted {
+            let s = recs[i].source.clone();
+            match std::fs::remove_file(&s) {
+                Ok(()) => recs[i].source_deleted = true,
+                Err(e) => {
+                    recs[i].status = Status::Failed;
+                    recs[i].reason = Some(format!(
+                        "{}: converted, but cannot remove the source: {e}",
+                        s.display()
+                    ));
+                }
+            }
+        }
+        if recs.iter().all(|r| r.source_deleted) {
+            match std::fs::remove_file(index) {
+                Ok(()) => irec.source_deleted = true,
+                Err(e) => {
+                    irec.reason = Some(format!(
+                        "{}: cannot remove the old index: {e}",
+                        index.display()
+                    ))
+                }
+            }
+        }
+    }
+    irec.seconds = started.elapsed().as_secs_f64();
+    finish(irec, &mut recs);
+    recs
+}
+
+fn copy(source: &Path, dest: &Path, ctx: &Context) -> FileRecord {
+    let o = ctx.opts;
+    let started = Instant::now();
+    let mut rec = FileRecord::new(source.to_path_buf(), Kind::Copy, Status::Copied);
+    rec.outputs = vec![dest.to_path_buf()];
+    let credit = Credit::new(source, ctx.observer);
+    let result = (|| -> Result<(Status, u64), String> {
+        let src = std::fs::metadata(source)
+            .map_err(|e| format!("{}: cannot read: {e}", source.display()))?;
+        if let Ok(d) = std::fs::metadata(dest) {
+            let newer = matches!((d.modified(), src.modified()), (Ok(a), Ok(b)) if a >= b);
+            if d.len() == src.len() && newer && !o.overwrite {
+                return Ok((Status::UpToDate, d.len()));
+            }
+            if !o.overwrite {
+                return Err(format!(
+                    "{}: exists and differs from {} (pass --overwrite to replace it)",
+                    dest.display(),
+                    source.display()
+                ));
+            }
+        }
+        if o.dry_run {
+            return Ok((Status::Planned, src.len()));
+        }
+        let dir = control::dir_of(dest);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
+        let _in_flight = ctx
+            .control
+            .begin(dest)
+            .ok_or_else(|| format!("{}: interrupted before it was written", dest.display()))?;
+        Ok((
+            Status::Copied,
+            control::copy_atomic(source, dest, o.overwrite)?,
+        ))
+    })();
+    credit.settle();
+    match result {
+        Ok((status, bytes)) => {
+            rec.status = status;
+            rec.bytes = bytes;
+        }
+        Err(msg) => {
+            rec.status = Status::Failed;
+            rec.reason = Some(msg);
+        }
+    }
+    rec.seconds = started.elapsed().as_secs_f64();
+    rec
+}

@@ -1,0 +1,715 @@
+//! `safetensorize migrate` end to end: the real binary over model folders copied from
+//! `tests/fixtures/migrate/` (written by real torch with `generate.py` there) into temp dirs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_safetensorize");
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/migrate")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A temp dir holding copies of the named fixture folders.
+fn tree(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for n in names {
+        copy_dir(&fixtures().join(n), &dir.path().join(n));
+    }
+    dir
+}
+
+fn migrate(args: &[&str], paths: &[&Path]) -> Output {
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .args(paths)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    out
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A run with `--report`; returns the exit code and the report.
+fn migrate_report(args: &[&str], paths: &[&Path]) -> (i32, Value, String) {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut all = args.to_vec();
+    let rp = report.path().to_str().unwrap().to_string();
+    all.extend(["--report", &rp]);
+    let out = migrate(&all, paths);
+    let json: Value = serde_json::from_slice(&fs::read(report.path()).unwrap()).unwrap();
+    (code(&out), json, text(&out))
+}
+
+/// Tensor name -> (dtype, shape, bytes).
+type Tensors = BTreeMap<String, (String, Vec<u64>, u64)>;
+
+/// The tensors and `__metadata__` of a safetensors file.
+fn header(path: &Path) -> (Tensors, BTreeMap<String, String>) {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let json: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut tensors = BTreeMap::new();
+    let mut meta = BTreeMap::new();
+    let mut data_end = 0;
+    for (k, v) in json.as_object().unwrap() {
+        if k == "__metadata__" {
+            for (mk, mv) in v.as_object().unwrap() {
+                meta.insert(mk.clone(), mv.as_str().unwrap().to_string());
+            }
+            continue;
+        }
+        let off: Vec<u64> = v["data_offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        data_end = data_end.max(off[1]);
+        let shape = v["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        tensors.insert(
+            k.clone(),
+            (
+                v["dtype"].as_str().unwrap().to_string(),
+                shape,
+                off[1] - off[0],
+            ),
+        );
+    }
+    assert_eq!(
+        bytes.len(),
+        8 + n + data_end as usize,
+        "{} is complete",
+        path.display()
+    );
+    (tensors, meta)
+}
+
+fn names(path: &Path) -> BTreeSet<String> {
+    header(path).0.into_keys().collect()
+}
+
+/// Every file below `dir` (relative, sorted) with its size and modification time.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(
+                    e.path().strip_prefix(dir).unwrap().to_path_buf(),
+                    (m.len(), m.modified().unwrap()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn record<'a>(report: &'a Value, source_ends: &str) -> &'a Value {
+    report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"].as_str().unwrap().ends_with(source_ends))
+        .unwrap_or_else(|| panic!("no record for {source_ends} in {report:#}"))
+}
+
+fn expected(rel: &str) -> BTreeSet<String> {
+    let all: Value =
+        serde_json::from_slice(&fs::read(fixtures().join("expected.json")).unwrap()).unwrap();
+    all[rel]
+        .as_object()
+        .unwrap_or_else(|| panic!("{rel} not in expected.json"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn sharded_model_gets_hugging_face_names_and_an_index_of_exactly_what_was_written() {
+    let t = tree(&["sharded"]);
+    let d = t.path().join("sharded");
+    let out = migrate(&[], &[&d]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let s1 = d.join("model-00001-of-00002.safetensors");
+    let s2 = d.join("model-00002-of-00002.safetensors");
+    assert_eq!(
+        names(&s1),
+        expected("sharded/pytorch_model-00001-of-00002.bin")
+    );
+    assert_eq!(
+        names(&s2),
+        expected("sharded/pytorch_model-00002-of-00002.bin")
+    );
+    // Tied across shards: each shard file carries its own copy, both are listed.
+    assert!(names(&s1).contains("embed.weight") && names(&s2).contains("lm_head.weight"));
+    // Tied inside a shard: written once, recorded as an alias, not listed in the index.
+    assert_eq!(
+        header(&s2).1.get("decoder.weight").map(String::as_str),
+        Some("lm_head.weight")
+    );
+    let index: Value =
+        serde_json::from_slice(&fs::read(d.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let mut want = BTreeMap::new();
+    let mut total = 0;
+    for f in [&s1, &s2] {
+        for (name, (_, _, bytes)) in header(f).0 {
+            want.insert(name, f.file_name().unwrap().to_str().unwrap().to_string());
+            total += bytes;
+        }
+    }
+    let got: BTreeMap<String, String> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(index["metadata"]["total_size"].as_u64(), Some(total));
+    // In place, the sources stay.
+    assert!(
+        d.join("pytorch_model-00001-of-00002.bin").exists()
+            && d.join("pytorch_model.bin.index.json").exists()
+    );
+}
+
+#[test]
+fn each_kind_of_model_folder_gets_its_ecosystem_name() {
+    let t = tree(&["single", "pipe", "adapter", "run"]);
+    let p = t.path();
+    let out = migrate(&[], &[p]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for (src, dst) in [
+        ("single/pytorch_model.bin", "single/model.safetensors"),
+        (
+            "pipe/unet/diffusion_pytorch_model.bin",
+            "pipe/unet/diffusion_pytorch_model.safetensors",
+        ),
+        (
+            "adapter/adapter_model.bin",
+            "adapter/adapter_model.safetensors",
+        ),
+        ("run/last.ckpt", "run/last.safetensors"),
+    ] {
+        assert_eq!(names(&p.join(dst)), expected(src), "{dst}");
+    }
+    let (dtype, shape, _) =
+        &header(&p.join("adapter/adapter_model.safetensors")).0["base_model.model.q.lora_B.weight"];
+    assert_eq!((dtype.as_str(), shape.as_slice()), ("F16", &[4u64, 2][..]));
+}
+
+#[test]
+fn training_state_and_non_checkpoints_are_skipped_and_a_broken_file_fails_the_run() {
+    let t = tree(&["single", "bad"]);
+    let (rc, report, log) = migrate_report(&[], &[t.path()]);
+    assert_eq!(rc, 1, "a failure makes the exit code non-zero: {log}");
+    for f in [
+        "training_args.bin",
+        "optimizer.pt",
+        "scheduler.pt",
+        "scaler.pt",
+        "rng_state_0.pth",
+    ] {
+        let r = record(&report, f);
+        assert_eq!(
+            (r["status"].as_str(), r["skip"].as_str()),
+            (Some("skipped"), Some("training-state")),
+            "{f}"
+        );
+        assert!(
+            !t.path()
+                .join("single")
+                .join(f)
+                .with_extension("safetensors")
+                .exists()
+        );
+    }
+    let lfs = record(&report, "lfs.bin");
+    assert_eq!(
+        (lfs["status"].as_str(), lfs["skip"].as_str()),
+        (Some("skipped"), Some("not-a-checkpoint"))
+    );
+    assert!(
+        lfs["reason"].as_str().unwrap().contains("Git LFS pointer"),
+        "{lfs}"
+    );
+    let broken = record(&report, "broken.pt");
+    assert_eq!(broken["status"].as_str(), Some("failed"));
+    assert!(
+        broken["reason"].as_str().unwrap().contains("broken.pt"),
+        "the reason names the file: {broken}"
+    );
+    assert!(log.contains("broken.pt") && log.contains("failed"), "{log}");
+    // The batch went on past the broken file.
+    assert_eq!(
+        record(&report, "pytorch_model.bin")["status"].as_str(),
+        Some("converted")
+    );
+    assert_eq!(report["summary"]["failed"].as_u64(), Some(1));
+    assert_eq!(
+        report["summary"]["skipped"]["training-state"].as_u64(),
+        Some(5)
+    );
+    // One record per candidate file, each with the promised fields.
+    for r in report["files"].as_array().unwrap() {
+        for k in ["source", "outputs", "status", "tensors", "bytes", "seconds"] {
+            assert!(!r[k].is_null(), "{k} missing in {r}");
+        }
+    }
+    assert!(
+        !report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["source"].as_str().unwrap().ends_with("notes.txt"))
+    );
+    assert!(fs::read_dir(t.path().join("bad")).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    }));
+}
+
+#[test]
+fn a_second_run_writes_nothing() {
+    let t = tree(&["sharded", "single", "pipe"]);
+    let first = migrate(&[], &[t.path()]);
+    assert_eq!(code(&first), 0, "{}", text(&first));
+    let before = snapshot(t.path());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (rc, report, log) = migrate_report(&[], &[t.path()]);
+    assert_eq!(rc, 0, "{log}");
+    assert_eq!(snapshot(t.path()), before, "nothing rewritten");
+    assert_eq!(report["summary"]["converted"].as_u64(), Some(0));
+    assert_eq!(
+        report["summary"]["up_to_date"].as_u64(),
+        Some(5),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn an_interrupted_sharded_run_resumes_and_the_index_comes_last() {
+    let t = tree(&["sharded"]);
+    let d = t.path().join("sharded");
+    // Shard 2 is unreadable: shard 1 converts, the index must not appear.
+    let good2 = fs::read(d.join("pytorch_model-00002-of-00002.bin")).unwrap();
+    fs::write(
+        d.join("pytorch_model-00002-of-00002.bin"),
+        fs::read(fixtures().join("bad/lfs.bin")).unwrap(),
+    )
+    .unwrap();
+    let (rc, report, log) = migrate_report(&[], &[&d]);
+    assert_eq!(rc, 1, "{log}");
+    assert!(d.join("model-00001-of-00002.safetensors").exists());
+    assert!(
+        !d.join("model.safetensors.index.json").exists(),
+        "a partial set never looks complete"
+    );
+    let idx = record(&report, "pytorch_model.bin.index.json");
+    assert_eq!(idx["status"].as_str(), Some("failed"));
+    assert!(
+        record(&report, "pytorch_model-00002-of-00002.bin")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("LFS")
+    );
+    // Fixed (git lfs pull): the next run converts only what is missing, then writes the index.
+    fs::write(d.join("pytorch_model-00002-of-00002.bin"), good2).unwrap();
+    let (rc, report, log) = migrate_report(&[], &[&d]);
+    assert_eq!(rc, 0, "{log}");
+    assert_eq!(
+        record(&report, "pytorch_model-00001-of-00002.bin")["status"].as_str(),
+        Some("up-to-date")
+    );
+    assert_eq!(
+        record(&report, "pytorch_model-00002-of-00002.bin")["status"].as_str(),
+        Some("converted")
+    );
+    assert!(d.join("model.safetensors.index.json").exists());
+}
+
+#[test]
+fn output_dir_mirrors_one_folder_into_a_ready_safetensors_folder() {
+    let t = tree(&["single"]);
+    let out_dir = t.path().join("out");
+    let out = migrate(
+        &["--output-dir", out_dir.to_str().unwrap()],
+        &[&t.path().join("single")],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let got: BTreeSet<String> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let want: BTreeSet<String> = ["model.safetensors", "config.json", "tokenizer.json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        got, want,
+        "weights plus copies of the other files, no pickles"
+    );
+    assert_eq!(
+        fs::read(out_dir.join("config.json")).unwrap(),
+        fs::read(t.path().join("single/config.json")).unwrap()
+    );
+    assert!(
+        !t.path().join("single/model.safetensors").exists(),
+        "nothing written beside the sources"
+    );
+}
+
+#[test]
+fn output_dir_keeps_each_path_name_when_given_several() {
+    let t = tree(&["single", "pipe", "sharded"]);
+    let out_dir = t.path().join("out");
+    let p = t.path();
+    let out = migrate(
+        &["-o", out_dir.to_str().unwrap()],
+        &[&p.join("single"), &p.join("pipe"), &p.join("sharded")],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for f in [
+        "single/model.safetensors",
+        "single/tokenizer.json",
+        "pipe/model_index.json",
+        "pipe/unet/diffusion_pytorch_model.safetensors",
+        "pipe/unet/config.json",
+        "sharded/model-00002-of-00002.safetensors",
+        "sharded/model.safetensors.index.json",
+        "sharded/config.json",
+    ] {
+        assert!(out_dir.join(f).is_file(), "{f}: {}", text(&out));
+    }
+    assert!(
+        !out_dir
+            .join("sharded/pytorch_model.bin.index.json")
+            .exists()
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    let t = tree(&["single", "sharded", "bad"]);
+    let before = snapshot(t.path());
+    let out_dir = t.path().join("never");
+    let out = migrate(
+        &[
+            "--dry-run",
+            "--delete-source",
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--max-shard-size",
+            "200B",
+        ],
+        &[t.path()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("would write") && stdout.contains("model-00001-of-00003.safetensors"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains("optimizer.pt") && stdout.contains("training_args.bin"),
+        "skips are in the plan"
+    );
+    assert!(stdout.contains("broken.pt"), "so are failures");
+    assert_eq!(code(&out), 1, "the plan already knows broken.pt fails");
+    assert_eq!(snapshot(t.path()), before);
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn delete_source_removes_only_converted_sources_after_their_outputs_exist() {
+    let t = tree(&["single", "sharded", "bad"]);
+    let p = t.path();
+    let (rc, report, log) = migrate_report(&["--delete-source"], &[p]);
+    assert_eq!(rc, 1, "{log}");
+    assert!(!p.join("single/pytorch_model.bin").exists());
+    assert!(p.join("single/model.safetensors").exists());
+    assert!(
+        record(&report, "single/pytorch_model.bin")["source_deleted"]
+            .as_bool()
+            .unwrap()
+    );
+    for kept in [
+        "single/optimizer.pt",
+        "single/training_args.bin",
+        "bad/broken.pt",
+        "bad/lfs.bin",
+        "single/config.json",
+    ] {
+        assert!(p.join(kept).exists(), "{kept} is not a converted source");
+    }
+    // A sharded model's sources go once the whole model and its index are written.
+    assert!(p.join("sharded/model.safetensors.index.json").exists());
+    for gone in [
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+        "pytorch_model.bin.index.json",
+    ] {
+        assert!(!p.join("sharded").join(gone).exists(), "{gone}");
+    }
+    assert_eq!(
+        names(&p.join("sharded/model-00002-of-00002.safetensors")),
+        expected("sharded/pytorch_model-00002-of-00002.bin")
+    );
+}
+
+#[test]
+fn delete_source_keeps_a_sharded_model_whose_index_could_not_be_written() {
+    let t = tree(&["sharded"]);
+    let d = t.path().join("sharded");
+    fs::write(
+        d.join("pytorch_model-00002-of-00002.bin"),
+        b"<!doctype html><html>login</html>",
+    )
+    .unwrap();
+    let out = migrate(&["--delete-source"], &[&d]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        d.join("pytorch_model-00001-of-00002.bin").exists(),
+        "kept until the whole model is converted"
+    );
+    assert!(d.join("pytorch_model.bin.index.json").exists());
+}
+
+#[test]
+fn partitions_cover_every_file_exactly_once() {
+    let t = tree(&["single", "sharded", "pipe", "adapter", "run", "bad"]);
+    let sources = |report: &Value| -> Vec<String> {
+        report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["source"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, full, _) = migrate_report(&["--dry-run"], &[t.path()]);
+    let all: BTreeSet<String> = sources(&full).into_iter().collect();
+    for n in [1, 2, 3, 7] {
+        let mut seen = Vec::new();
+        for i in 0..n {
+            let part = format!("{i}/{n}");
+            let (_, r, _) = migrate_report(&["--dry-run", "--partition", &part], &[t.path()]);
+            assert_eq!(r["partition"].as_str(), Some(part.as_str()));
+            seen.extend(sources(&r));
+        }
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), unique.len(), "no file twice with N={n}");
+        assert_eq!(unique, all, "every file once with N={n}");
+    }
+    // The shards of one model stay together, with their index.
+    let (_, r, _) = migrate_report(&["--dry-run", "--partition", "0/2"], &[t.path()]);
+    let shards = sources(&r)
+        .iter()
+        .filter(|s| s.contains("/sharded/pytorch_model"))
+        .count();
+    assert!(shards == 0 || shards == 3, "{shards}");
+    for bad in ["2/2", "1/0", "x", "1"] {
+        let out = migrate(&["--partition", bad], &[t.path()]);
+        assert_eq!(code(&out), 2, "{bad}: {}", text(&out));
+    }
+}
+
+#[test]
+fn max_shard_size_splits_a_single_file_in_hugging_face_greedy_order() {
+    let t = tree(&["single"]);
+    let d = t.path().join("single");
+    let out = migrate(&["--max-shard-size", "200B"], &[&d]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // Sizes a=64 b=64 c=256 c.bias=16 d=128, limit 200: c is too big and gets its own file at
+    // once; a, b, c.bias fill the next; d starts the last.
+    let shard = |i| d.join(format!("model-0000{i}-of-00003.safetensors"));
+    assert_eq!(names(&shard(1)), BTreeSet::from(["c.weight".to_string()]));
+    assert_eq!(
+        names(&shard(2)),
+        ["a.weight", "b.weight", "c.bias"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(names(&shard(3)), BTreeSet::from(["d.weight".to_string()]));
+    for i in 2..=3 {
+        let data: u64 = header(&shard(i)).0.values().map(|v| v.2).sum();
+        assert!(data <= 200, "shard {i} holds {data} bytes");
+    }
+    let index: Value =
+        serde_json::from_slice(&fs::read(d.join("model.safetensors.index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["weight_map"]["c.weight"].as_str(),
+        Some("model-00001-of-00003.safetensors")
+    );
+    assert_eq!(index["weight_map"].as_object().unwrap().len(), 5);
+    assert_eq!(index["metadata"]["total_size"].as_u64(), Some(528));
+    assert!(!d.join("model.safetensors").exists());
+    // A limit everything fits under gives one plain file and no index.
+    let t2 = tree(&["single"]);
+    let d2 = t2.path().join("single");
+    assert_eq!(code(&migrate(&["--max-shard-size", "5GB"], &[&d2])), 0);
+    assert!(
+        d2.join("model.safetensors").exists() && !d2.join("model.safetensors.index.json").exists()
+    );
+}
+
+#[test]
+fn max_shard_size_renumbers_a_sharded_model_across_its_files() {
+    let t = tree(&["sharded"]);
+    let d = t.path().join("sharded");
+    let out = migrate(&["--max-shard-size", "100B"], &[&d]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let index: Value =
+        serde_json::from_slice(&fs::read(d.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let files: BTreeSet<&str> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // Each source shard holds 64+64+16 bytes: two files each under a 100-byte limit.
+    assert_eq!(files.len(), 4, "{files:?}");
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(*f, format!("model-0000{}-of-00004.safetensors", i + 1));
+        assert!(d.join(f).exists());
+    }
+    assert!(!d.join("model-00001-of-00002.safetensors").exists());
+}
+
+#[test]
+fn a_stale_output_is_not_replaced_without_overwrite() {
+    let t = tree(&["adapter"]);
+    let d = t.path().join("adapter");
+    assert_eq!(code(&migrate(&[], &[&d])), 0);
+    // The source changes after the output was written.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let src = d.join("adapter_model.bin");
+    let bytes = fs::read(&src).unwrap();
+    fs::write(&src, bytes).unwrap();
+    let out = migrate(&[], &[&d]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out).contains("--overwrite") && text(&out).contains("adapter_model.safetensors"),
+        "{}",
+        text(&out)
+    );
+    let out = migrate(&["--overwrite"], &[&d]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+#[test]
+fn include_and_exclude_pick_files() {
+    let t = tree(&["single", "pipe", "adapter"]);
+    let (_, r, _) = migrate_report(
+        &["--dry-run", "--include", "*.bin", "--exclude", "pipe/**"],
+        &[t.path()],
+    );
+    let sources: BTreeSet<String> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            Path::new(x["source"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "adapter_model.bin",
+            "pytorch_model.bin",
+            "training_args.bin"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    );
+}
+
+#[test]
+fn jobs_convert_several_files_at_once_with_the_same_result() {
+    let t = tree(&["single", "pipe", "adapter", "run", "sharded"]);
+    let (rc, r, log) = migrate_report(&["--jobs", "4", "--threads", "2"], &[t.path()]);
+    assert_eq!(rc, 0, "{log}");
+    assert_eq!(r["summary"]["converted"].as_u64(), Some(7));
+    assert!(
+        t.path()
+            .join("sharded/model.safetensors.index.json")
+            .exists()
+    );
+}
+
+#[test]
+fn a_missing_path_is_reported_and_the_rest_converts() {
+    let t = tree(&["adapter"]);
+    let missing = t.path().join("nope");
+    let out = migrate(&[], &[&missing, &t.path().join("adapter")]);
+    assert_eq!(code(&out), 1);
+    assert!(text(&out).contains("nope"), "{}", text(&out));
+    assert!(t.path().join("adapter/adapter_model.safetensors").exists());
+}
+
+#[test]
+fn symlinks_out_of_the_tree_are_not_followed() {
+    let t = tree(&["adapter", "run"]);
+    let link = t.path().join("run/linked_adapter.bin");
+    std::os::unix::fs::symlink(t.path().join("adapter/adapter_model.bin"), &link).unwrap();
+    let (rc, r, log) = migrate_report(&[], &[&t.path().join("run")]);
+    assert_eq!(rc, 0, "{log}");
+    assert_eq!(
+        record(&r, "linked_adapter.bin")["skip"].as_str(),
+        Some("symlink-outside-tree")
+    );
+    assert!(!t.path().join("run/linked_adapter.safetensors").exists());
+    // Inside the tree a symlink is followed.
+    let (_, r, _) = migrate_report(&[], &[t.path()]);
+    assert_eq!(
+        record(&r, "linked_adapter.bin")["status"].as_str(),
+        Some("converted")
+    );
+}
