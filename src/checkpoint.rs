@@ -434,109 +434,7 @@ impl Checkpoint {
         opts: &ConvertOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ConvertReport> {
-        let out_err = |k| Error::new(output, k);
-        let records = self.records(sel)?;
-        let mut metadata = BTreeMap::new();
-        metadata.insert("format".to_string(), "pt".to_string());
-        for (alias, kept) in &sel.aliases {
-            metadata.insert(alias.clone(), kept.clone());
-        }
-        let entries = sel
-            .tensors
-            .iter()
-            .map(|t| HeaderEntry {
-                name: t.name.clone(),
-                // `check_tensor` refused every dtype without a safetensors type.
-                dtype: t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8),
-                shape: t.shape.clone(),
-                nbytes: t.nbytes,
-            })
-            .collect();
-        let plan = writer::plan_header(entries, &metadata).map_err(|k| self.err(k))?;
-        let data_start = plan.bytes.len() as u64;
-        let by_name: HashMap<&str, &TensorInfo> =
-            sel.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-
-        // Deflated records are inflated once into anonymous temp files beside the output.
-        let mut sources = vec![
-            self.archive
-                .file
-                .try_clone()
-                .map_err(|e| self.err(io("cannot reopen the input")(e)))?,
-        ];
-        let mut source_of: HashMap<String, (usize, u64)> = HashMap::new();
-        let out_dir = output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        for t in &sel.tensors {
-            if source_of.contains_key(&t.storage) {
-                continue;
-            }
-            let rec = &records[&t.storage];
-            if let Some(bytes) = self.memory.get(&t.storage) {
-                let f = memory_to_temp(bytes, out_dir).map_err(&out_err)?;
-                sources.push(f);
-                source_of.insert(t.storage.clone(), (sources.len() - 1, 0));
-                continue;
-            }
-            let src = match &rec.method {
-                RecordMethod::Stored => (0, rec.offset),
-                RecordMethod::Deflated => {
-                    let f = inflate_to_temp(&self.archive.file, rec, out_dir).map_err(&out_err)?;
-                    sources.push(f);
-                    (sources.len() - 1, 0)
-                }
-                RecordMethod::Other(m) => {
-                    return Err(self.err(ErrorKind::Unsupported(format!(
-                        "record {} uses zip compression {m}, which torch never writes",
-                        rec.name
-                    ))));
-                }
-            };
-            source_of.insert(t.storage.clone(), src);
-        }
-
-        let mut jobs = Vec::new();
-        for (entry, begin, _end) in &plan.entries {
-            let t = by_name[entry.name.as_str()];
-            if t.nbytes == 0 {
-                continue;
-            }
-            let (source, rec_off) = source_of[&t.storage];
-            let base = rec_off + t.storage_base;
-            let transform = t.transform(self.archive.byte_order);
-            let item = t.dtype.itemsize();
-            let kind = if t.contiguous && transform.is_identity() {
-                JobKind::Copy {
-                    src_off: base + t.offset * item,
-                }
-            } else if t.contiguous {
-                JobKind::Transformed {
-                    src_off: base + t.offset * item,
-                    dtype: t.dtype,
-                    transform,
-                }
-            } else {
-                JobKind::Strided {
-                    view: t.strided(rec_off),
-                    dtype: t.dtype,
-                    transform,
-                }
-            };
-            jobs.push(Job {
-                source,
-                kind,
-                dst: data_start + begin,
-                len: t.nbytes,
-                tensor: t.name.clone(),
-            });
-        }
-        let wopts = writer::WriteOptions {
-            overwrite: opts.overwrite,
-            threads: opts.threads,
-        };
-        writer::write_file(output, &plan, jobs, &sources, wopts, progress).map_err(out_err)?;
+        let bytes = write_merged(&[(self, sel)], output, opts, progress)?;
         Ok(ConvertReport {
             input: self.archive.path.clone(),
             output: output.to_path_buf(),
@@ -544,9 +442,161 @@ impl Checkpoint {
             tensors: sel.tensors.len(),
             aliases: sel.aliases.clone(),
             skipped: sel.skipped.clone(),
-            bytes: plan.total_len,
+            bytes,
         })
     }
+
+    /// Opens the files holding `sel`'s storages (the checkpoint itself, plus temp files for
+    /// deflated records and in-pickle data) and appends them to `sources`. Returns, per storage
+    /// key, the source index and the offset of the storage's bytes in it.
+    fn open_sources(
+        &self,
+        sel: &Selection,
+        out_dir: &Path,
+        sources: &mut Vec<File>,
+    ) -> std::result::Result<HashMap<String, (usize, u64)>, ErrorKind> {
+        let records = self.records(sel).map_err(|e| e.kind)?;
+        let main = sources.len();
+        sources.push(
+            self.archive
+                .file
+                .try_clone()
+                .map_err(io("cannot reopen the input"))?,
+        );
+        let mut source_of: HashMap<String, (usize, u64)> = HashMap::new();
+        for t in &sel.tensors {
+            if source_of.contains_key(&t.storage) {
+                continue;
+            }
+            if let Some(bytes) = self.memory.get(&t.storage) {
+                sources.push(memory_to_temp(bytes, out_dir)?);
+                source_of.insert(t.storage.clone(), (sources.len() - 1, 0));
+                continue;
+            }
+            let rec = records.get(&t.storage).ok_or_else(|| {
+                ErrorKind::Unsupported(format!("internal: storage {:?} was not located", t.storage))
+            })?;
+            let src = match &rec.method {
+                RecordMethod::Stored => (main, rec.offset),
+                RecordMethod::Deflated => {
+                    sources.push(inflate_to_temp(&self.archive.file, rec, out_dir)?);
+                    (sources.len() - 1, 0)
+                }
+                RecordMethod::Other(m) => {
+                    return Err(ErrorKind::Unsupported(format!(
+                        "record {} uses zip compression {m}, which torch never writes",
+                        rec.name
+                    )));
+                }
+            };
+            source_of.insert(t.storage.clone(), src);
+        }
+        Ok(source_of)
+    }
+}
+
+/// Writes the tensors of several selections (of one or more checkpoints) into one safetensors
+/// file, e.g. to regroup small shards. Names must be unique across the parts. Returns the bytes
+/// written.
+pub fn write_merged(
+    parts: &[(&Checkpoint, &Selection)],
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64> {
+    let out_err = |k| Error::new(output, k);
+    let mut metadata = BTreeMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    let mut entries = Vec::new();
+    // Name -> (part, tensor).
+    let mut by_name: HashMap<&str, (usize, &TensorInfo)> = HashMap::new();
+    for (p, (ckpt, sel)) in parts.iter().enumerate() {
+        for (alias, kept) in &sel.aliases {
+            metadata.insert(alias.clone(), kept.clone());
+        }
+        for t in &sel.tensors {
+            if by_name.insert(t.name.as_str(), (p, t)).is_some() {
+                return Err(ckpt.err(ErrorKind::Tensor {
+                    name: t.name.clone(),
+                    storage: Some(t.storage.clone()),
+                    msg: "two parts of one output hold a tensor of this name".into(),
+                }));
+            }
+            entries.push(HeaderEntry {
+                name: t.name.clone(),
+                // `check_tensor` refused every dtype without a safetensors type.
+                dtype: t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8),
+                shape: t.shape.clone(),
+                nbytes: t.nbytes,
+            });
+        }
+    }
+    let plan = writer::plan_header(entries, &metadata).map_err(out_err)?;
+    let data_start = plan.bytes.len() as u64;
+    let out_dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut sources = Vec::new();
+    let mut source_of = Vec::with_capacity(parts.len());
+    for (ckpt, sel) in parts {
+        source_of.push(
+            ckpt.open_sources(sel, out_dir, &mut sources)
+                .map_err(|k| ckpt.err(k))?,
+        );
+    }
+    let mut jobs = Vec::new();
+    for (entry, begin, _end) in &plan.entries {
+        let internal = |what: &str| {
+            out_err(ErrorKind::Unsupported(format!(
+                "internal: {what} of tensor {:?} not found while planning",
+                entry.name
+            )))
+        };
+        let &(p, t) = by_name
+            .get(entry.name.as_str())
+            .ok_or_else(|| internal("the source"))?;
+        if t.nbytes == 0 {
+            continue;
+        }
+        let &(source, rec_off) = source_of
+            .get(p)
+            .and_then(|m| m.get(&t.storage))
+            .ok_or_else(|| internal("the storage"))?;
+        let base = rec_off + t.storage_base;
+        let transform = t.transform(parts[p].0.archive.byte_order);
+        let item = t.dtype.itemsize();
+        let kind = if t.contiguous && transform.is_identity() {
+            JobKind::Copy {
+                src_off: base + t.offset * item,
+            }
+        } else if t.contiguous {
+            JobKind::Transformed {
+                src_off: base + t.offset * item,
+                dtype: t.dtype,
+                transform,
+            }
+        } else {
+            JobKind::Strided {
+                view: t.strided(rec_off),
+                dtype: t.dtype,
+                transform,
+            }
+        };
+        jobs.push(Job {
+            source,
+            kind,
+            dst: data_start + begin,
+            len: t.nbytes,
+            tensor: t.name.clone(),
+        });
+    }
+    let wopts = writer::WriteOptions {
+        overwrite: opts.overwrite,
+        threads: opts.threads,
+    };
+    writer::write_file(output, &plan, jobs, &sources, wopts, progress).map_err(out_err)?;
+    Ok(plan.total_len)
 }
 
 fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKind> {

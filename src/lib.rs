@@ -80,7 +80,7 @@ pub mod writer;
 
 pub use checkpoint::{
     Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection,
-    TensorInfo, convert, default_output,
+    TensorInfo, convert, default_output, write_merged,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use read::{READ_CHUNK, TensorReader};

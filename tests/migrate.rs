@@ -713,3 +713,55 @@ fn symlinks_out_of_the_tree_are_not_followed() {
         Some("converted")
     );
 }
+
+#[test]
+fn convert_max_shard_size_writes_hf_shards_and_an_index_covering_every_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/pytorch_model.bin");
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .arg("convert")
+            .arg(&example)
+            .arg("-o")
+            .arg(dir.path().join("model.safetensors"))
+            .args(["--max-shard-size", "2KB"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let index: Value =
+        serde_json::from_slice(&fs::read(dir.path().join("model.safetensors.index.json")).unwrap())
+            .unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    let files: BTreeSet<&str> = map.values().map(|v| v.as_str().unwrap()).collect();
+    assert!(files.len() >= 2, "{files:?}");
+    let mut total = 0u64;
+    let mut seen = BTreeSet::new();
+    for f in &files {
+        assert!(
+            f.starts_with("model-0000") && f.contains(&format!("-of-{:05}", files.len())),
+            "{f}"
+        );
+        let (tensors, _) = header(&dir.path().join(f));
+        for (name, t) in &tensors {
+            assert_eq!(
+                map[name].as_str(),
+                Some(*f),
+                "{name} listed in the wrong file"
+            );
+            total += t.2;
+            seen.insert(name.clone());
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        map.len(),
+        "the index lists exactly the tensors written"
+    );
+    assert_eq!(index["metadata"]["total_size"].as_u64(), Some(total));
+    // A second run refuses to overwrite; --overwrite replaces.
+    assert_eq!(code(&run(&[])), 1);
+    assert_eq!(code(&run(&["--overwrite"])), 0);
+}

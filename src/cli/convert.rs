@@ -66,6 +66,15 @@ pub struct ConvertArgs {
     /// Print the summary as one JSON document on stdout.
     #[arg(long)]
     json: bool,
+    /// Split the output into files of at most SIZE tensor bytes (e.g. `5GB`, `500MB`), named
+    /// `model-00001-of-0000N.safetensors` in Hugging Face's greedy order, plus
+    /// `model.safetensors.index.json`. The names come from OUTPUT (or the input's default).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "verify")]
+    max_shard_size: Option<u64>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    safetensorize::migrate::shard::parse_size(s)
 }
 
 /// Runs `convert`.
@@ -82,7 +91,10 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
         threads: args.jobs,
         include_numpy: args.include_numpy,
     };
-    if !opts.overwrite && std::fs::symlink_metadata(&output).is_ok() {
+    if !opts.overwrite
+        && args.max_shard_size.is_none()
+        && std::fs::symlink_metadata(&output).is_ok()
+    {
         return Err(safetensorize::Error::new(
             &output,
             safetensorize::ErrorKind::OutputExists(output.clone()),
@@ -115,6 +127,46 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
     } else {
         ProgressBar::hidden()
     };
+    if let Some(max) = args.max_shard_size {
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = output
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = name
+            .strip_suffix(".safetensors")
+            .unwrap_or(&name)
+            .to_string();
+        let r =
+            safetensorize::migrate::convert_sharded(&ckpt, &sel, &dir, &base, max, &opts, &|n| {
+                bar.inc(n)
+            })?;
+        bar.finish_and_clear();
+        if args.json {
+            let doc = serde_json::json!({
+                "input": args.input, "files": r.files, "index": r.index,
+                "key": sel.key, "tensors": r.tensors, "aliases": sel.aliases.len(), "bytes": r.bytes,
+                "seconds": started.elapsed().as_secs_f64(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else if !super::ui::get().quiet {
+            eprintln!(
+                "wrote {} file(s){}: {} tensors, {} bytes, in {:.2}s",
+                r.files.len(),
+                r.index
+                    .as_ref()
+                    .map(|i| format!(" and {}", i.display()))
+                    .unwrap_or_default(),
+                r.tensors,
+                r.bytes,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(exit::OK);
+    }
     let report = ckpt.write(&sel, &output, &opts, &|n| bar.inc(n))?;
     bar.finish_and_clear();
     let checked = if args.verify {

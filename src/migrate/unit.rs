@@ -132,7 +132,7 @@ fn open(source: &Path, ctx: &Context) -> Opened {
 
 /// A selection's tensors split by `--max-shard-size` (one group without it); each alias goes
 /// with the tensor it names, non-tensor notes with the first group.
-fn split(sel: &Selection, max: Option<u64>) -> Vec<Selection> {
+pub(super) fn split(sel: &Selection, max: Option<u64>) -> Vec<Selection> {
     let groups = match max {
         Some(m) => plan_shards(&sel.tensors.iter().map(|t| t.nbytes).collect::<Vec<_>>(), m),
         None => vec![(0..sel.tensors.len()).collect()],
