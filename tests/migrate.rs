@@ -765,3 +765,310 @@ fn convert_max_shard_size_writes_hf_shards_and_an_index_covering_every_tensor() 
     assert_eq!(code(&run(&[])), 1);
     assert_eq!(code(&run(&["--overwrite"])), 0);
 }
+
+/// Every tensor's data in a safetensors file.
+fn tensor_data(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let json: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    json.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let off: Vec<usize> = v["data_offsets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
+            (k.clone(), bytes[8 + n + off[0]..8 + n + off[1]].to_vec())
+        })
+        .collect()
+}
+
+/// The bytes torch held for each tensor of the `sharded4` fixture (recorded by `generate.py`).
+fn sharded4_goldens() -> BTreeMap<String, Vec<u8>> {
+    let all: Value =
+        serde_json::from_slice(&fs::read(fixtures().join("expected.json")).unwrap()).unwrap();
+    let mut out = BTreeMap::new();
+    for (rel, tensors) in all.as_object().unwrap() {
+        if !rel.starts_with("sharded4/") {
+            continue;
+        }
+        for (name, v) in tensors.as_object().unwrap() {
+            let hex = v[2].as_str().unwrap().as_bytes();
+            let bytes = hex
+                .chunks(2)
+                .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
+                .collect();
+            assert!(out.insert(name.clone(), bytes).is_none(), "{name} twice");
+        }
+    }
+    assert_eq!(out.len(), 8);
+    out
+}
+
+/// The index of `dir`, checked against the files it names: `weight_map` lists exactly the
+/// tensors written and where, `total_size` is their bytes. Returns the files in order and all
+/// tensors' data.
+fn checked_index(dir: &Path) -> (Vec<String>, BTreeMap<String, Vec<u8>>) {
+    let index: Value =
+        serde_json::from_slice(&fs::read(dir.join("model.safetensors.index.json")).unwrap())
+            .unwrap();
+    let map: BTreeMap<String, String> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let files: BTreeSet<String> = map.values().cloned().collect();
+    let mut want = BTreeMap::new();
+    let mut total = 0;
+    let mut data = BTreeMap::new();
+    for f in &files {
+        for (name, (_, _, bytes)) in header(&dir.join(f)).0 {
+            want.insert(name, f.clone());
+            total += bytes;
+        }
+        data.extend(tensor_data(&dir.join(f)));
+    }
+    assert_eq!(map, want, "weight_map = exactly the tensors written");
+    assert_eq!(index["metadata"]["total_size"].as_u64(), Some(total));
+    (files.into_iter().collect(), data)
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn max_shard_size_regroups_small_shards_of_a_sharded_model_into_fewer_files() {
+    let t = tree(&["sharded4"]);
+    let d = t.path().join("sharded4");
+    // The plan first: nothing touched.
+    let before = snapshot(t.path());
+    let out = migrate(&["--dry-run", "--max-shard-size", "200B"], &[&d]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("model-00002-of-00002.safetensors"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(snapshot(t.path()), before);
+
+    let (rc, report, log) = migrate_report(&["--max-shard-size", "200B"], &[&d]);
+    assert_eq!(rc, 0, "{log}");
+    // Input-shard order, then each shard's order: 32 16 | 64 16 | 256 16 | 32 8 bytes. The
+    // 256-byte tensor is over the limit and gets a file of its own at once; everything else
+    // (184 bytes) fits in the one being filled, across all four input shards.
+    let (files, data) = checked_index(&d);
+    assert_eq!(
+        files,
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"
+        ]
+    );
+    assert_eq!(names(&d.join(&files[0])), set(&["layer1.weight"]));
+    let merged = d.join(&files[1]);
+    assert_eq!(
+        names(&merged),
+        set(&[
+            "embed.weight",
+            "norm.weight",
+            "layer0.weight",
+            "layer0.bias",
+            "layer1.bias",
+            "lm_head.weight",
+            "final.bias",
+        ])
+    );
+    let (tensors, meta) = header(&merged);
+    assert_eq!(tensors.values().map(|v| v.2).sum::<u64>(), 184);
+    assert_eq!(tensors["final.bias"].0, "BF16");
+    // Tied inside input shard 4: still an alias, now in the merged file's metadata.
+    assert_eq!(
+        meta.get("decoder.weight").map(String::as_str),
+        Some("lm_head.weight")
+    );
+    // Tied across input shards 1 and 4: each had its own copy; both are written, equal.
+    assert_eq!(data["embed.weight"], data["lm_head.weight"]);
+    // Every tensor holds the bytes torch had (the transposed view in C order).
+    assert_eq!(data, sharded4_goldens());
+    // And the same bytes as a direct conversion of each input shard.
+    for i in 1..=4 {
+        let src = d.join(format!("pytorch_model-0000{i}-of-00004.bin"));
+        let single = t.path().join(format!("direct{i}.safetensors"));
+        let out = Command::new(BIN)
+            .arg("convert")
+            .arg(&src)
+            .arg("-o")
+            .arg(&single)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        for (name, bytes) in tensor_data(&single) {
+            assert_eq!(data[&name], bytes, "{name} from shard {i}");
+        }
+    }
+    // No per-shard outputs, no stale numbering.
+    assert!(!d.join("model-00001-of-00004.safetensors").exists());
+    assert!(!d.join("model.safetensors").exists());
+    // The report: one record per input shard naming the files its tensors went to; the bytes
+    // of the records add up to the files written.
+    let rec = |i: usize| record(&report, &format!("pytorch_model-0000{i}-of-00004.bin"));
+    for i in 1..=4 {
+        assert_eq!(rec(i)["status"].as_str(), Some("converted"), "{report:#}");
+    }
+    let outputs = |i: usize| -> Vec<String> {
+        rec(i)["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                Path::new(p.as_str().unwrap())
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    };
+    assert_eq!(outputs(3), files);
+    for i in [1, 2, 4] {
+        assert_eq!(outputs(i), [files[1].clone()]);
+    }
+    assert_eq!(rec(4)["aliases"][0][0].as_str(), Some("decoder.weight"));
+    let recorded: u64 = (1..=4).map(|i| rec(i)["bytes"].as_u64().unwrap()).sum();
+    let on_disk: u64 = files
+        .iter()
+        .map(|f| fs::metadata(d.join(f)).unwrap().len())
+        .sum();
+    assert_eq!(recorded, on_disk);
+    let idx = record(&report, "pytorch_model.bin.index.json");
+    assert_eq!(idx["status"].as_str(), Some("converted"));
+    assert_eq!(idx["tensors"].as_u64(), Some(8));
+    assert_eq!(idx["bytes"].as_u64(), Some(440));
+
+    // A second run finds everything up to date and writes nothing.
+    let before = snapshot(t.path());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (rc, report, log) = migrate_report(&["--max-shard-size", "200B"], &[&d]);
+    assert_eq!(rc, 0, "{log}");
+    assert_eq!(snapshot(t.path()), before, "nothing rewritten");
+    assert_eq!(report["summary"]["converted"].as_u64(), Some(0));
+    assert_eq!(
+        report["summary"]["up_to_date"].as_u64(),
+        Some(5),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn an_interrupted_regrouping_resumes_with_only_the_missing_file() {
+    let t = tree(&["sharded4"]);
+    let d = t.path().join("sharded4");
+    assert_eq!(code(&migrate(&["--max-shard-size", "200B"], &[&d])), 0);
+    // As if stopped after the first file: the second and the index are missing.
+    fs::remove_file(d.join("model-00002-of-00002.safetensors")).unwrap();
+    fs::remove_file(d.join("model.safetensors.index.json")).unwrap();
+    let kept = snapshot(&d)[Path::new("model-00001-of-00002.safetensors")];
+    let (rc, report, log) = migrate_report(&["--max-shard-size", "200B"], &[&d]);
+    assert_eq!(rc, 0, "{log}");
+    assert_eq!(
+        snapshot(&d)[Path::new("model-00001-of-00002.safetensors")],
+        kept,
+        "the up-to-date file is not rewritten"
+    );
+    // Every input shard has a tensor in the rewritten file.
+    for i in 1..=4 {
+        let r = record(&report, &format!("pytorch_model-0000{i}-of-00004.bin"));
+        assert_eq!(r["status"].as_str(), Some("converted"), "{report:#}");
+    }
+    let (_, data) = checked_index(&d);
+    assert_eq!(data, sharded4_goldens());
+    // A source changed since: the merged file it feeds is stale and is not silently replaced.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let src = d.join("pytorch_model-00002-of-00004.bin");
+    fs::write(&src, fs::read(&src).unwrap()).unwrap();
+    let (rc, report, log) = migrate_report(&["--max-shard-size", "200B"], &[&d]);
+    assert_eq!(rc, 1, "{log}");
+    let r = record(&report, "pytorch_model-00002-of-00004.bin");
+    assert!(
+        r["reason"].as_str().unwrap().contains("--overwrite"),
+        "{report:#}"
+    );
+    assert_eq!(
+        record(&report, "pytorch_model-00003-of-00004.bin")["status"].as_str(),
+        Some("failed"),
+        "shard 3 also feeds the stale file"
+    );
+    assert_eq!(
+        code(&migrate(
+            &["--max-shard-size", "200B", "--overwrite"],
+            &[&d]
+        )),
+        0
+    );
+}
+
+#[test]
+fn regrouping_with_delete_source_removes_the_shards_once_every_output_is_reread() {
+    let t = tree(&["sharded4"]);
+    let d = t.path().join("sharded4");
+    let (rc, report, log) = migrate_report(&["--max-shard-size", "100B", "--delete-source"], &[&d]);
+    assert_eq!(rc, 0, "{log}");
+    // 32 16 | 64 16 | 256 16 | 32 8 with a 100-byte limit: [embed norm] closes at layer0.weight;
+    // layer1.weight jumps the queue; [layer0.* layer1.bias] closes at lm_head.weight.
+    let (files, data) = checked_index(&d);
+    assert_eq!(files.len(), 4, "{files:?}");
+    let want = [
+        set(&["embed.weight", "norm.weight"]),
+        set(&["layer1.weight"]),
+        set(&["layer0.weight", "layer0.bias", "layer1.bias"]),
+        set(&["lm_head.weight", "final.bias"]),
+    ];
+    for (i, (f, w)) in files.iter().zip(&want).enumerate() {
+        assert_eq!(*f, format!("model-0000{}-of-00004.safetensors", i + 1));
+        assert_eq!(&names(&d.join(f)), w, "{f}");
+    }
+    assert_eq!(data, sharded4_goldens());
+    for i in 1..=4 {
+        let name = format!("pytorch_model-0000{i}-of-00004.bin");
+        assert!(!d.join(&name).exists(), "{name}");
+        assert!(record(&report, &name)["source_deleted"].as_bool().unwrap());
+    }
+    assert!(!d.join("pytorch_model.bin.index.json").exists());
+    assert!(d.join("config.json").exists());
+}
+
+#[test]
+fn regrouping_refuses_a_tensor_name_held_by_two_shards() {
+    let t = tree(&["sharded4"]);
+    let d = t.path().join("sharded4");
+    // Shard 2 replaced by a copy of shard 1: both hold embed.weight.
+    fs::copy(
+        d.join("pytorch_model-00001-of-00004.bin"),
+        d.join("pytorch_model-00002-of-00004.bin"),
+    )
+    .unwrap();
+    let (rc, report, log) = migrate_report(&["--max-shard-size", "200B"], &[&d]);
+    assert_eq!(rc, 1, "{log}");
+    let why = record(&report, "pytorch_model.bin.index.json")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains("embed.weight") && why.contains("pytorch_model-00002-of-00004.bin"),
+        "{why}"
+    );
+    assert!(
+        !d.read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".safetensors")),
+        "nothing written"
+    );
+}

@@ -267,16 +267,15 @@ pub fn convert_sharded(
         .map(|f| dir.join(f))
         .chain(index.clone())
         .collect();
-    if !opts.overwrite {
-        if let Some(t) = targets
+    if !opts.overwrite
+        && let Some(t) = targets
             .iter()
             .find(|t| std::fs::symlink_metadata(t).is_ok())
-        {
-            return Err(crate::Error::new(
-                t,
-                crate::ErrorKind::OutputExists(t.clone()),
-            ));
-        }
+    {
+        return Err(crate::Error::new(
+            t,
+            crate::ErrorKind::OutputExists(t.clone()),
+        ));
     }
     let mut report = ShardedReport {
         files: Vec::new(),

@@ -84,6 +84,12 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 /// Whether `output` already holds `sel`, written no earlier than `source` was modified.
 pub fn freshness(output: &Path, sel: &Selection, source: &Path) -> Freshness {
+    freshness_merged(output, sel, &[source])
+}
+
+/// Whether `output` already holds `sel` (the tensors of every part of a merged output), written
+/// no earlier than any of `sources` was modified.
+pub fn freshness_merged(output: &Path, sel: &Selection, sources: &[&Path]) -> Freshness {
     if std::fs::symlink_metadata(output).is_err() {
         return Freshness::Missing;
     }
@@ -94,30 +100,60 @@ pub fn freshness(output: &Path, sel: &Selection, source: &Path) -> Freshness {
     if let Err(why) = same_tensors(&header, sel) {
         return Freshness::Differs(format!("it holds {why}"));
     }
-    match (mtime(output), mtime(source)) {
-        (Some(o), Some(s)) if o >= s => Freshness::UpToDate { bytes },
-        _ => Freshness::Differs(format!("it is older than {}", source.display())),
+    let written = mtime(output);
+    for source in sources {
+        match (written, mtime(source)) {
+            (Some(o), Some(s)) if o >= s => {}
+            _ => return Freshness::Differs(format!("it is older than {}", source.display())),
+        }
     }
+    Freshness::UpToDate { bytes }
 }
 
 /// Re-reads `output` and compares every tensor of `sel` with the source, byte for byte (XXH3 of
 /// both sides), plus the aliases recorded in its metadata.
 pub fn reread(ckpt: &Checkpoint, sel: &Selection, output: &Path) -> Result<(), String> {
+    reread_merged(&[(ckpt, sel)], output)
+}
+
+/// [`reread`] for an output written from several checkpoints' selections: it must hold exactly
+/// their tensors, each equal to its own source, and every part's aliases.
+pub fn reread_merged(parts: &[(&Checkpoint, &Selection)], output: &Path) -> Result<(), String> {
     let fail = |m: String| format!("{}: re-reading the output failed: {m}", output.display());
     let (header, _) = read_header(output).map_err(fail)?;
-    same_tensors(&header, sel).map_err(|w| fail(format!("it holds {w}")))?;
-    for (alias, kept) in &sel.aliases {
-        if header.metadata.get(alias) != Some(kept) {
-            return Err(fail(format!(
-                "the alias {alias:?} -> {kept:?} is not recorded in its metadata"
-            )));
+    let all = Selection {
+        key: String::new(),
+        tensors: parts
+            .iter()
+            .flat_map(|(_, s)| s.tensors.iter().cloned())
+            .collect(),
+        aliases: Vec::new(),
+        skipped: Vec::new(),
+    };
+    same_tensors(&header, &all).map_err(|w| fail(format!("it holds {w}")))?;
+    let mut readers = Vec::with_capacity(parts.len());
+    let mut part_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for (p, (ckpt, sel)) in parts.iter().enumerate() {
+        for (alias, kept) in &sel.aliases {
+            if header.metadata.get(alias) != Some(kept) {
+                return Err(fail(format!(
+                    "the alias {alias:?} -> {kept:?} is not recorded in its metadata"
+                )));
+            }
         }
+        for t in &sel.tensors {
+            part_of.insert(t.name.as_str(), p);
+        }
+        readers.push(ckpt.reader(sel).map_err(|e| format!("{e:#}"))?);
     }
-    let reader = ckpt.reader(sel).map_err(|e| format!("{e:#}"))?;
     let file = File::open(output).map_err(|e| fail(e.to_string()))?;
     let start = header.data_start();
     let mut buf = vec![0u8; 1 << 20];
     for h in &header.tensors {
+        let reader = part_of
+            .get(h.name.as_str())
+            .and_then(|&p| readers.get(p))
+            .ok_or_else(|| fail(format!("tensor {:?} has no source", h.name)))?;
         let mut src = Xxh3::new();
         reader
             .stream(&h.name, &mut |b| {

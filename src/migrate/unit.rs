@@ -1,17 +1,20 @@
 //! Handling one unit of work: open and check each source, plan its output files, write what is
 //! not up to date, write the index last, re-read before deleting a source.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::discover::{Item, Unit};
 use super::naming::{index_name, output_name, shard_base, shard_name};
-use super::outputs::{Freshness, freshness, index_json, reread, written_tensors};
+use super::outputs::{
+    Freshness, freshness_merged, index_json, reread, reread_merged, written_tensors,
+};
 use super::report::{FileRecord, Kind, SkipReason, Status};
 use super::shard::plan_shards;
 use super::{Control, MigrateOptions, Observer, control};
-use crate::checkpoint::{Checkpoint, ConvertOptions, Selection};
+use crate::checkpoint::{Checkpoint, ConvertOptions, Selection, write_merged};
 use crate::error::ErrorKind;
 use crate::scan;
 
@@ -52,8 +55,12 @@ struct Credit<'a> {
 
 impl<'a> Credit<'a> {
     fn new(source: &Path, observer: &'a dyn Observer) -> Self {
+        Self::with_budget(file_len(source), observer)
+    }
+
+    fn with_budget(budget: u64, observer: &'a dyn Observer) -> Self {
         Credit {
-            budget: file_len(source),
+            budget,
             used: AtomicU64::new(0),
             observer,
         }
@@ -163,6 +170,75 @@ pub(super) fn split(sel: &Selection, max: Option<u64>) -> Vec<Selection> {
         .collect()
 }
 
+/// Writes one output from `parts` (one or several checkpoints' selections) unless it is up to
+/// date. Returns whether it was (or, dry, would be) written, and the bytes of the output.
+fn write_one(
+    out: &Path,
+    parts: &[(&Checkpoint, &Selection)],
+    sources: &[&Path],
+    ctx: &Context,
+    credit: &Credit,
+) -> Result<(bool, u64), String> {
+    let o = ctx.opts;
+    let all = union(parts.iter().map(|(_, s)| *s));
+    match freshness_merged(out, &all, sources) {
+        Freshness::UpToDate { bytes } if !o.overwrite => return Ok((false, bytes)),
+        Freshness::Differs(why) if !o.overwrite => {
+            return Err(format!(
+                "{}: the output exists but {why}; pass --overwrite to replace it",
+                out.display()
+            ));
+        }
+        _ => {}
+    }
+    if o.dry_run {
+        return Ok((true, all.tensors.iter().map(|t| t.nbytes).sum()));
+    }
+    let dir = control::dir_of(out);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
+    let _in_flight = ctx
+        .control
+        .begin(out)
+        .ok_or_else(|| format!("{}: interrupted before it was written", out.display()))?;
+    let copts = ConvertOptions {
+        overwrite: o.overwrite,
+        threads: ctx.threads,
+        keep_aliases: o.keep_aliases,
+        ..ConvertOptions::default()
+    };
+    let bytes =
+        write_merged(parts, out, &copts, &|n| credit.add(n)).map_err(|e| format!("{e:#}"))?;
+    Ok((true, bytes))
+}
+
+/// The tensors and aliases of several selections as one (for checking and indexing a merged
+/// output); no notes.
+fn union<'s>(sels: impl IntoIterator<Item = &'s Selection>) -> Selection {
+    let mut all = Selection {
+        key: String::new(),
+        tensors: Vec::new(),
+        aliases: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for s in sels {
+        if all.key.is_empty() {
+            all.key = s.key.clone();
+        }
+        all.tensors.extend(s.tensors.iter().cloned());
+        all.aliases.extend(s.aliases.iter().cloned());
+    }
+    all
+}
+
+fn status_of(wrote: bool, dry_run: bool) -> Status {
+    match (wrote, dry_run) {
+        (false, _) => Status::UpToDate,
+        (true, true) => Status::Planned,
+        (true, false) => Status::Converted,
+    }
+}
+
 /// Writes the parts of one source that are not up to date. Returns the status and the bytes of
 /// the outputs.
 fn write_parts(
@@ -172,51 +248,13 @@ fn write_parts(
     ctx: &Context,
     credit: &Credit,
 ) -> Result<(Status, u64), String> {
-    let o = ctx.opts;
     let (mut bytes, mut wrote) = (0u64, false);
     for (out, sel) in parts {
-        match freshness(out, sel, source) {
-            Freshness::UpToDate { bytes: b } if !o.overwrite => {
-                bytes += b;
-                continue;
-            }
-            Freshness::Differs(why) if !o.overwrite => {
-                return Err(format!(
-                    "{}: the output exists but {why}; pass --overwrite to replace it",
-                    out.display()
-                ));
-            }
-            _ => {}
-        }
-        wrote = true;
-        if o.dry_run {
-            bytes += sel.tensors.iter().map(|t| t.nbytes).sum::<u64>();
-            continue;
-        }
-        let dir = control::dir_of(out);
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
-        let _in_flight = ctx
-            .control
-            .begin(out)
-            .ok_or_else(|| format!("{}: interrupted before it was written", out.display()))?;
-        let copts = ConvertOptions {
-            overwrite: o.overwrite,
-            threads: ctx.threads,
-            keep_aliases: o.keep_aliases,
-            ..ConvertOptions::default()
-        };
-        let r = ckpt
-            .write(sel, out, &copts, &|n| credit.add(n))
-            .map_err(|e| format!("{e:#}"))?;
-        bytes += r.bytes;
+        let (w, b) = write_one(out, &[(ckpt, sel)], &[source], ctx, credit)?;
+        wrote |= w;
+        bytes += b;
     }
-    let status = match (wrote, o.dry_run) {
-        (false, _) => Status::UpToDate,
-        (true, true) => Status::Planned,
-        (true, false) => Status::Converted,
-    };
-    Ok((status, bytes))
+    Ok((status_of(wrote, ctx.opts.dry_run), bytes))
 }
 
 /// Writes the safetensors index of `parts` last. Returns the status, tensors listed and
@@ -360,6 +398,92 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
     rec
 }
 
+/// A name held by two input shards (by index), which one output cannot hold twice.
+type Clash = (String, usize, usize);
+
+/// One output file of a sharded model: its path and, per input shard writing into it, the
+/// shard (an index into the opened shards) and the selection of its tensors there.
+struct Planned {
+    path: PathBuf,
+    parts: Vec<(usize, Selection)>,
+}
+
+/// Hugging Face's greedy grouping over a whole sharded model. The tensors are taken in input-shard
+/// order, then each shard's own order (the order of the state dict the shards load into, which
+/// `split_torch_state_dict_into_shards` walks), so small shards are regrouped into larger files
+/// and large ones split. Each group lists, per contributing shard in order, the selection of its
+/// tensors there; an alias goes with the tensor it names, a shard's notes with its first group.
+/// `Err((name, a, b))`: shards `a` and `b` both hold `name` (as a tensor or an alias), which one
+/// output cannot.
+fn plan_model(sels: &[&Selection], max: u64) -> Result<Vec<Vec<(usize, Selection)>>, Clash> {
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    for (p, sel) in sels.iter().enumerate() {
+        let names = sel.tensors.iter().map(|t| t.name.as_str());
+        for name in names.chain(sel.aliases.iter().map(|(a, _)| a.as_str())) {
+            if let Some(&q) = owner.get(name)
+                && q != p
+            {
+                return Err((name.to_string(), q, p));
+            }
+            owner.insert(name, p);
+        }
+    }
+    let flat: Vec<(usize, usize)> = sels
+        .iter()
+        .enumerate()
+        .flat_map(|(p, s)| (0..s.tensors.len()).map(move |i| (p, i)))
+        .collect();
+    let sizes: Vec<u64> = flat
+        .iter()
+        .map(|&(p, i)| sels[p].tensors[i].nbytes)
+        .collect();
+    let mut noted = vec![false; sels.len()];
+    Ok(plan_shards(&sizes, max)
+        .into_iter()
+        .map(|group| {
+            let mut parts: Vec<(usize, Selection)> = Vec::new();
+            for k in group {
+                let (p, i) = flat[k];
+                let t = sels[p].tensors[i].clone();
+                match parts.last_mut() {
+                    Some((q, sel)) if *q == p => sel.tensors.push(t),
+                    _ => parts.push((
+                        p,
+                        Selection {
+                            key: sels[p].key.clone(),
+                            tensors: vec![t],
+                            aliases: Vec::new(),
+                            skipped: Vec::new(),
+                        },
+                    )),
+                }
+            }
+            for (p, sel) in &mut parts {
+                sel.aliases = sels[*p]
+                    .aliases
+                    .iter()
+                    .filter(|(_, kept)| sel.tensors.iter().any(|t| &t.name == kept))
+                    .cloned()
+                    .collect();
+                if !std::mem::replace(&mut noted[*p], true) {
+                    sel.skipped = sels[*p].skipped.clone();
+                }
+            }
+            parts
+        })
+        .collect())
+}
+
+/// What happened to one input shard across the outputs its tensors went to.
+#[derive(Default)]
+struct Tally {
+    outputs: Vec<PathBuf>,
+    wrote: bool,
+    bytes: u64,
+    seconds: f64,
+    error: Option<String>,
+}
+
 fn sharded(
     index: &Path,
     base: &str,
@@ -407,96 +531,168 @@ fn sharded(
             }
         }
     }
-    // Plan every output name first: resharding numbers files across the whole model.
-    let mut planned: Vec<Vec<(PathBuf, Selection)>> = Vec::new();
-    let resharded_total;
-    if let Some(max) = o.max_shard_size {
-        if failures > 0 {
-            for (s, _, _) in &opened {
-                let why = format!(
-                    "{}: not converted: resharding numbers the output files across the whole model, and {failures} of its shards failed",
-                    s.display()
-                );
-                finish(
-                    FileRecord::failed(s.clone(), Kind::Checkpoint, why),
-                    &mut recs,
-                );
-            }
-            let why = format!(
-                "{}: not written: {failures} of its shards failed",
-                index.display()
-            );
+    // Resharding plans over the whole model, so it needs every shard; when it cannot go on,
+    // every shard and the index fail with the reason.
+    let give_up = |mut recs: Vec<FileRecord>, why: &dyn Fn(&Path) -> String, index_why: String| {
+        for (s, _, _) in &opened {
             finish(
-                FileRecord::failed(index.to_path_buf(), Kind::Index, why),
+                FileRecord::failed(s.clone(), Kind::Checkpoint, why(s)),
                 &mut recs,
             );
-            return recs;
         }
-        let groups: Vec<Vec<Selection>> = opened
-            .iter()
-            .map(|(_, _, sel)| split(sel, Some(max)))
-            .collect();
-        let n: usize = groups.iter().map(Vec::len).sum();
-        resharded_total = Some(n);
-        let mut k = 0;
-        for g in groups {
-            planned.push(
-                g.into_iter()
-                    .map(|sel| {
-                        k += 1;
-                        let name = if n == 1 {
+        finish(
+            FileRecord::failed(index.to_path_buf(), Kind::Index, index_why),
+            &mut recs,
+        );
+        recs
+    };
+    // Plan every output first: resharding numbers files across the whole model.
+    let planned: Vec<Planned> = if let Some(max) = o.max_shard_size {
+        if failures > 0 {
+            return give_up(
+                recs,
+                &|s| {
+                    format!(
+                        "{}: not converted: resharding groups the tensors of the whole model, and {failures} of its shards failed",
+                        s.display()
+                    )
+                },
+                format!(
+                    "{}: not written: {failures} of its shards failed",
+                    index.display()
+                ),
+            );
+        }
+        let sels: Vec<&Selection> = opened.iter().map(|(_, _, sel)| sel).collect();
+        match plan_model(&sels, max) {
+            Ok(groups) => {
+                let n = groups.len();
+                groups
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, parts)| Planned {
+                        path: out_dir.join(if n == 1 {
                             format!("{base}.safetensors")
                         } else {
-                            shard_name(base, k, n)
-                        };
-                        (out_dir.join(name), sel)
+                            shard_name(base, k + 1, n)
+                        }),
+                        parts,
                     })
-                    .collect(),
-            );
+                    .collect()
+            }
+            Err((name, a, b)) => {
+                let why = format!(
+                    "cannot reshard {}: {name:?} is in both {} and {}",
+                    index.display(),
+                    opened[a].0.display(),
+                    opened[b].0.display()
+                );
+                return give_up(
+                    recs,
+                    &|s| format!("{}: not converted: {why}", s.display()),
+                    why.clone(),
+                );
+            }
         }
     } else {
-        resharded_total = None;
-        for (s, _, sel) in &opened {
-            let one = split(sel, None);
-            planned.push(
-                one.into_iter()
-                    .map(|g| (out_dir.join(output_name(&file_name(s))), g))
-                    .collect(),
-            );
+        opened
+            .iter()
+            .enumerate()
+            .map(|(p, (s, _, sel))| Planned {
+                path: out_dir.join(output_name(&file_name(s))),
+                parts: vec![(
+                    p,
+                    Selection {
+                        key: sel.key.clone(),
+                        tensors: sel.tensors.clone(),
+                        aliases: sel.aliases.clone(),
+                        skipped: sel.skipped.clone(),
+                    },
+                )],
+            })
+            .collect()
+    };
+    // The last output each shard writes into: its record is final once that one is done.
+    let mut last = vec![0usize; opened.len()];
+    for (k, out) in planned.iter().enumerate() {
+        for (p, _) in &out.parts {
+            last[*p] = k;
         }
     }
+    let mut tally: Vec<Tally> = opened.iter().map(|_| Tally::default()).collect();
+    let credit = Credit::with_budget(
+        opened.iter().map(|(s, _, _)| file_len(s)).sum(),
+        ctx.observer,
+    );
     let mut converted = Vec::new();
-    for ((s, ckpt, sel), parts) in opened.iter().zip(&planned) {
+    let tensor_bytes = |sel: &Selection| sel.tensors.iter().map(|t| t.nbytes).sum::<u64>();
+    for (k, out) in planned.iter().enumerate() {
         if ctx.control.is_stopped() {
+            credit.settle();
             return recs;
         }
         let t0 = Instant::now();
-        let credit = Credit::new(s, ctx.observer);
-        let mut rec = FileRecord::new(s.clone(), Kind::Checkpoint, Status::Converted);
-        rec.tensors = sel.tensors.len();
-        rec.aliases = sel.aliases.clone();
-        rec.outputs = parts.iter().map(|(p, _)| p.clone()).collect();
-        let verified = write_parts(ckpt, s, parts, ctx, &credit).and_then(|(status, bytes)| {
-            rec.status = status;
-            rec.bytes = bytes;
+        let parts: Vec<(&Checkpoint, &Selection)> = out
+            .parts
+            .iter()
+            .map(|(p, sel)| (&*opened[*p].1, sel))
+            .collect();
+        let sources: Vec<&Path> = out
+            .parts
+            .iter()
+            .map(|(p, _)| opened[*p].0.as_path())
+            .collect();
+        let result = write_one(&out.path, &parts, &sources, ctx, &credit).and_then(|r| {
+            // --delete-source: every output is re-read against its sources before any goes.
             if o.delete_source && !o.dry_run {
-                verify_then_delete(ckpt, s, parts, false)?;
+                reread_merged(&parts, &out.path)?;
             }
-            Ok(())
+            Ok(r)
         });
-        credit.settle();
-        rec.seconds = t0.elapsed().as_secs_f64();
-        if let Err(msg) = verified {
-            failures += 1;
-            rec.status = Status::Failed;
-            rec.reason = Some(msg);
-        } else {
-            converted.push(recs.len());
+        let seconds = t0.elapsed().as_secs_f64();
+        // Each shard is credited its tensors' bytes; the first also the header's.
+        let header = result.as_ref().map_or(0, |(_, b)| {
+            b.saturating_sub(out.parts.iter().map(|(_, s)| tensor_bytes(s)).sum())
+        });
+        for (j, (p, sel)) in out.parts.iter().enumerate() {
+            let t = &mut tally[*p];
+            t.outputs.push(out.path.clone());
+            t.seconds += seconds;
+            match &result {
+                Ok((wrote, _)) => {
+                    t.wrote |= *wrote;
+                    t.bytes += tensor_bytes(sel) + if j == 0 { header } else { 0 };
+                }
+                Err(msg) => {
+                    t.error.get_or_insert_with(|| msg.clone());
+                }
+            }
         }
-        finish(rec, &mut recs);
+        for (p, (s, _, sel)) in opened.iter().enumerate() {
+            if last[p] != k {
+                continue;
+            }
+            let t = std::mem::take(&mut tally[p]);
+            let mut rec =
+                FileRecord::new(s.clone(), Kind::Checkpoint, status_of(t.wrote, o.dry_run));
+            rec.tensors = sel.tensors.len();
+            rec.aliases = sel.aliases.clone();
+            rec.outputs = t.outputs;
+            rec.bytes = t.bytes;
+            rec.seconds = t.seconds;
+            if let Some(msg) = t.error {
+                failures += 1;
+                rec.status = Status::Failed;
+                rec.reason = Some(msg);
+            } else {
+                converted.push(recs.len());
+            }
+            finish(rec, &mut recs);
+        }
     }
+    credit.settle();
     // The index, last, and only when every shard is in place.
-    let new_index = out_dir.join(super::naming::index_name(base));
+    let new_index = out_dir.join(index_name(base));
     let mut irec = FileRecord::new(index.to_path_buf(), Kind::Index, Status::Converted);
     if failures > 0 {
         irec.status = Status::Failed;
@@ -505,7 +701,7 @@ fn sharded(
             index.display(),
             new_index.display()
         ));
-    } else if resharded_total == Some(1) {
+    } else if o.max_shard_size.is_some() && planned.len() == 1 {
         irec.status = if recs.iter().all(|r| r.status == Status::UpToDate) {
             Status::UpToDate
         } else {
@@ -516,18 +712,7 @@ fn sharded(
         irec.outputs = vec![new_index.clone()];
         let all: Vec<(PathBuf, Selection)> = planned
             .iter()
-            .flatten()
-            .map(|(p, s)| {
-                (
-                    p.clone(),
-                    Selection {
-                        key: s.key.clone(),
-                        tensors: s.tensors.clone(),
-                        aliases: s.aliases.clone(),
-                        skipped: Vec::new(),
-                    },
-                )
-            })
+            .map(|out| (out.path.clone(), union(out.parts.iter().map(|(_, s)| s))))
             .collect();
         match write_index(&new_index, &all, ctx) {
             Ok((status, n, total)) => {
