@@ -47,16 +47,8 @@ pub struct ConvertArgs {
     /// Copy threads (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     jobs: usize,
-    /// Convert a file that references dangerous globals (`os.system`, `builtins.eval`, …) instead
-    /// of refusing it with exit code 3. Nothing is ever called either way; only tensors are
-    /// extracted.
-    #[arg(long)]
-    allow_dangerous: bool,
-    /// Also refuse files that reference globals outside the known torch/numpy/config set.
-    #[arg(long)]
-    strict: bool,
     #[command(flatten)]
-    limits: super::scan::LimitArgs,
+    policy: super::scan::PolicyArgs,
     /// List what was left out (non-tensor values) and the aliases.
     #[arg(short, long)]
     verbose: bool,
@@ -102,9 +94,13 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
         .into());
     }
     // Every check happens before the output is opened: limits, then the policy, then the tensors.
-    let limits = args.limits.limits();
-    let (ckpt, refusal) =
-        safetensorize::scan::open_checked(&args.input, &limits, args.strict, args.allow_dangerous)?;
+    let limits = args.policy.limits.limits();
+    let (ckpt, refusal) = safetensorize::scan::open_checked(
+        &args.input,
+        &limits,
+        args.policy.strict,
+        args.policy.allow_dangerous,
+    )?;
     if let Some(e) = refusal {
         eprintln!(
             "warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed"
@@ -174,7 +170,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
             key: Some(report.key.clone()),
             include_numpy: opts.include_numpy,
             threads: opts.threads,
-            open: args.limits.open_options(),
+            open: args.policy.limits.open_options(),
             ..Default::default()
         };
         Some(super::verify::run_verify(&args.input, &output, &vopts)?)

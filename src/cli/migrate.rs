@@ -83,15 +83,8 @@ pub struct MigrateArgs {
     /// Write tensors that alias each other (tied embeddings) once per name instead of once.
     #[arg(long)]
     keep_aliases: bool,
-    /// Convert files that reference dangerous globals instead of failing them (nothing is ever
-    /// executed either way).
-    #[arg(long)]
-    allow_dangerous: bool,
-    /// Also fail files that reference globals outside the known torch/numpy/config set.
-    #[arg(long)]
-    strict: bool,
     #[command(flatten)]
-    limits: super::scan::LimitArgs,
+    policy: super::scan::PolicyArgs,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -243,9 +236,9 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         keep_aliases: args.keep_aliases,
-        allow_dangerous: args.allow_dangerous,
-        strict: args.strict,
-        limits: args.limits.limits(),
+        allow_dangerous: args.policy.allow_dangerous,
+        strict: args.policy.strict,
+        limits: args.policy.limits.limits(),
     };
     if args.dry_run && args.delete_source {
         eprintln!("note: --dry-run deletes nothing; listing what would be converted");

@@ -10,6 +10,22 @@ use safetensorize::scan::{ResourceLimits, Verdict, scan_paths};
 
 use super::exit;
 
+/// The policy for files that name suspicious globals, and the resource limits: shared by
+/// `convert` and `migrate`.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Convert files that reference dangerous globals (`os.system`, `builtins.eval`, …) instead
+    /// of refusing them with exit code 3. Nothing is ever called either way; only tensors are
+    /// extracted.
+    #[arg(long)]
+    pub allow_dangerous: bool,
+    /// Also refuse files that reference globals outside the known torch/numpy/config set.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
 /// Bounds on what one file may make the tool do. The defaults are far above real checkpoints.
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
