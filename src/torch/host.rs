@@ -488,6 +488,15 @@ impl TorchHost {
         if let Some(v) = self.tar_resolved.get(&key) {
             return Ok(v.clone());
         }
+        let storage_of = |s: &crate::container::tar::TarStorage| {
+            Rc::new(StorageRef {
+                key: s.root.clone(),
+                dtype: Some(s.dtype),
+                numel: s.numel,
+                location: s.location.clone(),
+                view: s.view,
+            })
+        };
         // torch keeps tensors and storages in one table; tensors are added last and win.
         let (value, storage) = if let Some(t) = tables.tensors.get(&key) {
             let s = tables.storages.get(&t.storage).ok_or_else(|| {
@@ -503,13 +512,7 @@ impl TorchHost {
                     t.stride.len()
                 ));
             }
-            let storage = Rc::new(StorageRef {
-                key: s.root.clone(),
-                dtype: Some(s.dtype),
-                numel: s.numel,
-                location: s.location.clone(),
-                view: s.view,
-            });
+            let storage = storage_of(s);
             let tensor = TensorRef {
                 storage: storage.clone(),
                 // torch builds the tensor with the storage's dtype; the saved class is informational.
@@ -522,13 +525,7 @@ impl TorchHost {
             };
             (Value::Ext(Rc::new(tensor)), storage)
         } else if let Some(s) = tables.storages.get(&key) {
-            let storage = Rc::new(StorageRef {
-                key: s.root.clone(),
-                dtype: Some(s.dtype),
-                numel: s.numel,
-                location: s.location.clone(),
-                view: s.view,
-            });
+            let storage = storage_of(s);
             (Value::Ext(storage.clone()), storage)
         } else {
             return Err(format!(
