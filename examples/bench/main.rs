@@ -10,8 +10,9 @@
 //! `--size-gb N` (N != 1) a zip checkpoint of N GB. Each case is timed in alternating runs
 //! (convert, copy, copy, convert, ...) and medians are reported. Page caches are dropped before
 //! every run when the process may do so (root), so both sides read cold; `--warm` keeps them.
-//! Peak RSS comes from `wait4` of each child alone. Files live under `target/bench` and are
-//! deleted after each case unless `--keep`.
+//! Peak RSS comes from `wait4` of each child, spawned by a fresh helper process (see
+//! [`measure`]). Files live under `target/bench` and are deleted after each case unless `--keep`.
+//! Before timing, one conversion per case is spot-checked against the generator.
 
 mod synth;
 
@@ -114,18 +115,65 @@ struct Sample {
     max_rss_kib: u64,
 }
 
-/// Runs `cmd` to completion and reaps it with `wait4`, so the RSS is this child's (and its own
-/// waited children's) alone, not the maximum over every child this process ever had.
-fn measure(cmd: &mut Command) -> io::Result<Sample> {
+/// The hidden first argument that turns this program into the measuring helper.
+const HELPER: &str = "__measure";
+
+/// Runs `prog args...` through a fresh helper process (this program with [`HELPER`]) that
+/// spawns it, reaps it with `wait4` and reports its wall time and peak RSS.
+///
+/// Why a helper: a spawned child's `ru_maxrss` also counts the memory of the process that
+/// forked it (Linux carries the high-water mark of the pre-`exec` address space over, and
+/// `posix_spawn` uses the parent's), so children of this benchmark, which holds generator
+/// buffers, would all report at least its size. The helper is a freshly started small process.
+fn measure(prog: &Path, args: &[&std::ffi::OsStr]) -> io::Result<Sample> {
+    let me = std::env::current_exe()?;
+    let out = Command::new(me)
+        .arg(HELPER)
+        .arg(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{} {args:?} failed: {}",
+            prog.display(),
+            text.trim()
+        )));
+    }
+    let mut it = text.split_whitespace().map(|w| w.parse::<u64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(ns)), Some(Ok(kib))) => Ok(Sample {
+            wall: Duration::from_nanos(ns),
+            max_rss_kib: kib,
+        }),
+        _ => Err(io::Error::other(format!(
+            "unexpected helper output {text:?}"
+        ))),
+    }
+}
+
+/// The helper: runs `argv[0] argv[1..]` with stdout and stderr captured, prints
+/// `<wall ns> <max RSS KiB>` on success, or the child's stderr and exits 1 on failure.
+fn helper(argv: &[std::ffi::OsString]) -> ! {
     let start = Instant::now();
-    let mut child = cmd
+    let spawned = Command::new(&argv[0])
+        .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            println!("cannot start {:?}: {e}", argv[0]);
+            std::process::exit(1);
+        }
+    };
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
-        e.read_to_string(&mut err)?;
+        let _ = e.read_to_string(&mut err);
     }
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
@@ -139,29 +187,26 @@ fn measure(cmd: &mut Command) -> io::Result<Sample> {
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+            println!("wait4: {e}");
+            std::process::exit(1);
         }
     }
     let wall = start.elapsed();
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(io::Error::other(format!(
-            "{cmd:?} failed (wait status {status:#x}): {}",
-            err.trim()
-        )));
+        println!("wait status {status:#x}: {}", err.trim());
+        std::process::exit(1);
     }
-    Ok(Sample {
-        wall,
-        max_rss_kib: ru.ru_maxrss as u64,
-    })
+    println!("{} {}", wall.as_nanos(), ru.ru_maxrss);
+    std::process::exit(0);
 }
 
 /// `cp SRC DST && sync DST`, as two children timed together.
 fn durable_copy(src: &Path, dst: &Path) -> io::Result<Sample> {
-    let start = Instant::now();
-    let cp = measure(Command::new("cp").arg(src).arg(dst))?;
-    let sync = measure(Command::new("sync").arg(dst))?;
+    let cp = measure(Path::new("cp"), &[src.as_os_str(), dst.as_os_str()])?;
+    let sync = measure(Path::new("sync"), &[dst.as_os_str()])?;
+    // The two children's wall times (the helpers' own start-up is left out, as for convert).
     Ok(Sample {
-        wall: start.elapsed(),
+        wall: cp.wall + sync.wall,
         max_rss_kib: cp.max_rss_kib.max(sync.max_rss_kib),
     })
 }
@@ -411,12 +456,14 @@ fn run_case(
 
     let convert = |o: &Path| -> io::Result<Sample> {
         measure(
-            Command::new(bin)
-                .arg("convert")
-                .arg(&src)
-                .arg("-o")
-                .arg(o)
-                .arg("--overwrite"),
+            bin,
+            &[
+                "convert".as_ref(),
+                src.as_os_str(),
+                "-o".as_ref(),
+                o.as_os_str(),
+                "--overwrite".as_ref(),
+            ],
         )
     };
     // One untimed conversion, checked, so the timed ones are known to be correct.
@@ -462,11 +509,13 @@ fn run_case(
                     drop_caches();
                 }
                 let s = measure(
-                    Command::new(py)
-                        .arg("-c")
-                        .arg(REFERENCE_PY)
-                        .arg(&src)
-                        .arg(&out),
+                    py,
+                    &[
+                        "-c".as_ref(),
+                        REFERENCE_PY.as_ref(),
+                        src.as_os_str(),
+                        out.as_os_str(),
+                    ],
                 )?;
                 ref_rss = ref_rss.max(s.max_rss_kib);
                 times.push(s.wall);
@@ -577,6 +626,10 @@ fn print_table(rows: &[Row], cold: bool, runs: usize) {
 }
 
 fn main() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if argv.len() >= 2 && argv[0] == HELPER {
+        helper(&argv[1..]);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
