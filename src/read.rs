@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::checkpoint::{Checkpoint, Selection, TensorInfo, inflate_to_temp};
 use crate::container::{ByteOrder, RecordMethod};
 use crate::error::{Error, ErrorKind, Result};
-use crate::writer::{apply_transform, gather, with_span};
+use crate::writer::{apply_transform, gather, stream_strided};
 
 /// Bytes handed to the callback of [`TensorReader::stream`] at most at once (a multiple of
 /// every element size).
@@ -284,10 +284,11 @@ impl TensorReader {
                 gather(span, &view, t.dtype, &transform, &mut sink).map_err(wrap)?;
             }
             Loc::File { file, offset } => {
-                with_span(&self.files[file], offset + span_start, span_len, |span| {
-                    gather(span, &view, t.dtype, &transform, &mut sink)
-                })
-                .map_err(wrap)?;
+                // Bounded buffers whatever the view's span (see `stream_strided`).
+                for piece in t.strided(offset).pieces() {
+                    stream_strided(&self.files[file], &piece, t.dtype, &transform, &mut sink)
+                        .map_err(wrap)?;
+                }
             }
         }
         Ok(())

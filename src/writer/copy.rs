@@ -204,37 +204,170 @@ impl Strided {
     }
 }
 
-/// Calls `f` with the `len` bytes of `src` at `start`: read into memory when small, memory-mapped
-/// when large.
-pub fn with_span<R>(
-    src: &File,
-    start: u64,
-    len: u64,
-    f: impl FnOnce(&[u8]) -> std::io::Result<R>,
-) -> std::io::Result<R> {
-    if len <= SPAN_IN_MEMORY {
-        let mut data = vec![0u8; len as usize];
-        src.read_exact_at(&mut data, start)?;
-        f(&data)
-    } else {
-        let flen = src.metadata()?.len();
-        if start.checked_add(len).is_none_or(|end| end > flen) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file ends before the tensor's bytes",
-            ));
-        }
-        // SAFETY: a read-only map, dropped before returning; its range was just checked
-        // against the file's size.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(start)
-                .len(len as usize)
-                .map(src)?
-        };
-        let _ = map.advise(memmap2::Advice::Sequential);
-        f(&map)
+/// Largest output of one piece of a strided view (pieces are copied in parallel).
+pub const PIECE: u64 = 16 << 20;
+
+impl Strided {
+    /// Output bytes of the view.
+    pub fn nbytes(&self) -> u64 {
+        self.shape.iter().product::<u64>() * self.itemsize
     }
+
+    /// Splits the view along its leading dimensions into pieces of at most [`PIECE`] output
+    /// bytes; the pieces' outputs follow one another in order.
+    pub fn pieces(&self) -> Vec<Strided> {
+        let mut out = Vec::new();
+        self.split_into(&mut out);
+        out
+    }
+
+    fn split_into(&self, out: &mut Vec<Strided>) {
+        if self.nbytes() <= PIECE || self.shape.is_empty() {
+            out.push(self.clone());
+            return;
+        }
+        if self.shape[0] == 1 {
+            let mut inner = self.clone();
+            inner.shape.remove(0);
+            inner.stride.remove(0);
+            return inner.split_into(out);
+        }
+        let row = self.nbytes() / self.shape[0];
+        let rows = (PIECE / row.max(1)).max(1);
+        let mut i = 0;
+        while i < self.shape[0] {
+            let k = rows.min(self.shape[0] - i);
+            let mut p = self.clone();
+            p.offset += i * self.stride[0];
+            p.shape[0] = k;
+            p.split_into(out);
+            i += k;
+        }
+    }
+}
+
+/// Produces the row-major logical bytes of view `v` of `src` (at most about [`PIECE`] output
+/// bytes: see [`Strided::pieces`]) in pieces handed to `sink`, with bounded buffers. A view
+/// whose span is small and dense is read in one piece; otherwise (a transposed matrix, say) each
+/// run along its smallest-stride dimension is read into a compact buffer, which is then
+/// gathered in memory.
+pub fn stream_strided(
+    src: &File,
+    v: &Strided,
+    dtype: DType,
+    t: &Transform,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let out_bytes = v.nbytes();
+    if out_bytes == 0 {
+        return Ok(());
+    }
+    let (lo, hi) = v.span();
+    let span = (hi - lo) * v.itemsize;
+    if span <= SPAN_IN_MEMORY && span <= 8 * out_bytes.max(1 << 16) {
+        let mut data = vec![0u8; span as usize];
+        src.read_exact_at(&mut data, v.base + lo * v.itemsize)?;
+        return gather(&data, v, dtype, t, sink);
+    }
+    // The dimension along which the source is densest.
+    let r = (0..v.shape.len())
+        .filter(|&d| v.shape[d] > 1)
+        .min_by_key(|&d| (v.stride[d], std::cmp::Reverse(d)));
+    let Some(r) = r else {
+        // A single element.
+        let mut one = vec![0u8; v.itemsize as usize];
+        src.read_exact_at(&mut one, v.base + v.offset * v.itemsize)?;
+        return flush(&mut one, dtype, t, sink);
+    };
+    let seg = (v.shape[r] - 1) * v.stride[r] + 1;
+    let tuples = v.shape.iter().product::<u64>() / v.shape[r];
+    let compact = tuples * seg * v.itemsize;
+    if compact > SPAN_IN_MEMORY.max(4 * out_bytes) {
+        return gather_by_element(src, v, dtype, t, sink);
+    }
+    // Read one segment per index tuple of the other dimensions (row-major order) into `c`.
+    let seg_bytes = (seg * v.itemsize) as usize;
+    let mut c = vec![0u8; compact as usize];
+    let others: Vec<usize> = (0..v.shape.len()).filter(|&d| d != r).collect();
+    let mut idx = vec![0u64; others.len()];
+    let mut elem = v.offset;
+    for k in 0..tuples as usize {
+        let at = v.base + elem * v.itemsize;
+        src.read_exact_at(&mut c[k * seg_bytes..(k + 1) * seg_bytes], at)?;
+        for j in (0..others.len()).rev() {
+            let d = others[j];
+            idx[j] += 1;
+            elem += v.stride[d];
+            if idx[j] < v.shape[d] {
+                break;
+            }
+            elem -= v.stride[d] * v.shape[d];
+            idx[j] = 0;
+        }
+    }
+    // The same view over `c`: dimension r keeps its stride inside a segment; the others step
+    // over whole segments, row-major.
+    let mut stride = vec![0u64; v.shape.len()];
+    stride[r] = v.stride[r];
+    let mut acc = seg;
+    for &d in others.iter().rev() {
+        stride[d] = acc;
+        acc *= v.shape[d];
+    }
+    let over_c = Strided {
+        base: 0,
+        offset: 0,
+        shape: v.shape.clone(),
+        stride,
+        itemsize: v.itemsize,
+    };
+    gather(&c, &over_c, dtype, t, sink)
+}
+
+/// Last resort for sparse, huge views: element by element through a small read window.
+fn gather_by_element(
+    src: &File,
+    v: &Strided,
+    dtype: DType,
+    t: &Transform,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const WINDOW: u64 = 64 << 10;
+    let item = v.itemsize as usize;
+    let (_, hi) = v.span();
+    let end = v.base + hi * v.itemsize;
+    let mut window = vec![0u8; WINDOW as usize];
+    let mut w0 = u64::MAX;
+    let mut out = Vec::with_capacity(BUF);
+    let n: u64 = v.shape.iter().product();
+    let mut idx = vec![0u64; v.shape.len()];
+    let mut elem = v.offset;
+    for _ in 0..n {
+        let at = v.base + elem * v.itemsize;
+        if w0 == u64::MAX || at < w0 || at + v.itemsize > w0 + WINDOW {
+            w0 = at;
+            let len = WINDOW.min(end - at) as usize;
+            src.read_exact_at(&mut window[..len], at)?;
+        }
+        let o = (at - w0) as usize;
+        out.extend_from_slice(&window[o..o + item]);
+        if out.len() >= BUF {
+            flush(&mut out, dtype, t, sink)?;
+        }
+        for d in (0..v.shape.len()).rev() {
+            idx[d] += 1;
+            elem += v.stride[d];
+            if idx[d] < v.shape[d] {
+                break;
+            }
+            elem -= v.stride[d] * v.shape[d];
+            idx[d] = 0;
+        }
+    }
+    if !out.is_empty() {
+        flush(&mut out, dtype, t, sink)?;
+    }
+    Ok(())
 }
 
 /// Writes a strided view to `dst` at `dst_off` as a row-major tensor.
@@ -246,20 +379,16 @@ pub fn copy_strided(
     dst: &File,
     dst_off: u64,
 ) -> std::io::Result<()> {
-    let (lo, hi) = v.span();
-    let start = v.base + lo * v.itemsize;
-    with_span(src, start, (hi - lo) * v.itemsize, |data| {
-        let mut at = dst_off;
-        gather(data, v, dtype, t, &mut |piece| {
-            dst.write_all_at(piece, at)?;
-            at += piece.len() as u64;
-            Ok(())
-        })
+    let mut at = dst_off;
+    stream_strided(src, v, dtype, t, &mut |piece| {
+        dst.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+        Ok(())
     })
 }
 
 /// Produces the row-major logical bytes of view `v` from `data`, the bytes of its span (element
-/// `v.span().0` at index 0), in pieces of whole elements handed to `sink`. `t` is applied to
+/// `v.offset`, the first it touches, at index 0), in pieces of whole elements handed to `sink`. `t` is applied to
 /// every piece first.
 pub fn gather(
     data: &[u8],
@@ -374,6 +503,100 @@ mod tests {
             let got = logical(v, &storage[lo as usize..hi as usize]);
             assert_eq!(got, naive(v, &storage), "{v:?}");
         }
+    }
+
+    fn file_with(bytes: &[u8]) -> File {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn streamed(f: &File, v: &Strided, by_element: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut sink = |p: &[u8]| {
+            out.extend_from_slice(p);
+            Ok(())
+        };
+        let t = Transform::default();
+        if by_element {
+            gather_by_element(f, v, DType::U8, &t, &mut sink).unwrap();
+        } else {
+            for piece in v.pieces() {
+                stream_strided(f, &piece, DType::U8, &t, &mut sink).unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sparse_views_of_a_file_stream_through_compact_buffers_and_match_a_naive_walk() {
+        let storage: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 + i / 251) as u8).collect();
+        let f = file_with(&storage);
+        let views = [
+            // Transposed slice of a 2048-wide matrix: span far larger than the output.
+            Strided {
+                base: 0,
+                offset: 3,
+                shape: vec![64, 300],
+                stride: vec![1, 2048],
+                itemsize: 1,
+            },
+            // Huge stride on the inner dimension.
+            Strided {
+                base: 0,
+                offset: 0,
+                shape: vec![16, 16],
+                stride: vec![65536, 4096],
+                itemsize: 1,
+            },
+            // Dense: read as one span.
+            Strided {
+                base: 0,
+                offset: 10,
+                shape: vec![100, 50],
+                stride: vec![50, 1],
+                itemsize: 1,
+            },
+            // Expanded over a sparse column.
+            Strided {
+                base: 0,
+                offset: 7,
+                shape: vec![40, 3, 20],
+                stride: vec![0, 1, 4096],
+                itemsize: 1,
+            },
+        ];
+        for v in &views {
+            let want = naive(v, &storage);
+            assert_eq!(streamed(&f, v, false), want, "{v:?}");
+            assert_eq!(streamed(&f, v, true), want, "{v:?} element by element");
+        }
+    }
+
+    #[test]
+    fn pieces_cover_the_output_in_order_within_the_piece_size() {
+        let v = Strided {
+            base: 0,
+            offset: 0,
+            shape: vec![3, 5000, 4000],
+            stride: vec![1, 3, 15000],
+            itemsize: 4,
+        };
+        let pieces = v.pieces();
+        assert!(pieces.len() > 1);
+        assert!(pieces.iter().all(|p| p.nbytes() <= PIECE), "{pieces:?}");
+        assert_eq!(pieces.iter().map(Strided::nbytes).sum::<u64>(), v.nbytes());
+
+        // Concatenated pieces give exactly the whole view (a transposed 20 MB matrix).
+        let storage: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+        let v = view(0, &[5000, 4000], &[1, 5000]);
+        let mut joined = Vec::new();
+        for p in v.pieces() {
+            assert!(p.nbytes() <= PIECE);
+            joined.extend(logical(&p, &storage[p.offset as usize..]));
+        }
+        assert!(joined == logical(&v, &storage), "pieces reassemble the view");
     }
 
     #[test]

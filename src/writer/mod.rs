@@ -10,7 +10,9 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-pub use copy::{CHUNK, Strided, Transform, apply_transform, gather, negation_supported, with_span};
+pub use copy::{
+    CHUNK, Strided, Transform, apply_transform, gather, negation_supported, stream_strided,
+};
 pub use header::{HeaderEntry, HeaderPlan, MAX_HEADER, plan_header};
 
 use crate::error::{ErrorKind, io};
@@ -116,6 +118,28 @@ pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
                     piece.len = n;
                     out.push(piece);
                     done += n;
+                }
+            }
+            JobKind::Strided {
+                view,
+                dtype,
+                transform,
+            } if j.len > copy::PIECE => {
+                let mut dst = j.dst;
+                for piece in view.pieces() {
+                    let len = piece.nbytes();
+                    out.push(Job {
+                        source: j.source,
+                        kind: JobKind::Strided {
+                            view: piece,
+                            dtype: *dtype,
+                            transform: *transform,
+                        },
+                        dst,
+                        len,
+                        tensor: j.tensor.clone(),
+                    });
+                    dst += len;
                 }
             }
             _ => out.push(j),
