@@ -206,6 +206,8 @@ impl Strided {
 
 /// Largest output of one piece of a strided view (pieces are copied in parallel).
 pub const PIECE: u64 = 16 << 20;
+/// Output gathered at once from a compact buffer (small enough to stay in cache).
+const CACHE_SLICE: u64 = 1 << 20;
 
 impl Strided {
     /// Output bytes of the view.
@@ -216,13 +218,18 @@ impl Strided {
     /// Splits the view along its leading dimensions into pieces of at most [`PIECE`] output
     /// bytes; the pieces' outputs follow one another in order.
     pub fn pieces(&self) -> Vec<Strided> {
+        self.pieces_of(PIECE)
+    }
+
+    /// [`Strided::pieces`] with another piece size.
+    pub fn pieces_of(&self, max: u64) -> Vec<Strided> {
         let mut out = Vec::new();
-        self.split_into(&mut out);
+        self.split_into(max, &mut out);
         out
     }
 
-    fn split_into(&self, out: &mut Vec<Strided>) {
-        if self.nbytes() <= PIECE || self.shape.is_empty() {
+    fn split_into(&self, max: u64, out: &mut Vec<Strided>) {
+        if self.nbytes() <= max || self.shape.is_empty() {
             out.push(self.clone());
             return;
         }
@@ -230,17 +237,17 @@ impl Strided {
             let mut inner = self.clone();
             inner.shape.remove(0);
             inner.stride.remove(0);
-            return inner.split_into(out);
+            return inner.split_into(max, out);
         }
         let row = self.nbytes() / self.shape[0];
-        let rows = (PIECE / row.max(1)).max(1);
+        let rows = (max / row.max(1)).max(1);
         let mut i = 0;
         while i < self.shape[0] {
             let k = rows.min(self.shape[0] - i);
             let mut p = self.clone();
             p.offset += i * self.stride[0];
             p.shape[0] = k;
-            p.split_into(out);
+            p.split_into(max, out);
             i += k;
         }
     }
@@ -321,7 +328,13 @@ pub fn stream_strided(
         stride,
         itemsize: v.itemsize,
     };
-    gather(&c, &over_c, dtype, t, sink)
+    // Gather in small slices so the part of `c` each slice touches stays in cache (for a
+    // transposed matrix, a slice of rows reuses the same cache lines of `c`).
+    for s in over_c.pieces_of(CACHE_SLICE) {
+        let from = (s.offset * s.itemsize) as usize;
+        gather(c.get(from..).unwrap_or(&[]), &s, dtype, t, sink)?;
+    }
+    Ok(())
 }
 
 /// Last resort for sparse, huge views: element by element through a small read window.
@@ -596,7 +609,10 @@ mod tests {
             assert!(p.nbytes() <= PIECE);
             joined.extend(logical(&p, &storage[p.offset as usize..]));
         }
-        assert!(joined == logical(&v, &storage), "pieces reassemble the view");
+        assert!(
+            joined == logical(&v, &storage),
+            "pieces reassemble the view"
+        );
     }
 
     #[test]
