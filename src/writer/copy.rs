@@ -410,40 +410,72 @@ pub fn gather(
     t: &Transform,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let first = v.span().0;
-    let (outer, ostride, run) = v.runs();
-    let run_bytes = (run * v.itemsize) as usize;
+    let first = v.offset;
+    let (mut outer, mut ostride, run) = v.runs();
+    let rb = (run * v.itemsize) as usize;
+    // The innermost outer dimension is walked in a tight loop; the others by an odometer.
+    let (n_last, s_last) = match (outer.pop(), ostride.pop()) {
+        (Some(n), Some(s)) => (n, s),
+        _ => (1, 0),
+    };
+    let higher: u64 = outer.iter().product();
     let mut idx = vec![0u64; outer.len()];
-    let total: u64 = outer.iter().product();
-    let mut out = Vec::with_capacity(BUF.max(run_bytes).min(BUF + run_bytes));
-    let mut src_elem = v.offset;
-    for _ in 0..total {
-        let at = ((src_elem - first) * v.itemsize) as usize;
-        let run = data.get(at..at + run_bytes).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "a view reaches past its span",
-            )
-        })?;
-        out.extend_from_slice(run);
-        if out.len() >= BUF {
-            flush(&mut out, dtype, t, sink)?;
+    let mut out = vec![0u8; (v.nbytes() as usize).min(BUF).max(rb)];
+    let mut pos = 0usize;
+    let mut row_elem = v.offset;
+    let past_span = || {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "a view reaches past its span",
+        )
+    };
+    for _ in 0..higher {
+        let mut e = row_elem;
+        for _ in 0..n_last {
+            let at = ((e - first) * v.itemsize) as usize;
+            let src = data.get(at..at + rb).ok_or_else(past_span)?;
+            if pos + rb > out.len() {
+                flush_slice(&mut out[..pos], dtype, t, sink)?;
+                pos = 0;
+            }
+            let dst = &mut out[pos..pos + rb];
+            match rb {
+                1 => dst[0] = src[0],
+                2 => dst.copy_from_slice(&src[..2]),
+                4 => dst.copy_from_slice(&src[..4]),
+                8 => dst.copy_from_slice(&src[..8]),
+                _ => dst.copy_from_slice(src),
+            }
+            pos += rb;
+            e += s_last;
         }
-        // Advance the outer index (row-major), updating the source element incrementally.
+        // Advance the higher dimensions (row-major), updating the row's first element.
         for d in (0..outer.len()).rev() {
             idx[d] += 1;
-            src_elem += ostride[d];
+            row_elem += ostride[d];
             if idx[d] < outer[d] {
                 break;
             }
-            src_elem -= ostride[d] * outer[d];
+            row_elem -= ostride[d] * outer[d];
             idx[d] = 0;
         }
     }
-    if !out.is_empty() {
-        flush(&mut out, dtype, t, sink)?;
+    if pos > 0 {
+        flush_slice(&mut out[..pos], dtype, t, sink)?;
     }
     Ok(())
+}
+
+fn flush_slice(
+    out: &mut [u8],
+    dtype: DType,
+    t: &Transform,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if !t.is_identity() {
+        apply_transform(out, dtype, t);
+    }
+    sink(out)
 }
 
 fn flush(
