@@ -210,6 +210,22 @@ pub const PIECE: u64 = 16 << 20;
 const CACHE_SLICE: u64 = 1 << 20;
 
 impl Strided {
+    /// `(rows, cols, col_stride)` when the view, ignoring size-1 dimensions, is a transposed
+    /// matrix: two dimensions with strides `(1, col_stride)`, `col_stride > 1`.
+    fn as_transposed_2d(&self) -> Option<(u64, u64, u64)> {
+        let dims: Vec<(u64, u64)> = self
+            .shape
+            .iter()
+            .zip(&self.stride)
+            .filter(|(n, _)| **n > 1)
+            .map(|(n, s)| (*n, *s))
+            .collect();
+        match dims.as_slice() {
+            [(rows, 1), (cols, cs)] if *cs > 1 => Some((*rows, *cols, *cs)),
+            _ => None,
+        }
+    }
+
     /// Output bytes of the view.
     pub fn nbytes(&self) -> u64 {
         self.shape.iter().product::<u64>() * self.itemsize
@@ -330,6 +346,9 @@ pub fn stream_strided(
     };
     // Gather in small slices so the part of `c` each slice touches stays in cache (for a
     // transposed matrix, a slice of rows reuses the same cache lines of `c`).
+    if over_c.as_transposed_2d().is_some() {
+        return gather(&c, &over_c, dtype, t, sink);
+    }
     for s in over_c.pieces_of(CACHE_SLICE) {
         let from = (s.offset * s.itemsize) as usize;
         gather(c.get(from..).unwrap_or(&[]), &s, dtype, t, sink)?;
@@ -410,6 +429,18 @@ pub fn gather(
     t: &Transform,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    if let Some((rows, cols, col_stride)) = v.as_transposed_2d() {
+        return transpose_2d(
+            data,
+            rows,
+            cols,
+            col_stride,
+            v.itemsize as usize,
+            dtype,
+            t,
+            sink,
+        );
+    }
     let first = v.offset;
     let (mut outer, mut ostride, run) = v.runs();
     let rb = (run * v.itemsize) as usize;
@@ -464,6 +495,99 @@ pub fn gather(
         flush_slice(&mut out[..pos], dtype, t, sink)?;
     }
     Ok(())
+}
+
+/// Blocked transpose for a 2-D view with strides `(1, col_stride)` whose bytes start at
+/// `data[0]`: output element `(i, j)` is data element `i + j * col_stride`. Reads and writes
+/// stay within cache-sized tiles instead of striding across the whole buffer per element.
+#[allow(clippy::too_many_arguments)]
+fn transpose_2d(
+    data: &[u8],
+    rows: u64,
+    cols: u64,
+    col_stride: u64,
+    item: usize,
+    dtype: DType,
+    t: &Transform,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const TILE: u64 = 64;
+    let past_span = || {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "a view reaches past its span",
+        )
+    };
+    let last = ((rows - 1) + (cols - 1) * col_stride + 1) as usize * item;
+    if data.len() < last {
+        return Err(past_span());
+    }
+    let row_bytes = cols as usize * item;
+    let band = ((BUF / row_bytes.max(1)) as u64).clamp(1, rows);
+    let mut out = vec![0u8; band as usize * row_bytes];
+    let mut i0 = 0;
+    while i0 < rows {
+        let br = band.min(rows - i0);
+        let mut j0 = 0;
+        while j0 < cols {
+            let jn = TILE.min(cols - j0);
+            let tile = Tile {
+                i0,
+                br,
+                j0,
+                jn,
+                col_stride,
+                row_bytes,
+            };
+            match item {
+                1 => tile.copy::<1>(data, &mut out),
+                2 => tile.copy::<2>(data, &mut out),
+                4 => tile.copy::<4>(data, &mut out),
+                8 => tile.copy::<8>(data, &mut out),
+                16 => tile.copy::<16>(data, &mut out),
+                _ => tile.copy_any(item, data, &mut out),
+            }
+            j0 += jn;
+        }
+        flush_slice(&mut out[..br as usize * row_bytes], dtype, t, sink)?;
+        i0 += br;
+    }
+    Ok(())
+}
+
+/// One tile of [`transpose_2d`]: rows `i0..i0+br`, columns `j0..j0+jn`.
+struct Tile {
+    i0: u64,
+    br: u64,
+    j0: u64,
+    jn: u64,
+    col_stride: u64,
+    row_bytes: usize,
+}
+
+impl Tile {
+    fn copy<const N: usize>(&self, data: &[u8], out: &mut [u8]) {
+        for i in self.i0..self.i0 + self.br {
+            let orow = (i - self.i0) as usize * self.row_bytes;
+            for j in self.j0..self.j0 + self.jn {
+                let src = ((i + j * self.col_stride) as usize) * N;
+                let dst = orow + j as usize * N;
+                let el: [u8; N] = data[src..src + N].try_into().unwrap_or([0; N]);
+                out[dst..dst + N].copy_from_slice(&el);
+            }
+        }
+    }
+
+    fn copy_any(&self, item: usize, data: &[u8], out: &mut [u8]) {
+        for i in self.i0..self.i0 + self.br {
+            let orow = (i - self.i0) as usize * self.row_bytes;
+            for j in self.j0..self.j0 + self.jn {
+                let src = ((i + j * self.col_stride) as usize) * item;
+                let dst = orow + j as usize * item;
+                out[dst..dst + item].copy_from_slice(&data[src..src + item]);
+            }
+        }
+    }
 }
 
 fn flush_slice(
