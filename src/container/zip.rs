@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 
-use zip::CompressionMethod;
 use zip::read::{ArchiveOffset, Config, ZipArchive};
 
 use super::{ByteOrder, Record, RecordMethod};
@@ -27,17 +26,13 @@ pub struct ZipLayout {
     pub members: HashMap<String, Record>,
 }
 
-fn zip_err(e: zip::result::ZipError) -> ErrorKind {
-    ErrorKind::Malformed(format!("the zip archive cannot be read: {e}"))
-}
-
 /// Reads the central directory and classifies the records.
 pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     let reader = BufReader::new(file);
     let config = Config {
         archive_offset: ArchiveOffset::Known(0),
     };
-    let mut zip = ZipArchive::with_config(config, reader).map_err(|e| {
+    let zip = ZipArchive::with_config(config, reader).map_err(|e| {
         ErrorKind::Malformed(format!(
             "{} (zip reader: {e})",
             super::sniff::describe_broken_zip(file, file_len)
@@ -49,12 +44,9 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         ));
     }
     // Not a torch archive at all (.npz, .keras, a zipped SavedModel): say what it is.
-    let names: Vec<String> = (0..zip.len())
-        .filter_map(|i| {
-            zip.by_index_raw(i)
-                .ok()
-                .map(|f| String::from_utf8_lossy(f.name_raw()).into_owned())
-        })
+    let names: Vec<String> = zip
+        .file_names_raw()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
         .collect();
     if !names
         .iter()
@@ -99,23 +91,31 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
             )));
         }
     }
+    // The zip crate read the central directory; the audit also read every local header, so
+    // the data offsets come from it (one read per entry, not several).
+    if audited.entries.len() != zip.len() {
+        return Err(ErrorKind::Malformed(format!(
+            "the zip archive lists {} entries to one reader and {} to another; refusing it",
+            zip.len(),
+            audited.entries.len()
+        )));
+    }
     let mut members = HashMap::new();
-    for i in 0..zip.len() {
-        let f = zip.by_index_raw(i).map_err(zip_err)?;
-        let name = String::from_utf8_lossy(f.name_raw()).into_owned();
-        let method = match f.compression() {
-            CompressionMethod::Stored => RecordMethod::Stored,
-            CompressionMethod::Deflated => RecordMethod::Deflated,
-            other => RecordMethod::Other(other.to_string()),
+    for e in &audited.entries {
+        let name = e.name.clone();
+        let method = match e.method {
+            0 => RecordMethod::Stored,
+            8 => RecordMethod::Deflated,
+            other => RecordMethod::Other(format!("method {other}")),
         };
-        let start = f
-            .data_start()
-            .ok_or_else(|| ErrorKind::Malformed(format!("zip entry {name}: no data offset")))?;
+        let start = e
+            .data_offset
+            .ok_or_else(|| ErrorKind::Malformed(format!("zip entry {name}: no local header")))?;
         let rec = Record {
             name: name.clone(),
             offset: start,
-            stored_len: f.compressed_size(),
-            len: f.size(),
+            stored_len: e.compressed,
+            len: e.size,
             method,
         };
         let end = start.checked_add(rec.stored_len);
@@ -459,10 +459,16 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
             );
         }
         let mut data_offset = None;
-        match read_at(file, local_offset, 30) {
-            Ok(lh) if lh.starts_with(b"PK\x03\x04") => {
+        // The local header and (usually) its name in one read.
+        let want = (30 + nlen) as u64;
+        let have = file_len.saturating_sub(local_offset).min(want) as usize;
+        match read_at(file, local_offset, have) {
+            Ok(lh) if lh.len() >= 30 && lh.starts_with(b"PK\x03\x04") => {
                 let (lnlen, lxlen) = (le16(&lh, 26) as usize, le16(&lh, 28) as usize);
-                let lname = read_at(file, local_offset + 30, lnlen).unwrap_or_default();
+                let lname = match lh.get(30..30 + lnlen) {
+                    Some(n) => n.to_vec(),
+                    None => read_at(file, local_offset + 30, lnlen).unwrap_or_default(),
+                };
                 let (lflags, lmethod, lcrc, lcsize, lsize) = (
                     le16(&lh, 6),
                     le16(&lh, 8),
