@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::{
-    Archive, Container, LEGACY_MAGIC, Sniffed, StorageIndex, ZipLimits, audit_zip, crc_matches,
-    sniff,
+    Archive, Container, LEGACY_MAGIC, Sniffed, StorageIndex, ZipLimits, audit_zip, audit_zip_with,
+    crc_matches, sniff,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
@@ -172,7 +172,9 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                 Ok(file) => {
                     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                     match sniff(&file, len) {
-                        Ok(Sniffed::Zip) => scan_raw_zip(&file, len, &opts.limits, &mut r, true),
+                        Ok(Sniffed::Zip) => {
+                            scan_raw_zip(&file, len, &opts.limits, &mut r, true, None)
+                        }
                         // A tar (torch <= 0.1.9) the converter refused: walk the pickles of its
                         // members that can still be found.
                         Ok(Sniffed::Tar) => {
@@ -189,7 +191,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                             if sniffed.is_err()
                                 && audit_zip(&file, len, &ZipLimits::default()).is_ok()
                             {
-                                scan_raw_zip(&file, len, &opts.limits, &mut r, true);
+                                scan_raw_zip(&file, len, &opts.limits, &mut r, true, None);
                             } else {
                                 let n = len.min(crate::container::MAX_PICKLE_BYTES) as usize;
                                 let mut buf = vec![0u8; n];
@@ -321,7 +323,7 @@ fn scan_archive(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String, us
                 "zip"
             }
             .into();
-            scan_raw_zip(&a.file, a.file_len, limits, r, true);
+            scan_raw_zip(&a.file, a.file_len, limits, r, true, a.zip_audit.as_ref());
             (a.pickle_name.clone(), 0)
         }
         Container::Legacy => {
@@ -388,23 +390,31 @@ fn scan_raw_zip(
     limits: &Limits,
     r: &mut FileReport,
     check_crc: bool,
+    known: Option<&crate::container::ZipAudit>,
 ) {
     if r.format == "unknown" {
         r.format = "zip".into();
     }
-    let audit = match audit_zip(file, len, &ZipLimits::default()) {
-        Ok(a) => a,
-        Err(e) => {
-            finding(
-                r,
-                Verdict::Suspicious,
-                "unreadable-archive",
-                None,
-                None,
-                format!("{e}"),
-            );
-            return;
-        }
+    let read;
+    let audit = match known {
+        Some(a) => a,
+        None => match audit_zip(file, len, &ZipLimits::default()) {
+            Ok(a) => {
+                read = a;
+                &read
+            }
+            Err(e) => {
+                finding(
+                    r,
+                    Verdict::Suspicious,
+                    "unreadable-archive",
+                    None,
+                    None,
+                    format!("{e}"),
+                );
+                return;
+            }
+        },
     };
     for an in &audit.anomalies {
         finding(
@@ -1099,7 +1109,14 @@ pub fn policy_check(ckpt: &Checkpoint, strict: bool, limits: &Limits) -> Result<
         Container::Legacy => walk_legacy_head(a, limits, &mut r),
         // Every pickle in the archive, hidden ones included (not the storages).
         Container::Zip { .. } | Container::TorchScript { .. } => {
-            scan_raw_zip(&a.file, a.file_len, limits, &mut r, false);
+            scan_raw_zip(
+                &a.file,
+                a.file_len,
+                limits,
+                &mut r,
+                false,
+                a.zip_audit.as_ref(),
+            );
             (a.pickle_name.clone(), 0)
         }
         Container::Pickle | Container::Tar => {
@@ -1242,7 +1259,9 @@ pub fn preflight(path: &Path, limits: &ResourceLimits) -> Result<()> {
         max_entries: limits.max_zip_entries,
         ..ZipLimits::default()
     };
-    let audit = match audit_zip(&file, len, &zl) {
+    // Counts and sizes only: the central directory is enough (the local headers are read
+    // once, when the archive is opened).
+    let audit = match audit_zip_with(&file, len, &zl, false) {
         Ok(a) => a,
         // Unreadable structure: let the container layer give its own, precise error.
         Err(ErrorKind::Malformed(m)) if m.contains("--max-zip-entries") => {

@@ -151,6 +151,7 @@ pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind
             data_start: data_start as u64,
         },
         info,
+        zip_audit: None,
     })
 }
 

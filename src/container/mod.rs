@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 
 pub use legacy::LEGACY_MAGIC;
 pub use sniff::{Sniffed, sniff};
-pub use zip::{AuditEntry, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip, crc_matches};
+pub use zip::{
+    AuditEntry, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip, audit_with as audit_zip_with,
+    crc_matches,
+};
 
 use crate::error::{ErrorKind, io};
 
@@ -120,6 +123,8 @@ pub struct Archive {
     pub storages: StorageIndex,
     /// Informational records (`version`, `.format_version`, legacy `sys_info`, …).
     pub info: Vec<(String, String)>,
+    /// The zip structure audit, for zip archives (so `scan` need not read it again).
+    pub zip_audit: Option<ZipAudit>,
 }
 
 /// Largest pickle accepted (real state dicts are kilobytes to a few megabytes).
@@ -166,6 +171,7 @@ impl Archive {
             byte_order: ByteOrder::Little,
             storages: StorageIndex::Zip(HashMap::new()),
             info: Vec::new(),
+            zip_audit: None,
         })
     }
 
@@ -232,6 +238,7 @@ impl Archive {
             byte_order,
             storages: StorageIndex::Zip(layout.storages),
             info,
+            zip_audit: Some(layout.audit),
         })
     }
 

@@ -630,6 +630,7 @@ pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind
         byte_order: ByteOrder::Little,
         storages: StorageIndex::Tar { records, tables },
         info,
+        zip_audit: None,
     })
 }
 

@@ -24,6 +24,8 @@ pub struct ZipLayout {
     pub storages: HashMap<String, Record>,
     /// Every record by full name (for small members such as `byteorder`).
     pub members: HashMap<String, Record>,
+    /// The structural audit the layout was checked with.
+    pub audit: ZipAudit,
 }
 
 /// Reads the central directory and classifies the records.
@@ -177,6 +179,7 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         has_code,
         storages,
         members,
+        audit: audited,
     })
 }
 
@@ -301,6 +304,17 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, ErrorKind> {
 /// several end records, encryption flags, entries outside one root folder. Errors only when the
 /// structure cannot be read at all or exceeds `limits`.
 pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit, ErrorKind> {
+    audit_with(file, file_len, limits, true)
+}
+
+/// [`audit`], optionally without reading the local headers (the end records and the central
+/// directory only: enough for entry counts and sizes).
+pub fn audit_with(
+    file: &File,
+    file_len: u64,
+    limits: &ZipLimits,
+    local_headers: bool,
+) -> Result<ZipAudit, ErrorKind> {
     let mut out = ZipAudit::default();
     let tail_len = file_len.min(22 + 65535 + 20 + 56) as usize;
     let tail_start = file_len - tail_len as u64;
@@ -459,66 +473,68 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
             );
         }
         let mut data_offset = None;
-        // The local header and (usually) its name in one read.
-        let want = (30 + nlen) as u64;
-        let have = file_len.saturating_sub(local_offset).min(want) as usize;
-        match read_at(file, local_offset, have) {
-            Ok(lh) if lh.len() >= 30 && lh.starts_with(b"PK\x03\x04") => {
-                let (lnlen, lxlen) = (le16(&lh, 26) as usize, le16(&lh, 28) as usize);
-                let lname = match lh.get(30..30 + lnlen) {
-                    Some(n) => n.to_vec(),
-                    None => read_at(file, local_offset + 30, lnlen).unwrap_or_default(),
-                };
-                let (lflags, lmethod, lcrc, lcsize, lsize) = (
-                    le16(&lh, 6),
-                    le16(&lh, 8),
-                    le32(&lh, 14),
-                    le32(&lh, 18),
-                    le32(&lh, 22),
-                );
-                let mut why = Vec::new();
-                if lname != name_raw {
-                    why.push(format!("local name {:?}", String::from_utf8_lossy(&lname)));
-                }
-                if lmethod != method {
-                    why.push(format!("local method {lmethod} vs central {method}"));
-                }
-                if (lflags ^ flags) & 0x61 != 0 || lflags & 0x61 != 0 {
-                    why.push(format!(
-                        "local flags 0x{lflags:04x} vs central 0x{flags:04x}"
-                    ));
-                }
-                if lflags & 0x08 == 0 {
-                    if lcrc != 0 && lcrc != crc {
-                        why.push(format!("local CRC {lcrc:08x} vs central {crc:08x}"));
+        if local_headers {
+            // The local header and (usually) its name in one read.
+            let want = (30 + nlen) as u64;
+            let have = file_len.saturating_sub(local_offset).min(want) as usize;
+            match read_at(file, local_offset, have) {
+                Ok(lh) if lh.len() >= 30 && lh.starts_with(b"PK\x03\x04") => {
+                    let (lnlen, lxlen) = (le16(&lh, 26) as usize, le16(&lh, 28) as usize);
+                    let lname = match lh.get(30..30 + lnlen) {
+                        Some(n) => n.to_vec(),
+                        None => read_at(file, local_offset + 30, lnlen).unwrap_or_default(),
+                    };
+                    let (lflags, lmethod, lcrc, lcsize, lsize) = (
+                        le16(&lh, 6),
+                        le16(&lh, 8),
+                        le32(&lh, 14),
+                        le32(&lh, 18),
+                        le32(&lh, 22),
+                    );
+                    let mut why = Vec::new();
+                    if lname != name_raw {
+                        why.push(format!("local name {:?}", String::from_utf8_lossy(&lname)));
                     }
-                    if lcsize != 0 && lcsize != 0xFFFF_FFFF && lcsize as u64 != compressed {
+                    if lmethod != method {
+                        why.push(format!("local method {lmethod} vs central {method}"));
+                    }
+                    if (lflags ^ flags) & 0x61 != 0 || lflags & 0x61 != 0 {
                         why.push(format!(
-                            "local compressed size {lcsize} vs central {compressed}"
+                            "local flags 0x{lflags:04x} vs central 0x{flags:04x}"
                         ));
                     }
-                    if lsize != 0 && lsize != 0xFFFF_FFFF && lsize as u64 != size {
-                        why.push(format!("local size {lsize} vs central {size}"));
+                    if lflags & 0x08 == 0 {
+                        if lcrc != 0 && lcrc != crc {
+                            why.push(format!("local CRC {lcrc:08x} vs central {crc:08x}"));
+                        }
+                        if lcsize != 0 && lcsize != 0xFFFF_FFFF && lcsize as u64 != compressed {
+                            why.push(format!(
+                                "local compressed size {lcsize} vs central {compressed}"
+                            ));
+                        }
+                        if lsize != 0 && lsize != 0xFFFF_FFFF && lsize as u64 != size {
+                            why.push(format!("local size {lsize} vs central {size}"));
+                        }
                     }
+                    if !why.is_empty() {
+                        out.flag(
+                            "local-central-mismatch",
+                            Some(local_offset),
+                            format!("entry {name:?}: {}", why.join(", ")),
+                            true,
+                        );
+                    }
+                    data_offset = Some(local_offset + 30 + lnlen as u64 + lxlen as u64);
                 }
-                if !why.is_empty() {
-                    out.flag(
-                        "local-central-mismatch",
-                        Some(local_offset),
-                        format!("entry {name:?}: {}", why.join(", ")),
-                        true,
-                    );
-                }
-                data_offset = Some(local_offset + 30 + lnlen as u64 + lxlen as u64);
-            }
-            _ => out.flag(
-                "missing-local-header",
-                Some(local_offset),
-                format!(
-                    "entry {name:?} points at byte {local_offset}, which holds no local header"
+                _ => out.flag(
+                    "missing-local-header",
+                    Some(local_offset),
+                    format!(
+                        "entry {name:?} points at byte {local_offset}, which holds no local header"
+                    ),
+                    true,
                 ),
-                true,
-            ),
+            }
         }
         out.entries.push(AuditEntry {
             name,
