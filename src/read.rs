@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::checkpoint::{Checkpoint, Selection, TensorInfo, inflate_to_temp};
 use crate::container::{ByteOrder, RecordMethod};
 use crate::error::{Error, ErrorKind, Result};
-use crate::writer::{apply_transform, gather, stream_strided};
+use crate::writer::{apply_transform, gather, prefetch, stream_strided};
 
 /// Bytes handed to the callback of [`TensorReader::stream`] at most at once (a multiple of
 /// every element size).
@@ -285,7 +285,9 @@ impl TensorReader {
             }
             Loc::File { file, offset } => {
                 // Bounded buffers whatever the view's span (see `stream_strided`).
-                for piece in t.strided(offset).pieces() {
+                let whole = t.strided(offset);
+                prefetch(&self.files[file], &whole);
+                for piece in whole.pieces() {
                     stream_strided(&self.files[file], &piece, t.dtype, &transform, &mut sink)
                         .map_err(wrap)?;
                 }

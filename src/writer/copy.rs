@@ -402,6 +402,37 @@ fn gather_by_element(
     Ok(())
 }
 
+/// Asks the kernel to read the span of a large strided view ahead, in big sequential reads: the
+/// run-by-run reads of a transposed matrix would otherwise each wait for a random 4 KiB read
+/// when the page cache is cold. Only a hint; errors are ignored.
+pub fn prefetch(src: &File, v: &Strided) {
+    if v.nbytes() == 0 {
+        return;
+    }
+    let (lo, hi) = v.span();
+    let len = (hi - lo) * v.itemsize;
+    if len <= SPAN_IN_MEMORY {
+        return;
+    }
+    let start = v.base + lo * v.itemsize;
+    // The kernel caps one WILLNEED at its readahead window, so ask window by window.
+    const STEP: u64 = 128 << 10;
+    let mut at = start;
+    while at < start + len {
+        let n = STEP.min(start + len - at);
+        // SAFETY: a plain system call on an open descriptor; it reads no user memory.
+        unsafe {
+            libc::posix_fadvise(
+                src.as_raw_fd(),
+                at as libc::off_t,
+                n as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+        at += n;
+    }
+}
+
 /// Writes a strided view to `dst` at `dst_off` as a row-major tensor.
 pub fn copy_strided(
     src: &File,
@@ -523,7 +554,8 @@ fn transpose_2d(
         return Err(past_span());
     }
     let row_bytes = cols as usize * item;
-    let band = ((BUF / row_bytes.max(1)) as u64).clamp(1, rows);
+    // Output bands of about a megabyte: large single writes stall on dirty-page throttling.
+    let band = ((CACHE_SLICE as usize / row_bytes.max(1)) as u64).clamp(1, rows);
     let mut out = vec![0u8; band as usize * row_bytes];
     let mut i0 = 0;
     while i0 < rows {

@@ -11,7 +11,8 @@ use std::path::Path;
 use rayon::prelude::*;
 
 pub use copy::{
-    CHUNK, Strided, Transform, apply_transform, gather, negation_supported, stream_strided,
+    CHUNK, Strided, Transform, apply_transform, gather, negation_supported, prefetch,
+    stream_strided,
 };
 pub use header::{HeaderEntry, HeaderPlan, MAX_HEADER, plan_header};
 
@@ -190,6 +191,11 @@ pub fn write_file(
     out.write_all_at(&plan.bytes, 0)
         .map_err(io("cannot write the header"))?;
     progress(plan.bytes.len() as u64);
+    for j in &jobs {
+        if let (JobKind::Strided { view, .. }, Some(src)) = (&j.kind, sources.get(j.source)) {
+            copy::prefetch(src, view);
+        }
+    }
     let jobs = split_jobs(jobs);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
