@@ -63,6 +63,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// Where in its source the job starts reading.
+    fn src_start(&self) -> u64 {
+        match &self.kind {
+            JobKind::Copy { src_off } | JobKind::Transformed { src_off, .. } => *src_off,
+            JobKind::Strided { view, .. } => view.base + view.offset * view.itemsize,
+        }
+    }
+
     fn run(&self, sources: &[File], dst: &File) -> Result<(), ErrorKind> {
         let src = sources
             .get(self.source)
@@ -92,7 +100,7 @@ impl Job {
 }
 
 /// Splits large contiguous jobs into pieces of at most [`CHUNK`] bytes, each a whole number of
-/// elements, and orders all jobs largest first.
+/// elements, and strided ones into pieces of at most `PIECE` output bytes, in file order.
 pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
     let mut out = Vec::with_capacity(jobs.len());
     for j in jobs {
@@ -146,7 +154,9 @@ pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
             _ => out.push(j),
         }
     }
-    out.sort_by_key(|j| std::cmp::Reverse(j.len));
+    // In file order: with pieces of at most CHUNK bytes the pool stays balanced, and a cold
+    // page cache sees sequential reads that its readahead can serve.
+    out.sort_by_key(|j| (j.source, j.src_start()));
     out
 }
 
@@ -201,13 +211,25 @@ pub fn write_file(
         .num_threads(opts.threads)
         .build()
         .map_err(|e| ErrorKind::Unsupported(format!("cannot start worker threads: {e}")))?;
-    pool.install(|| {
-        jobs.par_iter().try_for_each(|j| {
-            j.run(sources, out)?;
-            progress(j.len);
-            Ok::<(), ErrorKind>(())
-        })
-    })?;
+    // Plain copies are I/O: one in-kernel stream in file order keeps the disk sequential and
+    // measured as fast as two with half the system time. Gathers, byte swaps and inflated
+    // data need CPU: they run on the whole pool, beside the copy stream.
+    let (copies, work): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|j| matches!(j.kind, JobKind::Copy { .. }));
+    let run = |j: &Job| {
+        j.run(sources, out)?;
+        progress(j.len);
+        Ok::<(), ErrorKind>(())
+    };
+    let (a, b) = pool.install(|| {
+        rayon::join(
+            || copies.iter().try_for_each(run),
+            || work.par_iter().try_for_each(run),
+        )
+    });
+    a?;
+    b?;
     out.sync_all()
         .map_err(io("cannot flush the output to disk"))?;
     let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
