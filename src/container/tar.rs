@@ -301,7 +301,23 @@ struct Cursor<'f> {
     pickles: &'f mut Vec<(String, u64, Vec<u8>)>,
 }
 
-impl Cursor<'_> {
+impl<'f> Cursor<'f> {
+    /// A cursor at the start of member `m`.
+    fn over(
+        file: &'f File,
+        member: &'static str,
+        m: &Member,
+        pickles: &'f mut Vec<(String, u64, Vec<u8>)>,
+    ) -> Self {
+        Cursor {
+            file,
+            member,
+            pos: m.offset,
+            end: m.offset + m.len,
+            pickles,
+        }
+    }
+
     fn pickle(&mut self, what: &str) -> Result<Value, ErrorKind> {
         let avail = self.end - self.pos;
         let mut want = avail.min(1 << 16);
@@ -394,13 +410,7 @@ fn read_storages(
     pickles: &mut Vec<(String, u64, Vec<u8>)>,
 ) -> Result<(), ErrorKind> {
     const MEMBER: &str = "storages";
-    let mut c = Cursor {
-        file,
-        member: MEMBER,
-        pos: m.offset,
-        end: m.offset + m.len,
-        pickles,
-    };
+    let mut c = Cursor::over(file, MEMBER, &m, pickles);
     let n = c.count("storage count")?;
     for i in 0..n {
         let entry = c.pickle("storage header")?;
@@ -502,13 +512,7 @@ fn read_tensors(
     pickles: &mut Vec<(String, u64, Vec<u8>)>,
 ) -> Result<(), ErrorKind> {
     const MEMBER: &str = "tensors";
-    let mut c = Cursor {
-        file,
-        member: MEMBER,
-        pos: m.offset,
-        end: m.offset + m.len,
-        pickles,
-    };
+    let mut c = Cursor::over(file, MEMBER, &m, pickles);
     let n = c.count("tensor count")?;
     for i in 0..n {
         let entry = c.pickle("tensor header")?;

@@ -736,37 +736,13 @@ mod tests {
         let f = file_with(&storage);
         let views = [
             // Transposed slice of a 2048-wide matrix: span far larger than the output.
-            Strided {
-                base: 0,
-                offset: 3,
-                shape: vec![64, 300],
-                stride: vec![1, 2048],
-                itemsize: 1,
-            },
+            view(3, &[64, 300], &[1, 2048]),
             // Huge stride on the inner dimension.
-            Strided {
-                base: 0,
-                offset: 0,
-                shape: vec![16, 16],
-                stride: vec![65536, 4096],
-                itemsize: 1,
-            },
+            view(0, &[16, 16], &[65536, 4096]),
             // Dense: read as one span.
-            Strided {
-                base: 0,
-                offset: 10,
-                shape: vec![100, 50],
-                stride: vec![50, 1],
-                itemsize: 1,
-            },
+            view(10, &[100, 50], &[50, 1]),
             // Expanded over a sparse column.
-            Strided {
-                base: 0,
-                offset: 7,
-                shape: vec![40, 3, 20],
-                stride: vec![0, 1, 4096],
-                itemsize: 1,
-            },
+            view(7, &[40, 3, 20], &[0, 1, 4096]),
         ];
         for v in &views {
             let want = naive(v, &storage);
