@@ -1072,3 +1072,18 @@ fn regrouping_refuses_a_tensor_name_held_by_two_shards() {
         "nothing written"
     );
 }
+
+#[test]
+fn json_prints_the_report_on_stdout() {
+    let dir = tree(&["adapter"]);
+    let out = Command::new(BIN)
+        .args(["migrate", "--dry-run", "--json"])
+        .arg(dir.path().join("adapter"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(report["schema"], "safetensorize.migrate/1");
+    assert_eq!(report["dry_run"], true);
+    assert!(report["files"].as_array().is_some_and(|f| !f.is_empty()));
+}

@@ -73,6 +73,9 @@ pub struct MigrateArgs {
     /// bytes, seconds; and the summary.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Print the same JSON report on stdout (as `--report -`).
+    #[arg(long, conflicts_with = "report")]
+    json: bool,
     /// Only files matching GLOB (a glob with `/` matches the path below PATH, one without matches
     /// the file name). Repeatable.
     #[arg(long, value_name = "GLOB")]
@@ -275,7 +278,8 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
     }
     let printer = Printer {
         bar: bar.clone(),
-        dry_run: args.dry_run,
+        // With a JSON report on stdout, the plan's lines go to stderr.
+        dry_run: args.dry_run && !args.json && args.report.as_deref() != Some(Path::new("-")),
         quiet,
     };
     let report = match migrate::run(&args.paths, &opts, &printer, &control) {
@@ -287,7 +291,12 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
         }
     };
     bar.finish_and_clear();
-    if let Some(path) = &args.report {
+    let report_to = if args.json {
+        Some(PathBuf::from("-"))
+    } else {
+        args.report.clone()
+    };
+    if let Some(path) = &report_to {
         let mut text = serde_json::to_vec_pretty(&report)?;
         text.push(b'\n');
         if path.as_os_str() == "-" {
