@@ -429,7 +429,10 @@ fn scan_raw_zip(
     let pickles: Vec<&crate::container::AuditEntry> = audit
         .entries
         .iter()
-        .filter(|e| e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1)
+        .filter(|e| {
+            e.name == "data.pkl"
+                || (e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1)
+        })
         .collect();
     let prefix = pickles
         .first()
@@ -472,7 +475,7 @@ fn scan_raw_zip(
             }
         }
         let is_storage = rest.starts_with("data/");
-        let is_main = rest == "data.pkl" && !prefix.is_empty();
+        let is_main = rest == "data.pkl" && !pickles.is_empty();
         if rest == "constants.pkl"
             || rest.starts_with("code/")
             || rest == "model.json"

@@ -580,7 +580,10 @@ pub fn audit_with(
         .iter()
         .map(|e| e.name.split_once('/').map_or("", |(r, _)| r))
         .collect();
-    if roots.len() > 1 || roots.contains("") {
+    // An archive whose records sit at the top level (`data.pkl`, `data/0`, …) has no root
+    // folder at all; otherwise every entry must share one.
+    let top_level = out.entries.iter().any(|e| e.name == "data.pkl");
+    if !top_level && (roots.len() > 1 || roots.contains("")) {
         let list: Vec<&str> = roots.iter().take(5).copied().collect();
         out.flag(
             "several-roots",
