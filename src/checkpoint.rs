@@ -716,6 +716,7 @@ pub fn convert(
         opts.keep_aliases,
         &FlattenOptions {
             include_numpy: opts.include_numpy,
+            ..Default::default()
         },
     )?;
     ckpt.write(&sel, output, opts, progress)

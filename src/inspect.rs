@@ -316,6 +316,7 @@ pub fn inspect_checkpoint(ckpt: &Checkpoint, opts: &InspectOptions) -> Inspectio
     let mut warnings = Vec::new();
     let fopts = FlattenOptions {
         include_numpy: opts.include_numpy,
+        ..Default::default()
     };
 
     // The default selection (or `key`), exactly as `convert` would make it.

@@ -11,8 +11,8 @@ use crate::torch::{NotATensor, NumpyArray, TensorRef};
 /// Keys tried, in order, when the root holds no `state_dict`.
 pub const DEFAULT_KEYS: [&str; 4] = ["model_state_dict", "model_state", "model", "module"];
 
-/// Deepest nesting walked.
-const MAX_DEPTH: usize = 1000;
+/// Deepest nesting walked by default.
+pub const MAX_DEPTH: usize = 1000;
 /// Most nodes visited in one walk (shared containers can make a small pickle a huge tree).
 const MAX_NODES: usize = 50_000_000;
 
@@ -34,11 +34,22 @@ pub struct Flattened {
     pub skipped: Vec<(String, String)>,
 }
 
-/// How leaves are recognised.
-#[derive(Debug, Clone, Copy, Default)]
+/// How leaves are recognised, and how deep the walk may go.
+#[derive(Debug, Clone, Copy)]
 pub struct FlattenOptions {
     /// Treat numeric numpy arrays as tensors (otherwise they are non-tensor leaves).
     pub include_numpy: bool,
+    /// Deepest nesting of containers walked (`--max-depth`).
+    pub max_depth: usize,
+}
+
+impl Default for FlattenOptions {
+    fn default() -> Self {
+        FlattenOptions {
+            include_numpy: false,
+            max_depth: MAX_DEPTH,
+        }
+    }
 }
 
 fn leaf(v: &Value, opts: &FlattenOptions) -> Option<Leaf> {
@@ -261,9 +272,10 @@ pub fn flatten_with(
                 out.skipped.push((name, v.type_name()));
             }
             Some(kids) => {
-                if depth >= MAX_DEPTH {
+                if depth >= opts.max_depth {
                     return Err(ErrorKind::Malformed(format!(
-                        "the object tree is nested deeper than {MAX_DEPTH} levels at {name:?}"
+                        "the object tree is nested deeper than {} levels at {name:?} (raise with --max-depth)",
+                        opts.max_depth
                     )));
                 }
                 for (k, child) in kids.into_iter().rev() {

@@ -159,6 +159,7 @@ pub fn verify(
         true,
         &FlattenOptions {
             include_numpy: opts.include_numpy,
+            ..Default::default()
         },
     )?;
     let meta = std::fs::metadata(output)

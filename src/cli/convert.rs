@@ -108,6 +108,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
     }
     let fopts = safetensorize::tree::FlattenOptions {
         include_numpy: opts.include_numpy,
+        max_depth: args.policy.limits.max_depth,
     };
     let sel = ckpt.select_with(opts.key.as_deref(), opts.keep_aliases, &fopts)?;
     safetensorize::scan::check_selection(&ckpt, &sel, &limits)?;

@@ -56,6 +56,9 @@ pub struct LimitArgs {
     /// Most elements in any one tensor.
     #[arg(long, default_value_t = ResourceLimits::default().max_tensor_elements, value_name = "N")]
     pub max_tensor_elements: u64,
+    /// Deepest nesting of containers walked in the object tree.
+    #[arg(long, default_value_t = safetensorize::tree::MAX_DEPTH, value_name = "N")]
+    pub max_depth: usize,
 }
 
 impl LimitArgs {
