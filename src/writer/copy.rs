@@ -312,21 +312,15 @@ pub fn stream_strided(
     let seg_bytes = (seg * v.itemsize) as usize;
     let mut c = vec![0u8; compact as usize];
     let others: Vec<usize> = (0..v.shape.len()).filter(|&d| d != r).collect();
-    let mut idx = vec![0u64; others.len()];
-    let mut elem = v.offset;
+    let mut walk = Odometer::new(
+        others.iter().map(|&d| v.shape[d]).collect(),
+        others.iter().map(|&d| v.stride[d]).collect(),
+        v.offset,
+    );
     for k in 0..tuples as usize {
-        let at = v.base + elem * v.itemsize;
+        let at = v.base + walk.elem * v.itemsize;
         src.read_exact_at(&mut c[k * seg_bytes..(k + 1) * seg_bytes], at)?;
-        for j in (0..others.len()).rev() {
-            let d = others[j];
-            idx[j] += 1;
-            elem += v.stride[d];
-            if idx[j] < v.shape[d] {
-                break;
-            }
-            elem -= v.stride[d] * v.shape[d];
-            idx[j] = 0;
-        }
+        walk.advance();
     }
     // The same view over `c`: dimension r keeps its stride inside a segment; the others step
     // over whole segments, row-major.
@@ -356,6 +350,40 @@ pub fn stream_strided(
     Ok(())
 }
 
+/// A row-major walk over an index space, tracking the source element it points at.
+struct Odometer {
+    shape: Vec<u64>,
+    stride: Vec<u64>,
+    idx: Vec<u64>,
+    /// The source element at the current index.
+    elem: u64,
+}
+
+impl Odometer {
+    fn new(shape: Vec<u64>, stride: Vec<u64>, start: u64) -> Self {
+        let idx = vec![0; shape.len()];
+        Odometer {
+            shape,
+            stride,
+            idx,
+            elem: start,
+        }
+    }
+
+    /// Steps to the next index (the last dimension fastest), wrapping to the start at the end.
+    fn advance(&mut self) {
+        for d in (0..self.shape.len()).rev() {
+            self.idx[d] += 1;
+            self.elem += self.stride[d];
+            if self.idx[d] < self.shape[d] {
+                return;
+            }
+            self.elem -= self.stride[d] * self.shape[d];
+            self.idx[d] = 0;
+        }
+    }
+}
+
 /// Last resort for sparse, huge views: element by element through a small read window.
 fn gather_by_element(
     src: &File,
@@ -372,10 +400,9 @@ fn gather_by_element(
     let mut w0 = u64::MAX;
     let mut out = Vec::with_capacity(BUF);
     let n: u64 = v.shape.iter().product();
-    let mut idx = vec![0u64; v.shape.len()];
-    let mut elem = v.offset;
+    let mut walk = Odometer::new(v.shape.clone(), v.stride.clone(), v.offset);
     for _ in 0..n {
-        let at = v.base + elem * v.itemsize;
+        let at = v.base + walk.elem * v.itemsize;
         if w0 == u64::MAX || at < w0 || at + v.itemsize > w0 + WINDOW {
             w0 = at;
             let len = WINDOW.min(end - at) as usize;
@@ -386,15 +413,7 @@ fn gather_by_element(
         if out.len() >= BUF {
             flush(&mut out, dtype, t, sink)?;
         }
-        for d in (0..v.shape.len()).rev() {
-            idx[d] += 1;
-            elem += v.stride[d];
-            if idx[d] < v.shape[d] {
-                break;
-            }
-            elem -= v.stride[d] * v.shape[d];
-            idx[d] = 0;
-        }
+        walk.advance();
     }
     if !out.is_empty() {
         flush(&mut out, dtype, t, sink)?;
@@ -481,10 +500,9 @@ pub fn gather(
         _ => (1, 0),
     };
     let higher: u64 = outer.iter().product();
-    let mut idx = vec![0u64; outer.len()];
+    let mut rows = Odometer::new(outer, ostride, v.offset);
     let mut out = vec![0u8; (v.nbytes() as usize).min(BUF).max(rb)];
     let mut pos = 0usize;
-    let mut row_elem = v.offset;
     let past_span = || {
         std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -492,7 +510,7 @@ pub fn gather(
         )
     };
     for _ in 0..higher {
-        let mut e = row_elem;
+        let mut e = rows.elem;
         for _ in 0..n_last {
             let at = ((e - first) * v.itemsize) as usize;
             let src = data.get(at..at + rb).ok_or_else(past_span)?;
@@ -511,16 +529,7 @@ pub fn gather(
             pos += rb;
             e += s_last;
         }
-        // Advance the higher dimensions (row-major), updating the row's first element.
-        for d in (0..outer.len()).rev() {
-            idx[d] += 1;
-            row_elem += ostride[d];
-            if idx[d] < outer[d] {
-                break;
-            }
-            row_elem -= ostride[d] * outer[d];
-            idx[d] = 0;
-        }
+        rows.advance();
     }
     if pos > 0 {
         flush_slice(&mut out[..pos], dtype, t, sink)?;
