@@ -71,6 +71,22 @@ fn migrate_report(args: &[&str], paths: &[&Path]) -> (i32, Value, String) {
     (code(&out), json, text(&out))
 }
 
+/// Runs `migrate` again over `paths` and checks it touches nothing under `root` and reports
+/// every one of `up_to_date` files as up to date.
+fn assert_rerun_writes_nothing(root: &Path, args: &[&str], paths: &[&Path], up_to_date: u64) {
+    let before = snapshot(root);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (rc, report, log) = migrate_report(args, paths);
+    assert_eq!(rc, 0, "{log}");
+    assert_eq!(snapshot(root), before, "nothing rewritten");
+    assert_eq!(report["summary"]["converted"].as_u64(), Some(0));
+    assert_eq!(
+        report["summary"]["up_to_date"].as_u64(),
+        Some(up_to_date),
+        "{report:#}"
+    );
+}
+
 /// Tensor name -> (dtype, shape, bytes).
 type Tensors = BTreeMap<String, (String, Vec<u64>, u64)>;
 
@@ -316,17 +332,7 @@ fn a_second_run_writes_nothing() {
     let t = tree(&["sharded", "single", "pipe"]);
     let first = migrate(&[], &[t.path()]);
     assert_eq!(code(&first), 0, "{}", text(&first));
-    let before = snapshot(t.path());
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let (rc, report, log) = migrate_report(&[], &[t.path()]);
-    assert_eq!(rc, 0, "{log}");
-    assert_eq!(snapshot(t.path()), before, "nothing rewritten");
-    assert_eq!(report["summary"]["converted"].as_u64(), Some(0));
-    assert_eq!(
-        report["summary"]["up_to_date"].as_u64(),
-        Some(5),
-        "{report:#}"
-    );
+    assert_rerun_writes_nothing(t.path(), &[], &[t.path()], 5);
 }
 
 #[test]
@@ -952,17 +958,7 @@ fn max_shard_size_regroups_small_shards_of_a_sharded_model_into_fewer_files() {
     assert_eq!(idx["bytes"].as_u64(), Some(440));
 
     // A second run finds everything up to date and writes nothing.
-    let before = snapshot(t.path());
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let (rc, report, log) = migrate_report(&["--max-shard-size", "200B"], &[&d]);
-    assert_eq!(rc, 0, "{log}");
-    assert_eq!(snapshot(t.path()), before, "nothing rewritten");
-    assert_eq!(report["summary"]["converted"].as_u64(), Some(0));
-    assert_eq!(
-        report["summary"]["up_to_date"].as_u64(),
-        Some(5),
-        "{report:#}"
-    );
+    assert_rerun_writes_nothing(t.path(), &["--max-shard-size", "200B"], &[&d], 5);
 }
 
 #[test]
