@@ -67,11 +67,12 @@
 
 mod checkpoint;
 pub mod container;
+pub mod dtype;
 mod error;
 pub mod inspect;
+pub mod layout;
 pub mod migrate;
 pub mod pickle;
-mod read;
 pub mod scan;
 pub mod torch;
 pub mod tree;
@@ -82,5 +83,5 @@ pub use checkpoint::{
     Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection,
     TensorInfo, convert, default_output, write_merged,
 };
+pub use checkpoint::{READ_CHUNK, TensorReader};
 pub use error::{Error, ErrorKind, Result};
-pub use read::{READ_CHUNK, TensorReader};

@@ -18,9 +18,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{Archive, ByteOrder, Container, MAX_PICKLE_BYTES, Record, RecordMethod, StorageIndex};
+use crate::dtype::DType;
 use crate::error::{ErrorKind, io};
 use crate::pickle::{Limits, NoHost, Value, load, ops::pickle_end};
-use crate::torch::DType;
 
 const BLOCK: u64 = 512;
 

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::checkpoint::{Checkpoint, Selection};
-use crate::inspect::{SafetensorsHeader, read_safetensors_header};
+use crate::writer::{SafetensorsHeader, read_safetensors_header};
 
 /// What is at an output's path.
 #[derive(Debug)]

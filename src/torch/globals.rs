@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use super::DType;
+use crate::dtype::DType;
 use crate::pickle::Global;
 
 /// What a global would do in a normal unpickler, and what this tool does with it.

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::DType;
+use crate::dtype::DType;
 use crate::pickle::{Global, Host, ObjectOrigin, Value};
 
 /// A storage as a persistent id declares it.

@@ -1,8 +1,9 @@
-//! safetensors output: plan the header, copy every tensor's bytes to its offset in parallel,
+//! The safetensors format: plan the header, copy every tensor's bytes to its offset in parallel,
 //! and make the file appear only when it is complete (temp file, fsync, rename).
 
 mod copy;
 mod header;
+mod read;
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -10,14 +11,13 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-pub use copy::{
-    CHUNK, Strided, Transform, apply_transform, gather, negation_supported, prefetch,
-    stream_strided,
-};
+pub use copy::{CHUNK, copy_buffered, copy_range};
 pub use header::{HeaderEntry, HeaderPlan, MAX_HEADER, plan_header};
+pub use read::{HeaderTensor, SafetensorsHeader, looks_like_safetensors, read_safetensors_header};
 
+use crate::dtype::DType;
 use crate::error::{ErrorKind, io};
-use crate::torch::DType;
+use crate::layout::{self, Strided, Transform};
 
 /// How one piece of output is produced.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ impl Job {
                 view,
                 dtype,
                 transform,
-            } => copy::copy_strided(src, view, *dtype, transform, dst, self.dst),
+            } => layout::copy_strided(src, view, *dtype, transform, dst, self.dst),
         };
         r.map_err(io(format!("copying the bytes of tensor {:?}", self.tensor)))
     }
@@ -133,7 +133,7 @@ pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
                 view,
                 dtype,
                 transform,
-            } if j.len > copy::PIECE => {
+            } if j.len > layout::PIECE => {
                 let mut dst = j.dst;
                 for piece in view.pieces() {
                     let len = piece.nbytes();
@@ -203,7 +203,7 @@ pub fn write_file(
     progress(plan.bytes.len() as u64);
     for j in &jobs {
         if let (JobKind::Strided { view, .. }, Some(src)) = (&j.kind, sources.get(j.source)) {
-            copy::prefetch(src, view);
+            layout::prefetch(src, view);
         }
     }
     let jobs = split_jobs(jobs);

@@ -421,3 +421,6 @@ pub fn dedupe(tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
     }
     (keep, aliases)
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,10 +8,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::{Checkpoint, Selection, TensorInfo, inflate_to_temp};
+use super::{Checkpoint, Selection, TensorInfo, inflate_to_temp};
 use crate::container::{ByteOrder, RecordMethod};
 use crate::error::{Error, ErrorKind, Result};
-use crate::writer::{apply_transform, gather, prefetch, stream_strided};
+use crate::layout::{apply_transform, gather, prefetch, stream_strided};
 
 /// Bytes handed to the callback of [`TensorReader::stream`] at most at once (a multiple of
 /// every element size).

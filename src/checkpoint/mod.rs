@@ -1,17 +1,23 @@
 //! An opened checkpoint: its object tree, the tensors of a selection with every extent checked,
 //! and the plan that turns them into a safetensors file.
 
+mod read;
+
+pub use read::{READ_CHUNK, TensorReader};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::container::{Archive, ByteOrder, Container, Record, RecordMethod};
+use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result, io};
+use crate::layout::{Strided, Transform, negation_supported};
 use crate::pickle::{GlobalUse, Limits, Value, load};
-use crate::torch::{DType, StorageRef, TensorRef, TorchHost};
+use crate::torch::{StorageRef, TensorRef, TorchHost};
 use crate::tree::{self, FlattenOptions, Leaf};
-use crate::writer::{self, HeaderEntry, Job, JobKind, Strided, Transform};
+use crate::writer::{self, HeaderEntry, Job, JobKind};
 
 /// Largest single tensor written (a stride-0 view cannot make a petabyte tensor).
 pub const MAX_TENSOR_BYTES: u64 = 1 << 40;
@@ -248,7 +254,7 @@ impl Checkpoint {
         if let Some(why) = t.dtype.refusal() {
             return Err(fail(format!("dtype {} cannot be written: {why}", t.dtype)));
         }
-        if t.neg && !writer::negation_supported(t.dtype) {
+        if t.neg && !negation_supported(t.dtype) {
             return Err(fail(format!(
                 "a negated view of dtype {} cannot be resolved bit-exactly",
                 t.dtype

@@ -16,8 +16,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::checkpoint::{Checkpoint, OpenOptions, TensorInfo};
 use crate::error::{Error, ErrorKind, Result, io};
-use crate::inspect::{HeaderTensor, read_safetensors_header};
 use crate::tree::FlattenOptions;
+use crate::writer::{HeaderTensor, read_safetensors_header};
 
 /// The schema identifier in every [`VerifyReport`].
 pub const SCHEMA: &str = "safetensorize.verify/1";
