@@ -46,18 +46,23 @@ pub enum ErrorKind {
     /// The selection asked for does not exist or holds nothing to write.
     #[error("{0}")]
     Selection(String),
-    /// The file names globals the policy refuses (dangerous ones; unknown ones with `--strict`).
+    /// The file names globals (or opcode shapes) that would run code in a normal unpickler.
     /// Nothing was called; the CLI maps this to exit code 3.
-    #[error("refusing a file that {}: {}; nothing was executed (pass --allow-dangerous to convert it anyway{})",
-        if *dangerous { "references globals that would run code in a normal unpickler" } else { "references globals outside the known set (--strict)" },
-        globals.join(", "),
-        if *dangerous { "" } else { ", or drop --strict" })]
+    #[error("refusing a file that references globals that would run code in a normal unpickler: {}; nothing was executed (pass --allow-dangerous to convert it anyway)", globals.join(", "))]
     Dangerous {
-        /// True when at least one name is dangerous (not merely unknown under `--strict`).
-        dangerous: bool,
         /// The names, each with its class, opcode, byte offset and pickle.
         globals: Vec<String>,
     },
+    /// Under `--strict`, the file names globals outside the known set (none of them dangerous).
+    /// Nothing was called; the CLI maps this to exit code 3.
+    #[error("refusing a file that references globals outside the known set (--strict): {}; nothing was executed (pass --allow-dangerous to convert it anyway, or drop --strict)", globals.join(", "))]
+    UnknownUnderStrict {
+        /// The names, each with its class, opcode, byte offset and pickle.
+        globals: Vec<String>,
+    },
+    /// A configured bound was exceeded; the message names the limit and the flag that raises it.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The output exists and `overwrite` was not asked for.
     #[error("output {0} already exists (pass --overwrite to replace it)")]
     OutputExists(PathBuf),

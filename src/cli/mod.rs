@@ -12,20 +12,56 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes, documented in `--help` and the README.
-pub mod exit {
+/// The documented exit codes (`--help`, the README), one per outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
     /// Success.
-    pub const OK: u8 = 0;
-    /// The conversion failed (unreadable, malformed or unsupported input, or an I/O error).
-    pub const FAILED: u8 = 1;
+    Ok = 0,
+    /// The conversion failed (unreadable, malformed or unsupported input, a limit exceeded, the
+    /// output exists, an I/O error); `scan`: something suspicious.
+    Failed = 1,
     /// The command line was invalid (clap's own code).
-    #[allow(dead_code)]
-    pub const USAGE: u8 = 2;
-    /// The file references globals that would run code in a normal unpickler (refused by
-    /// `convert` without `--allow-dangerous`; reported by `scan`).
-    pub const DANGEROUS: u8 = 3;
+    Usage = 2,
+    /// Refused by the policy: globals that would run code in a normal unpickler (or unknown ones
+    /// under `--strict`); `scan`: something dangerous.
+    Refused = 3,
     /// `verify` (or `convert --verify`) found differences between a checkpoint and its output.
-    pub const MISMATCH: u8 = 4;
+    Mismatch = 4,
+}
+
+impl Exit {
+    /// The exit code of a library error: the one place errors meet exit codes.
+    pub fn of_error(kind: &safetensorize::ErrorKind) -> Exit {
+        use safetensorize::ErrorKind as K;
+        match kind {
+            K::Dangerous { .. } | K::UnknownUnderStrict { .. } => Exit::Refused,
+            K::Io { .. }
+            | K::NotACheckpoint(_)
+            | K::Malformed(_)
+            | K::Pickle { .. }
+            | K::Tensor { .. }
+            | K::Unsupported(_)
+            | K::Selection(_)
+            | K::LimitExceeded(_)
+            | K::OutputExists(_) => Exit::Failed,
+        }
+    }
+}
+
+/// The exit codes as the `u8`s subcommands return.
+pub mod exit {
+    use super::Exit;
+    /// [`Exit::Ok`].
+    pub const OK: u8 = Exit::Ok as u8;
+    /// [`Exit::Failed`].
+    pub const FAILED: u8 = Exit::Failed as u8;
+    /// [`Exit::Usage`].
+    pub const USAGE: u8 = Exit::Usage as u8;
+    /// [`Exit::Refused`].
+    pub const DANGEROUS: u8 = Exit::Refused as u8;
+    /// [`Exit::Mismatch`].
+    pub const MISMATCH: u8 = Exit::Mismatch as u8;
 }
 
 const AFTER_HELP: &str = "\
@@ -96,17 +132,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The documented exit code of a failure: 3 for a policy refusal, 1 for everything else.
+/// The documented exit code of a failure: the library error's, else [`Exit::Failed`].
 fn exit_code(err: &anyhow::Error) -> u8 {
-    let refused = err.chain().any(|c| {
-        c.downcast_ref::<safetensorize::Error>()
-            .is_some_and(|e| matches!(e.kind, safetensorize::ErrorKind::Dangerous { .. }))
-    });
-    if refused {
-        exit::DANGEROUS
-    } else {
-        exit::FAILED
-    }
+    err.chain()
+        .find_map(|c| c.downcast_ref::<safetensorize::Error>())
+        .map_or(Exit::Failed, |e| Exit::of_error(&e.kind)) as u8
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -114,4 +144,47 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+    use safetensorize::ErrorKind as K;
+
+    #[test]
+    fn policy_refusals_exit_3_and_every_other_failure_exits_1() {
+        let g = || vec!["posix.system (dangerous, REDUCE at byte 9 of data.pkl)".to_string()];
+        assert_eq!(Exit::of_error(&K::Dangerous { globals: g() }) as u8, 3);
+        assert_eq!(
+            Exit::of_error(&K::UnknownUnderStrict { globals: g() }) as u8,
+            3
+        );
+        for k in [
+            K::LimitExceeded("3 tensors, more than the limit of 2 (--max-tensors)".into()),
+            K::Malformed("bad".into()),
+            K::NotACheckpoint("html".into()),
+            K::OutputExists("a.safetensors".into()),
+            K::Unsupported("x".into()),
+            K::Selection("x".into()),
+        ] {
+            assert_eq!(Exit::of_error(&k), Exit::Failed, "{k}");
+        }
+        assert_eq!(
+            (Exit::Ok as u8, Exit::Usage as u8, Exit::Mismatch as u8),
+            (0, 2, 4)
+        );
+    }
+
+    #[test]
+    fn the_exit_code_comes_from_the_library_error_anywhere_in_the_chain() {
+        let e = safetensorize::Error::new(
+            "m.pt".as_ref(),
+            K::Dangerous {
+                globals: vec!["os.system".into()],
+            },
+        );
+        let wrapped = anyhow::Error::new(e).context("converting m.pt");
+        assert_eq!(super::exit_code(&wrapped), 3);
+        assert_eq!(super::exit_code(&anyhow::anyhow!("plain")), 1);
+    }
 }

@@ -390,7 +390,7 @@ pub fn audit_with(
         }
     }
     if count > limits.max_entries {
-        return Err(ErrorKind::Malformed(format!(
+        return Err(ErrorKind::LimitExceeded(format!(
             "the zip archive declares {count} entries, more than the limit of {} (--max-zip-entries)",
             limits.max_entries
         )));

@@ -1197,13 +1197,12 @@ fn refuse(path: &Path, r: &FileReport, strict: bool) -> Result<()> {
     if refused.len() > 20 {
         names.push(format!("and {} more", refused.len() - 20));
     }
-    Err(Error::new(
-        path,
-        ErrorKind::Dangerous {
-            dangerous,
-            globals: names,
-        },
-    ))
+    let kind = if dangerous {
+        ErrorKind::Dangerous { globals: names }
+    } else {
+        ErrorKind::UnknownUnderStrict { globals: names }
+    };
+    Err(Error::new(path, kind))
 }
 
 /// Every bound `convert` and `scan` apply, each raised by the CLI flag its error names.
@@ -1237,7 +1236,7 @@ impl Default for ResourceLimits {
 }
 
 fn limit_err(path: &Path, what: String) -> Error {
-    Error::new(path, ErrorKind::Malformed(what))
+    Error::new(path, ErrorKind::LimitExceeded(what))
 }
 
 /// Checks the container against `limits` before anything is unpickled: zip entry count,
@@ -1267,9 +1266,7 @@ pub fn preflight(path: &Path, limits: &ResourceLimits) -> Result<()> {
     let audit = match audit_zip_with(&file, len, &zl, false) {
         Ok(a) => a,
         // Unreadable structure: let the container layer give its own, precise error.
-        Err(ErrorKind::Malformed(m)) if m.contains("--max-zip-entries") => {
-            return Err(limit_err(path, m));
-        }
+        Err(ErrorKind::LimitExceeded(m)) => return Err(limit_err(path, m)),
         Err(_) => return Ok(()),
     };
     let mut inflated = 0u64;
