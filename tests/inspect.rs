@@ -43,12 +43,18 @@ fn stderr(o: &Output) -> String {
 
 fn snapshot(name: &str, actual: &str) {
     let path = root().join("tests").join("snapshots").join(name);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() || !path.exists() {
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = fs::read_to_string(&path).unwrap();
+    let Ok(expected) = fs::read_to_string(&path) else {
+        panic!(
+            "snapshot {name} is missing: {} does not exist; create it with \
+             `UPDATE_SNAPSHOTS=1 cargo test --test inspect` and review it\n--- actual\n{actual}",
+            path.display()
+        );
+    };
     assert!(
         expected == actual,
         "snapshot {name} differs (UPDATE_SNAPSHOTS=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}"

@@ -677,16 +677,81 @@ fn include_and_exclude_pick_files() {
     );
 }
 
+/// Every file under `dir`: relative path -> bytes.
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(
+                    e.path().strip_prefix(dir).unwrap().to_path_buf(),
+                    fs::read(e.path()).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A report with every `seconds` removed, `root` cut from paths and `files` in source order.
+fn comparable(report: &Value, root: &Path) -> Value {
+    fn walk(v: &Value, root: &str) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "seconds")
+                    .map(|(k, v)| (k.clone(), walk(v, root)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(|v| walk(v, root)).collect()),
+            Value::String(s) => Value::String(s.replace(root, "<root>")),
+            other => other.clone(),
+        }
+    }
+    let mut v = walk(report, root.to_str().unwrap());
+    if let Some(files) = v["files"].as_array_mut() {
+        files.sort_by(|a, b| a["source"].as_str().cmp(&b["source"].as_str()));
+    }
+    v
+}
+
 #[test]
 fn jobs_convert_several_files_at_once_with_the_same_result() {
-    let t = tree(&["single", "pipe", "adapter", "run", "sharded"]);
-    let (rc, r, log) = migrate_report(&["--jobs", "4", "--threads", "2"], &[t.path()]);
+    let names = ["single", "pipe", "adapter", "run", "sharded"];
+    let serial = tree(&names);
+    let (rc1, r1, log1) = migrate_report(&["--jobs", "1", "--threads", "1"], &[serial.path()]);
+    assert_eq!(rc1, 0, "{log1}");
+    let parallel = tree(&names);
+    let (rc, r, log) = migrate_report(&["--jobs", "4", "--threads", "2"], &[parallel.path()]);
     assert_eq!(rc, 0, "{log}");
     assert_eq!(r["summary"]["converted"].as_u64(), Some(7));
     assert!(
-        t.path()
+        parallel
+            .path()
             .join("sharded/model.safetensors.index.json")
             .exists()
+    );
+    let (a, b) = (contents(serial.path()), contents(parallel.path()));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same files are written"
+    );
+    for (path, bytes) in &a {
+        assert!(
+            bytes == &b[path],
+            "{} differs between --jobs 1 and --jobs 4",
+            path.display()
+        );
+    }
+    assert_eq!(
+        comparable(&r1, serial.path()),
+        comparable(&r, parallel.path()),
+        "the reports agree apart from timings"
     );
 }
 
