@@ -441,3 +441,43 @@ fn mutated_fixtures_never_panic() {
         panics.join("\n  ")
     );
 }
+
+#[test]
+fn load_from_bytes_on_bytes_that_are_not_a_checkpoint_is_suspicious_in_scan_and_refused_by_convert_at_its_offset()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("lfb.pt");
+    // protocol 3: torch.storage._load_from_bytes((b"garbage!",)) via SHORT_BINBYTES, REDUCE at 45.
+    std::fs::write(
+        &f,
+        b"\x80\x03ctorch.storage\n_load_from_bytes\nC\x08garbage!\x85R.",
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_safetensorize");
+    let scan = std::process::Command::new(bin)
+        .arg("scan")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&scan.stdout);
+    assert_eq!(scan.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("suspicious") && text.contains("embedded-not-checkpoint"),
+        "{text}"
+    );
+    let out = dir.path().join("lfb.safetensors");
+    let conv = std::process::Command::new(bin)
+        .arg("convert")
+        .arg(&f)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&conv.stderr);
+    assert_eq!(conv.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("at byte 45") && err.contains("_load_from_bytes"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

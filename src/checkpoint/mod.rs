@@ -116,8 +116,8 @@ impl Checkpoint {
 
     /// Opens and unpickles `path`.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
-        let archive = Archive::open(path).map_err(|k| Error::new(path, k))?;
-        let mut host = TorchHost::default();
+        let archive = Archive::open_with(path, &opts.limits).map_err(|k| Error::new(path, k))?;
+        let mut host = TorchHost::with_limits(opts.limits);
         if let crate::container::StorageIndex::Tar { tables, .. } = &archive.storages {
             host.tar = Some(tables.clone());
         }

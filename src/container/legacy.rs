@@ -32,6 +32,7 @@ struct Head<'f> {
     file: &'f File,
     file_len: u64,
     buf: Vec<u8>,
+    limits: &'f Limits,
 }
 
 impl Head<'_> {
@@ -75,7 +76,7 @@ impl Head<'_> {
 
     fn plain(&mut self, pos: usize, what: &str) -> Result<(Value, usize), ErrorKind> {
         let end = self.pickle_end(pos, what)?;
-        let loaded = load(&self.buf[..end], pos, &mut NoHost, &Limits::default()).map_err(|e| {
+        let loaded = load(&self.buf[..end], pos, &mut NoHost, self.limits).map_err(|e| {
             ErrorKind::Pickle {
                 member: format!("{what} pickle"),
                 source: e,
@@ -86,11 +87,12 @@ impl Head<'_> {
 }
 
 /// Reads the head of a legacy stream.
-pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
+pub fn open(path: &Path, file: File, file_len: u64, limits: &Limits) -> Result<Archive, ErrorKind> {
     let mut head = Head {
         file: &file,
         file_len,
         buf: Vec::new(),
+        limits,
     };
     let (magic, p) = head.plain(0, "magic number")?;
     if !is_legacy_magic(&magic) {

@@ -131,8 +131,13 @@ pub struct Archive {
 pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
 
 impl Archive {
-    /// Opens `path`, detects its format and reads its pickle.
+    /// Opens `path`, detects its format and reads its pickle, with default VM limits.
     pub fn open(path: &Path) -> Result<Archive, ErrorKind> {
+        Self::open_with(path, &crate::pickle::Limits::default())
+    }
+
+    /// [`Archive::open`] with the caller's VM limits for the container's own pickles.
+    pub fn open_with(path: &Path, limits: &crate::pickle::Limits) -> Result<Archive, ErrorKind> {
         let meta = std::fs::metadata(path).map_err(io("cannot read the file's metadata"))?;
         if meta.is_dir() {
             return Err(ErrorKind::NotACheckpoint(sniff::describe_dir(path)));
@@ -144,9 +149,9 @@ impl Archive {
             .len();
         match sniff(&file, file_len)? {
             Sniffed::Zip => Self::open_zip(path, file, file_len),
-            Sniffed::Legacy => legacy::open(path, file, file_len),
+            Sniffed::Legacy => legacy::open(path, file, file_len, limits),
             Sniffed::Pickle => Self::open_pickle(path, file, file_len),
-            Sniffed::Tar => tar::open(path, file, file_len),
+            Sniffed::Tar => tar::open(path, file, file_len, limits),
         }
     }
 
@@ -176,18 +181,22 @@ impl Archive {
     }
 
     /// Opens a legacy stream held in memory (`torch.storage._load_from_bytes`).
-    pub fn from_legacy_bytes(bytes: &[u8]) -> Result<Archive, ErrorKind> {
+    pub fn from_legacy_bytes(
+        bytes: &[u8],
+        limits: &crate::pickle::Limits,
+    ) -> Result<Archive, ErrorKind> {
         use std::io::Write;
         let mut tmp = tempfile::tempfile().map_err(io("cannot create a temporary file"))?;
         tmp.write_all(bytes)
             .map_err(io("cannot write a temporary file"))?;
         let file_len = bytes.len() as u64;
         if sniff(&tmp, file_len)? != Sniffed::Legacy {
-            return Err(ErrorKind::Malformed(
-                "embedded storage bytes are not a legacy torch stream".into(),
-            ));
+            let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            return Err(ErrorKind::Malformed(format!(
+                "expected a legacy torch stream (a pickle of torch's magic number first), found {file_len} bytes that are not one (starting with 0x{head})"
+            )));
         }
-        legacy::open(Path::new("<embedded storage>"), tmp, file_len)
+        legacy::open(Path::new("<embedded storage>"), tmp, file_len, limits)
     }
 
     fn open_zip(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {

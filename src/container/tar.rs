@@ -299,6 +299,8 @@ struct Cursor<'f> {
     end: u64,
     /// Every pickle read so far, kept even when a later step fails (for scans).
     pickles: &'f mut Vec<(String, u64, Vec<u8>)>,
+    /// The caller's VM limits.
+    limits: &'f Limits,
 }
 
 impl<'f> Cursor<'f> {
@@ -308,6 +310,7 @@ impl<'f> Cursor<'f> {
         member: &'static str,
         m: &Member,
         pickles: &'f mut Vec<(String, u64, Vec<u8>)>,
+        limits: &'f Limits,
     ) -> Self {
         Cursor {
             file,
@@ -315,6 +318,7 @@ impl<'f> Cursor<'f> {
             pos: m.offset,
             end: m.offset + m.len,
             pickles,
+            limits,
         }
     }
 
@@ -332,7 +336,7 @@ impl<'f> Cursor<'f> {
             };
             match pickle_end(&buf, 0, MAX_PICKLE_BYTES).map_err(err)? {
                 Some(e) => {
-                    let value = load(&buf[..e], 0, &mut NoHost, &Limits::default())
+                    let value = load(&buf[..e], 0, &mut NoHost, self.limits)
                         .map_err(err)?
                         .value;
                     buf.truncate(e);
@@ -408,9 +412,10 @@ fn read_storages(
     tables: &mut TarTables,
     records: &mut HashMap<String, Record>,
     pickles: &mut Vec<(String, u64, Vec<u8>)>,
+    limits: &Limits,
 ) -> Result<(), ErrorKind> {
     const MEMBER: &str = "storages";
-    let mut c = Cursor::over(file, MEMBER, &m, pickles);
+    let mut c = Cursor::over(file, MEMBER, &m, pickles, limits);
     let n = c.count("storage count")?;
     for i in 0..n {
         let entry = c.pickle("storage header")?;
@@ -510,9 +515,10 @@ fn read_tensors(
     m: Member,
     tables: &mut TarTables,
     pickles: &mut Vec<(String, u64, Vec<u8>)>,
+    limits: &Limits,
 ) -> Result<(), ErrorKind> {
     const MEMBER: &str = "tensors";
-    let mut c = Cursor::over(file, MEMBER, &m, pickles);
+    let mut c = Cursor::over(file, MEMBER, &m, pickles, limits);
     let n = c.count("tensor count")?;
     for i in 0..n {
         let entry = c.pickle("tensor header")?;
@@ -576,7 +582,7 @@ fn read_tensors(
 }
 
 /// Opens a tar checkpoint: the tables parsed, storages located, the object pickle in memory.
-pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
+pub fn open(path: &Path, file: File, file_len: u64, limits: &Limits) -> Result<Archive, ErrorKind> {
     let members = members(&file, file_len)?;
     let get = |name: &str| {
         members.get(name).copied().ok_or_else(|| {
@@ -592,8 +598,15 @@ pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind
     let mut tables = TarTables::default();
     let mut records = HashMap::new();
     let mut pickles = Vec::new();
-    read_storages(&file, m_storages, &mut tables, &mut records, &mut pickles)?;
-    read_tensors(&file, m_tensors, &mut tables, &mut pickles)?;
+    read_storages(
+        &file,
+        m_storages,
+        &mut tables,
+        &mut records,
+        &mut pickles,
+        limits,
+    )?;
+    read_tensors(&file, m_tensors, &mut tables, &mut pickles, limits)?;
     let mut info = Vec::new();
     if let Some(m) = members.get("sys_info") {
         let mut c = Cursor {
@@ -602,6 +615,7 @@ pub fn open(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind
             pos: m.offset,
             end: m.offset + m.len,
             pickles: &mut pickles,
+            limits,
         };
         // Informational only (torch ignores it too).
         if let Ok(Value::Dict(d)) = c.pickle("sys_info") {
@@ -647,11 +661,20 @@ pub fn raw_pickles(file: &File, file_len: u64) -> Vec<(String, u64, Vec<u8>)> {
     };
     let mut out = Vec::new();
     let mut tables = TarTables::default();
+    // Best effort only: the scan walks what is collected here under its own limits.
+    let limits = Limits::default();
     if let Some(m) = members.get("storages") {
-        let _ = read_storages(file, *m, &mut tables, &mut HashMap::new(), &mut out);
+        let _ = read_storages(
+            file,
+            *m,
+            &mut tables,
+            &mut HashMap::new(),
+            &mut out,
+            &limits,
+        );
     }
     if let Some(m) = members.get("tensors") {
-        let _ = read_tensors(file, *m, &mut tables, &mut out);
+        let _ = read_tensors(file, *m, &mut tables, &mut out, &limits);
     }
     for name in ["pickle", "sys_info"] {
         if let Some(m) = members.get(name).filter(|m| m.len <= MAX_PICKLE_BYTES) {

@@ -573,7 +573,40 @@ fn looks_like_pickle(b: &[u8], limits: &Limits) -> bool {
 enum Sym {
     Global(usize),
     Str(Rc<str>),
+    /// BYTES: `Some(why)` when they are not a well-formed legacy torch stream.
+    Blob(Option<Rc<str>>),
+    /// A one-item tuple of BYTES (the argument tuple of `_load_from_bytes`).
+    Args1(Option<Rc<str>>),
     Other,
+}
+
+/// Why `b` is not a well-formed legacy torch stream (five pickles, the magic number first), or
+/// `None` when it is one.
+fn legacy_problem(b: &[u8], limits: &Limits) -> Option<String> {
+    if !starts_legacy(b) {
+        let head: String = b.iter().take(8).map(|c| format!("{c:02x}")).collect();
+        return Some(format!(
+            "expected a legacy torch stream (a pickle of torch's magic number first), found {} bytes starting with 0x{head}",
+            b.len()
+        ));
+    }
+    let mut pos = 0usize;
+    for k in 1..=5 {
+        match crate::pickle::ops::pickle_end(b, pos, limits.max_string) {
+            Ok(Some(e)) => pos = e,
+            Ok(None) => {
+                return Some(format!(
+                    "expected a legacy torch stream of five pickles, but pickle #{k} at byte {pos} is truncated"
+                ));
+            }
+            Err(e) => {
+                return Some(format!(
+                    "expected a legacy torch stream of five pickles, but pickle #{k} does not decode ({e})"
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Walks every pickle in `data`, from offset 0. `expected` is how many pickles the format holds
@@ -871,9 +904,24 @@ fn walk_one(
                 stack.push(Sym::Other);
             }
             Op::Reduce => {
-                pop!();
+                let args = pop!();
                 let c = pop!();
                 called(&c, "REDUCE", r);
+                if let (Sym::Global(i), Sym::Args1(Some(why))) = (&c, &args) {
+                    let g = &r.globals[*i];
+                    if g.module == "torch.storage" && g.name == "_load_from_bytes" {
+                        finding(
+                            r,
+                            sus,
+                            "embedded-not-checkpoint",
+                            Some(member),
+                            Some(at as u64),
+                            format!(
+                                "torch.storage._load_from_bytes called by REDUCE at byte {at}: {why}"
+                            ),
+                        );
+                    }
+                }
                 stack.push(Sym::Other);
             }
             Op::String(b) | Op::Unicode(b) => {
@@ -885,7 +933,7 @@ fn walk_one(
             }
             Op::Bytes(b) | Op::ByteArray(b) => {
                 nested(b, at, member, limits, r, depth);
-                stack.push(Sym::Other);
+                stack.push(Sym::Blob(legacy_problem(b, limits).map(Rc::from)));
             }
             Op::Append => {
                 pop!();
@@ -986,16 +1034,27 @@ fn walk_one(
                 called(&c, "NEWOBJ_EX", r);
                 stack.push(Sym::Other);
             }
-            Op::Dict | Op::List | Op::Tuple | Op::FrozenSet => {
+            Op::Tuple => {
+                let mut items = pop_mark!();
+                stack.push(match (items.len(), items.pop()) {
+                    (1, Some(Sym::Blob(why))) => Sym::Args1(why),
+                    _ => Sym::Other,
+                });
+            }
+            Op::Dict | Op::List | Op::FrozenSet => {
                 pop_mark!();
                 stack.push(Sym::Other);
             }
             Op::EmptyDict | Op::EmptyList | Op::EmptyTuple | Op::EmptySet => stack.push(Sym::Other),
             Op::TupleN(k) => {
+                let mut last = Sym::Other;
                 for _ in 0..k {
-                    pop!();
+                    last = pop!();
                 }
-                stack.push(Sym::Other);
+                stack.push(match (k, last) {
+                    (1, Sym::Blob(why)) => Sym::Args1(why),
+                    _ => Sym::Other,
+                });
             }
             Op::Get(i) => match memo.get(&i) {
                 Some(v) => stack.push(v.clone()),

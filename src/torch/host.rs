@@ -88,6 +88,8 @@ pub struct TorchHost {
     pub tar: Option<crate::container::tar::TarTables>,
     /// Tar tensors and storages already resolved, by key (one object per key, as in torch).
     tar_resolved: std::collections::HashMap<String, Value>,
+    /// The caller's VM limits, applied to every embedded pickle too.
+    limits: crate::pickle::Limits,
 }
 
 fn int_arg(v: Option<&Value>, what: &str) -> Result<u64, String> {
@@ -176,6 +178,14 @@ fn storage_class(g: &Global) -> Option<Option<DType>> {
 }
 
 impl TorchHost {
+    /// A host whose embedded pickles run under `limits` (the caller's, e.g. `--max-pickle-ops`).
+    pub fn with_limits(limits: crate::pickle::Limits) -> Self {
+        TorchHost {
+            limits,
+            ..TorchHost::default()
+        }
+    }
+
     fn storage_pid(&mut self, items: &[Value]) -> Result<Value, String> {
         let cls = match items.get(1) {
             Some(Value::Global(g)) => g.clone(),
@@ -377,19 +387,14 @@ impl TorchHost {
         if self.depth >= 2 {
             return Err("embedded legacy streams nested more than twice".into());
         }
-        let archive = crate::container::Archive::from_legacy_bytes(b)
-            .map_err(|e| format!("embedded storage: {e}"))?;
+        let archive = crate::container::Archive::from_legacy_bytes(b, &self.limits)
+            .map_err(|e| format!("torch.storage._load_from_bytes: embedded storage: {e}"))?;
         let mut inner = TorchHost {
             depth: self.depth + 1,
-            ..TorchHost::default()
+            ..TorchHost::with_limits(self.limits)
         };
-        let loaded = crate::pickle::load(
-            &archive.pickle,
-            0,
-            &mut inner,
-            &crate::pickle::Limits::default(),
-        )
-        .map_err(|e| format!("embedded storage pickle {e}"))?;
+        let loaded = crate::pickle::load(&archive.pickle, 0, &mut inner, &self.limits)
+            .map_err(|e| format!("in the embedded legacy stream's object pickle {e}"))?;
         let s = storage_arg(Some(&loaded.value)).map_err(|e| format!("embedded stream: {e}"))?;
         let mut declared = std::collections::HashMap::new();
         for st in &inner.storages {
