@@ -81,7 +81,7 @@ pub mod writer;
 
 pub use checkpoint::{
     Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection,
-    TensorInfo, convert, default_output, write_merged,
+    TensorInfo, check_output, convert, default_output, write_merged,
 };
 pub use checkpoint::{READ_CHUNK, TensorReader};
 pub use error::{Error, ErrorKind, Result};

@@ -688,11 +688,30 @@ pub struct ConvertReport {
     pub bytes: u64,
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+/// Refuses an output that is the source itself, however its path is spelled (`./a.pt`,
+/// `dir/../a.pt`, a hard link, a symlink to it): device and inode are compared, following
+/// links. Then an existing output (a dangling link included) needs `overwrite`. A link at the
+/// output is never written through: the writer renames its temp file over the link itself.
+pub fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(output))
+        && (i.dev(), i.ino()) == (o.dev(), o.ino())
+    {
+        return Err(Error::new(
+            output,
+            ErrorKind::Selection(format!(
+                "the output is the source {} itself; refusing to write over the source",
+                input.display()
+            )),
+        ));
     }
+    if !overwrite && std::fs::symlink_metadata(output).is_ok() {
+        return Err(Error::new(
+            output,
+            ErrorKind::OutputExists(output.to_path_buf()),
+        ));
+    }
+    Ok(())
 }
 
 /// Converts the checkpoint `input` into the safetensors file `output`.
@@ -702,20 +721,7 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ConvertReport> {
-    if same_file(input, output) {
-        return Err(Error::new(
-            output,
-            ErrorKind::Selection(
-                "the output is the input file itself; refusing to touch the source".into(),
-            ),
-        ));
-    }
-    if !opts.overwrite && std::fs::symlink_metadata(output).is_ok() {
-        return Err(Error::new(
-            output,
-            ErrorKind::OutputExists(output.to_path_buf()),
-        ));
-    }
+    check_output(input, output, opts.overwrite)?;
     let ckpt = Checkpoint::open(input)?;
     let sel = ckpt.select_with(
         opts.key.as_deref(),

@@ -83,15 +83,8 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
         threads: args.jobs,
         include_numpy: args.include_numpy,
     };
-    if !opts.overwrite
-        && args.max_shard_size.is_none()
-        && std::fs::symlink_metadata(&output).is_ok()
-    {
-        return Err(safetensorize::Error::new(
-            &output,
-            safetensorize::ErrorKind::OutputExists(output.clone()),
-        )
-        .into());
+    if args.max_shard_size.is_none() {
+        safetensorize::check_output(&args.input, &output, opts.overwrite)?;
     }
     // Every check happens before the output is opened: limits, then the policy, then the tensors.
     let limits = args.policy.limits.limits();

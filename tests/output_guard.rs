@@ -1,0 +1,101 @@
+//! `convert -o` never writes over its source, whatever path spells it, and never writes
+//! through a link at the output path.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_safetensorize");
+const FIXTURE: &str = "tests/fixtures/ckpt/views_zip.pt";
+
+fn convert(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(BIN)
+        .current_dir(cwd)
+        .arg("convert")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn setup() -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    let bytes = std::fs::read(src).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("a.pt"), &bytes).unwrap();
+    (dir, bytes)
+}
+
+#[test]
+fn an_output_that_is_the_source_is_refused_with_or_without_overwrite_in_every_spelling() {
+    let (dir, bytes) = setup();
+    std::fs::hard_link(dir.path().join("a.pt"), dir.path().join("hard.pt")).unwrap();
+    std::os::unix::fs::symlink("a.pt", dir.path().join("link.pt")).unwrap();
+    for out in ["a.pt", "./a.pt", "sub/../a.pt", "hard.pt", "link.pt"] {
+        for extra in [&[][..], &["--overwrite"][..]] {
+            let mut args = vec!["a.pt", "-o", out];
+            args.extend(extra);
+            let (code, err) = convert(dir.path(), &args);
+            assert_eq!(code, Some(1), "-o {out} {extra:?}: {err}");
+            assert!(err.contains("is the source"), "-o {out} {extra:?}: {err}");
+            assert_eq!(
+                std::fs::read(dir.path().join("a.pt")).unwrap(),
+                bytes,
+                "-o {out} {extra:?} changed the source"
+            );
+        }
+    }
+    // The link still points at the source, and no temp file is left behind.
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("link.pt"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.pt", "hard.pt", "link.pt", "sub"]);
+}
+
+#[test]
+fn a_link_at_the_output_is_replaced_never_written_through() {
+    let (dir, _) = setup();
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, b"not yours").unwrap();
+    std::os::unix::fs::symlink("other.txt", dir.path().join("out.safetensors")).unwrap();
+    let (code, err) = convert(dir.path(), &["a.pt", "-o", "out.safetensors"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let (code, err) = convert(
+        dir.path(),
+        &["a.pt", "-o", "out.safetensors", "--overwrite"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let meta = std::fs::symlink_metadata(dir.path().join("out.safetensors")).unwrap();
+    assert!(meta.file_type().is_file(), "the link was not replaced");
+    assert_eq!(std::fs::read(&other).unwrap(), b"not yours");
+    let out = std::fs::read(dir.path().join("out.safetensors")).unwrap();
+    let n = u64::from_le_bytes(out[..8].try_into().unwrap()) as usize;
+    assert_eq!(out[8], b'{');
+    assert!(8 + n <= out.len());
+}
+
+#[test]
+fn the_library_convert_refuses_the_source_as_its_output() {
+    let (dir, bytes) = setup();
+    let a = dir.path().join("a.pt");
+    let spelled = dir.path().join("sub").join("..").join("a.pt");
+    let opts = safetensorize::ConvertOptions {
+        overwrite: true,
+        ..Default::default()
+    };
+    let err = safetensorize::convert(&a, &spelled, &opts, &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("is the source"), "{err}");
+    assert_eq!(std::fs::read(&a).unwrap(), bytes);
+}
