@@ -570,13 +570,13 @@ fn looks_like_pickle(b: &[u8], limits: &Limits) -> bool {
 
 /// What the walk tracks of each stack value: enough to name globals and see them called.
 #[derive(Clone)]
-enum Sym {
+enum Sym<'a> {
     Global(usize),
     Str(Rc<str>),
-    /// BYTES: `Some(why)` when they are not a well-formed legacy torch stream.
-    Blob(Option<Rc<str>>),
+    /// BYTES, borrowed from the pickle: only judged if `_load_from_bytes` receives them.
+    Blob(&'a [u8]),
     /// A one-item tuple of BYTES (the argument tuple of `_load_from_bytes`).
-    Args1(Option<Rc<str>>),
+    Args1(&'a [u8]),
     Other,
 }
 
@@ -907,9 +907,12 @@ fn walk_one(
                 let args = pop!();
                 let c = pop!();
                 called(&c, "REDUCE", r);
-                if let (Sym::Global(i), Sym::Args1(Some(why))) = (&c, &args) {
+                if let (Sym::Global(i), Sym::Args1(bytes)) = (&c, &args) {
                     let g = &r.globals[*i];
-                    if g.module == "torch.storage" && g.name == "_load_from_bytes" {
+                    if g.module == "torch.storage"
+                        && g.name == "_load_from_bytes"
+                        && let Some(why) = legacy_problem(bytes, limits)
+                    {
                         finding(
                             r,
                             sus,
@@ -933,7 +936,7 @@ fn walk_one(
             }
             Op::Bytes(b) | Op::ByteArray(b) => {
                 nested(b, at, member, limits, r, depth);
-                stack.push(Sym::Blob(legacy_problem(b, limits).map(Rc::from)));
+                stack.push(Sym::Blob(b));
             }
             Op::Append => {
                 pop!();
@@ -1037,7 +1040,7 @@ fn walk_one(
             Op::Tuple => {
                 let mut items = pop_mark!();
                 stack.push(match (items.len(), items.pop()) {
-                    (1, Some(Sym::Blob(why))) => Sym::Args1(why),
+                    (1, Some(Sym::Blob(b))) => Sym::Args1(b),
                     _ => Sym::Other,
                 });
             }
@@ -1052,7 +1055,7 @@ fn walk_one(
                     last = pop!();
                 }
                 stack.push(match (k, last) {
-                    (1, Sym::Blob(why)) => Sym::Args1(why),
+                    (1, Sym::Blob(b)) => Sym::Args1(b),
                     _ => Sym::Other,
                 });
             }
