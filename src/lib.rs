@@ -73,6 +73,7 @@ pub mod inspect;
 pub mod layout;
 pub mod migrate;
 pub mod pickle;
+pub mod pipeline;
 pub mod scan;
 pub mod torch;
 pub mod tree;
@@ -81,7 +82,8 @@ pub mod writer;
 
 pub use checkpoint::{
     Checkpoint, ConvertOptions, ConvertReport, MAX_TENSOR_BYTES, OpenOptions, Selection,
-    TensorInfo, check_output, convert, default_output, write_merged,
+    TensorInfo, default_output, write_merged,
 };
 pub use checkpoint::{READ_CHUNK, TensorReader};
 pub use error::{Error, ErrorKind, Result};
+pub use pipeline::{Pipeline, check_output, convert};

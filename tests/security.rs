@@ -389,7 +389,7 @@ fn mutated_fixtures_never_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rng = Rng(seed);
     let mut panics = Vec::new();
-    let limits = safetensorize::scan::ResourceLimits {
+    let limits = safetensorize::pipeline::ResourceLimits {
         vm: safetensorize::pickle::Limits {
             max_ops: 5_000_000,
             max_stack: 1_000_000,
@@ -410,16 +410,16 @@ fn mutated_fixtures_never_panic() {
         let output = dir.path().join(format!("m{i}.safetensors"));
         let result = std::panic::catch_unwind(|| {
             let _ = safetensorize::scan::scan_file(&input, &opts);
-            if let Ok((ckpt, _)) = safetensorize::scan::open_checked(&input, &limits, false, true)
-                && let Ok(sel) = ckpt.select(None, false)
-            {
-                let _ = ckpt.write(
-                    &sel,
-                    &output,
-                    &safetensorize::ConvertOptions::default(),
-                    &|_| {},
-                );
-            }
+            let pipeline = safetensorize::Pipeline {
+                limits,
+                policy: safetensorize::pipeline::Policy {
+                    strict: false,
+                    allow_dangerous: true,
+                },
+                ..Default::default()
+            };
+            let target = safetensorize::pipeline::Target::File(output.clone());
+            let _ = pipeline.run(&input, &target, &|_| {});
         });
         if result.is_err() {
             let keep = root().join("target").join(format!("mutation-panic-{i}.pt"));

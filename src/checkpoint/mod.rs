@@ -688,52 +688,6 @@ pub struct ConvertReport {
     pub bytes: u64,
 }
 
-/// Refuses an output that is the source itself, however its path is spelled (`./a.pt`,
-/// `dir/../a.pt`, a hard link, a symlink to it): device and inode are compared, following
-/// links. Then an existing output (a dangling link included) needs `overwrite`. A link at the
-/// output is never written through: the writer renames its temp file over the link itself.
-pub fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(output))
-        && (i.dev(), i.ino()) == (o.dev(), o.ino())
-    {
-        return Err(Error::new(
-            output,
-            ErrorKind::Selection(format!(
-                "the output is the source {} itself; refusing to write over the source",
-                input.display()
-            )),
-        ));
-    }
-    if !overwrite && std::fs::symlink_metadata(output).is_ok() {
-        return Err(Error::new(
-            output,
-            ErrorKind::OutputExists(output.to_path_buf()),
-        ));
-    }
-    Ok(())
-}
-
-/// Converts the checkpoint `input` into the safetensors file `output`.
-pub fn convert(
-    input: &Path,
-    output: &Path,
-    opts: &ConvertOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<ConvertReport> {
-    check_output(input, output, opts.overwrite)?;
-    let ckpt = Checkpoint::open(input)?;
-    let sel = ckpt.select_with(
-        opts.key.as_deref(),
-        opts.keep_aliases,
-        &FlattenOptions {
-            include_numpy: opts.include_numpy,
-            ..Default::default()
-        },
-    )?;
-    ckpt.write(&sel, output, opts, progress)
-}
-
 /// The output name `convert` uses by default: beside the input, with Hugging Face's names
 /// (`pytorch_model.bin` → `model.safetensors`, `pytorch_model-00001-of-00002.bin` →
 /// `model-00001-of-00002.safetensors`), otherwise the extension replaced by `.safetensors`.

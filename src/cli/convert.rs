@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use safetensorize::pipeline::{Event, Pipeline, Policy, Target};
 use safetensorize::{ConvertOptions, default_output};
 
 use super::exit;
@@ -66,7 +67,19 @@ pub struct ConvertArgs {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    safetensorize::migrate::shard::parse_size(s)
+    safetensorize::pipeline::shard::parse_size(s)
+}
+
+/// A bar on stderr when it is a terminal (and not `--quiet`), hidden otherwise.
+fn bar(template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() || super::ui::get().quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        b.set_style(style);
+    }
+    b
 }
 
 /// Runs `convert`.
@@ -76,113 +89,76 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
         .output
         .clone()
         .unwrap_or_else(|| default_output(&args.input));
-    let opts = ConvertOptions {
-        key: args.key.clone(),
-        keep_aliases: args.keep_aliases,
-        overwrite: args.overwrite,
-        threads: args.jobs,
-        include_numpy: args.include_numpy,
+    let pipeline = Pipeline {
+        convert: ConvertOptions {
+            key: args.key.clone(),
+            keep_aliases: args.keep_aliases,
+            overwrite: args.overwrite,
+            threads: args.jobs,
+            include_numpy: args.include_numpy,
+        },
+        policy: Policy {
+            strict: args.policy.strict,
+            allow_dangerous: args.policy.allow_dangerous,
+        },
+        limits: args.policy.limits.limits(),
+        verify: args.verify,
     };
-    if args.max_shard_size.is_none() {
-        safetensorize::check_output(&args.input, &output, opts.overwrite)?;
-    }
-    // Every check happens before the output is opened: limits, then the policy, then the tensors.
-    let limits = args.policy.limits.limits();
-    let (ckpt, refusal) = safetensorize::scan::open_checked(
-        &args.input,
-        &limits,
-        args.policy.strict,
-        args.policy.allow_dangerous,
-    )?;
-    if let Some(e) = refusal {
-        eprintln!(
+    let target = Target::for_output(&output, args.max_shard_size);
+    let write_bar = bar("{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}");
+    let verify_bar = bar("verify {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}");
+    let done = pipeline.run(&args.input, &target, &|event| match event {
+        Event::Allowed(e) => eprintln!(
             "warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed"
-        );
-    }
-    let fopts = safetensorize::tree::FlattenOptions {
-        include_numpy: opts.include_numpy,
-        max_depth: args.policy.limits.max_depth,
-    };
-    let sel = ckpt.select_with(opts.key.as_deref(), opts.keep_aliases, &fopts)?;
-    safetensorize::scan::check_selection(&ckpt, &sel, &limits)?;
-    let total: u64 = sel.tensors.iter().map(|t| t.nbytes).sum();
-    let bar = if std::io::stderr().is_terminal() && !super::ui::get().quiet {
-        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
-        ) {
-            b.set_style(style);
+        ),
+        Event::Selected { bytes, .. } => write_bar.set_length(bytes),
+        Event::Written(n) => write_bar.inc(n),
+        Event::Verifying { bytes } => {
+            write_bar.finish_and_clear();
+            verify_bar.set_length(bytes);
         }
-        b
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Some(max) = args.max_shard_size {
-        let dir = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = output
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let base = name
-            .strip_suffix(".safetensors")
-            .unwrap_or(&name)
-            .to_string();
-        let r =
-            safetensorize::migrate::convert_sharded(&ckpt, &sel, &dir, &base, max, &opts, &|n| {
-                bar.inc(n)
-            })?;
-        bar.finish_and_clear();
+        Event::Verified(n) => verify_bar.inc(n),
+    });
+    write_bar.finish_and_clear();
+    verify_bar.finish_and_clear();
+    let done = done?;
+    let report = &done.report;
+    if args.max_shard_size.is_some() {
         if args.json {
             let doc = serde_json::json!({
-                "input": args.input, "files": r.files, "index": r.index,
-                "key": sel.key, "tensors": r.tensors, "aliases": sel.aliases.len(), "bytes": r.bytes,
-                "seconds": started.elapsed().as_secs_f64(),
+                "input": args.input, "files": done.files, "index": done.index,
+                "key": report.key, "tensors": report.tensors, "aliases": report.aliases.len(),
+                "bytes": report.bytes, "seconds": started.elapsed().as_secs_f64(),
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else if !super::ui::get().quiet {
             eprintln!(
                 "wrote {} file(s){}: {} tensors, {} bytes, in {:.2}s",
-                r.files.len(),
-                r.index
+                done.files.len(),
+                done.index
                     .as_ref()
                     .map(|i| format!(" and {}", i.display()))
                     .unwrap_or_default(),
-                r.tensors,
-                r.bytes,
+                report.tensors,
+                report.bytes,
                 started.elapsed().as_secs_f64()
             );
         }
         return Ok(exit::OK);
     }
-    let report = ckpt.write(&sel, &output, &opts, &|n| bar.inc(n))?;
-    bar.finish_and_clear();
-    let checked = if args.verify {
-        let vopts = safetensorize::verify::VerifyOptions {
-            key: Some(report.key.clone()),
-            include_numpy: opts.include_numpy,
-            threads: opts.threads,
-            open: args.policy.limits.open_options(),
-            ..Default::default()
-        };
-        Some(super::verify::run_verify(&args.input, &output, &vopts)?)
-    } else {
-        None
-    };
+    let checked = done.verify.as_ref();
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&summary_json(
-                &report,
+                report,
                 started.elapsed().as_secs_f64(),
-                checked.as_ref()
+                checked
             ))?
         );
-        return Ok(checked.as_ref().map_or(exit::OK, super::verify::code));
+        return Ok(checked.map_or(exit::OK, super::verify::code));
     }
-    if let Some(r) = &checked {
+    if let Some(r) = checked {
         super::verify::print_report(r);
         if !r.ok {
             eprintln!("the output was kept for inspection: {}", output.display());

@@ -91,7 +91,7 @@ pub struct MigrateArgs {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    migrate::shard::parse_size(s)
+    safetensorize::pipeline::shard::parse_size(s)
 }
 
 /// Prints a line per file and drives the bar.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use safetensorize::OpenOptions;
 use safetensorize::pickle::Limits;
-use safetensorize::scan::{ResourceLimits, Verdict, scan_paths};
+use safetensorize::pipeline::ResourceLimits;
+use safetensorize::scan::{Verdict, scan_paths};
 
 use super::exit;
 
@@ -76,6 +77,7 @@ impl LimitArgs {
             max_inflated_bytes: self.max_inflated_bytes,
             max_tensors: self.max_tensors,
             max_tensor_elements: self.max_tensor_elements,
+            max_depth: self.max_depth,
         }
     }
 

@@ -24,7 +24,6 @@ pub mod discover;
 pub mod naming;
 pub mod outputs;
 pub mod report;
-pub mod shard;
 mod unit;
 
 use std::path::PathBuf;
@@ -33,11 +32,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-pub use control::{Control, remove_partials};
+pub use crate::writer::atomic::remove_partials;
+pub use control::Control;
 pub use discover::{Filter, Item, Unit};
 pub use report::{FileRecord, Kind, Report, SkipReason, Status, Summary};
 
-use crate::scan::ResourceLimits;
+use crate::pipeline::ResourceLimits;
 
 /// Settings of a migration.
 #[derive(Debug, Clone)]
@@ -224,86 +224,4 @@ pub fn run(
         summary: Summary::of(&files, seconds),
         files,
     })
-}
-
-/// What [`convert_sharded`] wrote.
-#[derive(Debug, Clone)]
-pub struct ShardedReport {
-    /// The shard files, in order (one file named as `convert` would name it when everything
-    /// fits under the limit).
-    pub files: Vec<PathBuf>,
-    /// The index, when there is more than one shard.
-    pub index: Option<PathBuf>,
-    /// Tensors written.
-    pub tensors: usize,
-    /// Bytes of all shard files.
-    pub bytes: u64,
-}
-
-/// Converts one selection into shards of at most `max_shard_size` tensor bytes, in Hugging
-/// Face's greedy order, named `{base}-0000i-of-0000N.safetensors` in `dir`, plus
-/// `{base}.safetensors.index.json` written last. A single shard is written as
-/// `{base}.safetensors` with no index. Each file is atomic; a failure leaves the files already
-/// finished in place and no index.
-pub fn convert_sharded(
-    ckpt: &crate::Checkpoint,
-    sel: &crate::Selection,
-    dir: &std::path::Path,
-    base: &str,
-    max_shard_size: u64,
-    opts: &crate::ConvertOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> crate::Result<ShardedReport> {
-    let groups = unit::split(sel, Some(max_shard_size));
-    let n = groups.len();
-    let names: Vec<String> = if n <= 1 {
-        vec![format!("{base}.safetensors")]
-    } else {
-        (1..=n).map(|i| naming::shard_name(base, i, n)).collect()
-    };
-    let index = (n > 1).then(|| dir.join(naming::index_name(base)));
-    let targets: Vec<PathBuf> = names
-        .iter()
-        .map(|f| dir.join(f))
-        .chain(index.clone())
-        .collect();
-    if !opts.overwrite
-        && let Some(t) = targets
-            .iter()
-            .find(|t| std::fs::symlink_metadata(t).is_ok())
-    {
-        return Err(crate::Error::new(
-            t,
-            crate::ErrorKind::OutputExists(t.clone()),
-        ));
-    }
-    let mut report = ShardedReport {
-        files: Vec::new(),
-        index: None,
-        tensors: 0,
-        bytes: 0,
-    };
-    let mut listing = Vec::new();
-    for (name, group) in names.iter().zip(&groups) {
-        let out = dir.join(name);
-        let r = ckpt.write(group, &out, opts, progress)?;
-        report.tensors += r.tensors;
-        report.bytes += r.bytes;
-        listing.push((
-            name.clone(),
-            group
-                .tensors
-                .iter()
-                .map(|t| (t.name.clone(), t.nbytes))
-                .collect(),
-        ));
-        report.files.push(out);
-    }
-    if let Some(index) = index {
-        let (text, _, _) = outputs::index_json(&listing);
-        control::write_atomic(&index, text.as_bytes(), opts.overwrite)
-            .map_err(|m| crate::Error::new(&index, crate::ErrorKind::Selection(m)))?;
-        report.index = Some(index);
-    }
-    Ok(report)
 }

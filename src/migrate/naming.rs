@@ -67,15 +67,7 @@ pub fn shard_base(file_name: &str) -> String {
     out.strip_suffix(".safetensors").unwrap_or(&out).to_string()
 }
 
-/// `{base}-{i:05}-of-{n:05}.safetensors`, `i` counted from 1 (Hugging Face's pattern).
-pub fn shard_name(base: &str, i: usize, n: usize) -> String {
-    format!("{base}-{i:05}-of-{n:05}.safetensors")
-}
-
-/// `{base}.safetensors.index.json`.
-pub fn index_name(base: &str) -> String {
-    format!("{base}.safetensors.index.json")
-}
+pub use crate::pipeline::shard::{index_name, shard_name};
 
 /// For a pickle index (`pytorch_model.bin.index.json`, `diffusion_pytorch_model.bin.index.json`,
 /// `X.pt.index.json`): the shard base of its safetensors counterpart (`model`, …).

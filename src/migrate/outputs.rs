@@ -178,24 +178,8 @@ pub fn reread_merged(parts: &[(&Checkpoint, &Selection)], output: &Path) -> Resu
     Ok(())
 }
 
-/// The text of a `model.safetensors.index.json` (Hugging Face's schema, keys sorted, 2-space
-/// indent as transformers writes it): `weight_map` lists each tensor and its file name;
-/// `metadata.total_size` is the sum of the tensors' bytes.
-pub fn index_json(files: &[(String, Vec<(String, u64)>)]) -> (String, usize, u64) {
-    let mut weight_map = BTreeMap::new();
-    let mut total = 0u64;
-    for (file, tensors) in files {
-        for (name, bytes) in tensors {
-            weight_map.insert(name.clone(), file.clone());
-            total += bytes;
-        }
-    }
-    let doc = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-    let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-    (text, weight_map.len(), total)
-}
-
-/// The tensors of a written safetensors file, with their bytes, for [`index_json`].
+/// The tensors of a written safetensors file, with their bytes, for
+/// [`crate::pipeline::shard::index_json`].
 pub fn written_tensors(path: &Path) -> Result<Vec<(String, u64)>, String> {
     let (header, _) = read_header(path)?;
     Ok(header

@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::discover::{Item, Unit};
-use super::naming::{index_name, output_name, shard_base, shard_name};
-use super::outputs::{
-    Freshness, freshness_merged, index_json, reread, reread_merged, written_tensors,
-};
+use super::naming::{output_name, shard_base};
+use super::outputs::{Freshness, freshness_merged, reread, reread_merged, written_tensors};
 use super::report::{FileRecord, Kind, SkipReason, Status};
-use super::shard::plan_shards;
-use super::{Control, MigrateOptions, Observer, control};
-use crate::checkpoint::{Checkpoint, ConvertOptions, Selection, write_merged};
-use crate::error::ErrorKind;
-use crate::scan;
+use super::{Control, MigrateOptions, Observer};
+use crate::checkpoint::{Checkpoint, ConvertOptions, Selection};
+use crate::error::{Error, ErrorKind};
+use crate::pipeline::shard::{index_json, plan_shards, split};
+use crate::pipeline::shard::{index_name, shard_name};
+use crate::pipeline::{self, Pipeline, Policy};
+use crate::writer::atomic;
 
 pub(super) struct Context<'a> {
     pub opts: &'a MigrateOptions,
@@ -24,6 +24,27 @@ pub(super) struct Context<'a> {
     pub control: &'a Control,
     /// Copy threads for one file.
     pub threads: usize,
+}
+
+impl Context<'_> {
+    /// The conversion settings every source of this run is opened and written with.
+    fn pipeline(&self) -> Pipeline {
+        let o = self.opts;
+        Pipeline {
+            convert: ConvertOptions {
+                overwrite: o.overwrite,
+                threads: self.threads,
+                keep_aliases: o.keep_aliases,
+                ..ConvertOptions::default()
+            },
+            policy: Policy {
+                strict: o.strict,
+                allow_dangerous: o.allow_dangerous,
+            },
+            limits: o.limits,
+            verify: false,
+        }
+    }
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -114,60 +135,19 @@ enum Opened {
     Fail(String),
 }
 
-/// Opens a source under the same policy and limits as `convert`, and selects its tensors.
+/// Opens a source through the conversion pipeline (the same preflight, policy, selection and
+/// limits as `convert`).
 fn open(source: &Path, ctx: &Context) -> Opened {
-    let o = ctx.opts;
-    let ckpt = match scan::open_checked(source, &o.limits, o.strict, o.allow_dangerous) {
-        Ok((c, _)) => c,
+    match ctx.pipeline().open(source, &|_| {}) {
+        Ok(o) => Opened::Ready(Box::new(o.checkpoint), o.selection),
         Err(e) if matches!(e.kind, ErrorKind::NotACheckpoint(_)) => {
-            return Opened::Skip(SkipReason::NotACheckpoint, format!("{e:#}"));
+            Opened::Skip(SkipReason::NotACheckpoint, format!("{e:#}"))
         }
-        Err(e) => return Opened::Fail(format!("{e:#}")),
-    };
-    let sel = match ckpt.select(None, o.keep_aliases) {
-        Ok(s) => s,
         Err(e) if matches!(e.kind, ErrorKind::Selection(_)) => {
-            return Opened::Skip(SkipReason::NoTensors, format!("{e:#}"));
+            Opened::Skip(SkipReason::NoTensors, format!("{e:#}"))
         }
-        Err(e) => return Opened::Fail(format!("{e:#}")),
-    };
-    if let Err(e) = scan::check_selection(&ckpt, &sel, &o.limits) {
-        return Opened::Fail(format!("{e:#}"));
+        Err(e) => Opened::Fail(format!("{e:#}")),
     }
-    Opened::Ready(Box::new(ckpt), sel)
-}
-
-/// A selection's tensors split by `--max-shard-size` (one group without it); each alias goes
-/// with the tensor it names, non-tensor notes with the first group.
-pub(super) fn split(sel: &Selection, max: Option<u64>) -> Vec<Selection> {
-    let groups = match max {
-        Some(m) => plan_shards(&sel.tensors.iter().map(|t| t.nbytes).collect::<Vec<_>>(), m),
-        None => vec![(0..sel.tensors.len()).collect()],
-    };
-    groups
-        .iter()
-        .enumerate()
-        .map(|(g, idx)| {
-            let tensors: Vec<_> = idx.iter().map(|&i| sel.tensors[i].clone()).collect();
-            let aliases = sel
-                .aliases
-                .iter()
-                .filter(|(_, kept)| tensors.iter().any(|t| &t.name == kept))
-                .cloned()
-                .collect();
-            let skipped = if g == 0 {
-                sel.skipped.clone()
-            } else {
-                Vec::new()
-            };
-            Selection {
-                key: sel.key.clone(),
-                tensors,
-                aliases,
-                skipped,
-            }
-        })
-        .collect()
 }
 
 /// Writes one output from `parts` (one or several checkpoints' selections) unless it is up to
@@ -194,21 +174,15 @@ fn write_one(
     if o.dry_run {
         return Ok((true, all.tensors.iter().map(|t| t.nbytes).sum()));
     }
-    let dir = control::dir_of(out);
+    let dir = atomic::dir_of(out);
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
     let _in_flight = ctx
         .control
         .begin(out)
         .ok_or_else(|| format!("{}: interrupted before it was written", out.display()))?;
-    let copts = ConvertOptions {
-        overwrite: o.overwrite,
-        threads: ctx.threads,
-        keep_aliases: o.keep_aliases,
-        ..ConvertOptions::default()
-    };
-    let bytes =
-        write_merged(parts, out, &copts, &|n| credit.add(n)).map_err(|e| format!("{e:#}"))?;
+    let bytes = pipeline::write_parts(parts, out, &ctx.pipeline().convert, &|n| credit.add(n))
+        .map_err(|e| format!("{e:#}"))?;
     Ok((true, bytes))
 }
 
@@ -298,7 +272,8 @@ fn write_index(
         .control
         .begin(index)
         .ok_or_else(|| format!("{}: interrupted before it was written", index.display()))?;
-    control::write_atomic(index, text.as_bytes(), o.overwrite)?;
+    atomic::write_atomic(index, text.as_bytes(), o.overwrite)
+        .map_err(|k| Error::new(index, k).to_string())?;
     Ok((Status::Converted, n, total))
 }
 
@@ -782,7 +757,7 @@ fn copy(source: &Path, dest: &Path, ctx: &Context) -> FileRecord {
         if o.dry_run {
             return Ok((Status::Planned, src.len()));
         }
-        let dir = control::dir_of(dest);
+        let dir = atomic::dir_of(dest);
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
         let _in_flight = ctx
@@ -791,7 +766,8 @@ fn copy(source: &Path, dest: &Path, ctx: &Context) -> FileRecord {
             .ok_or_else(|| format!("{}: interrupted before it was written", dest.display()))?;
         Ok((
             Status::Copied,
-            control::copy_atomic(source, dest, o.overwrite)?,
+            atomic::copy_atomic(source, dest, o.overwrite)
+                .map_err(|k| Error::new(dest, k).to_string())?,
         ))
     })();
     credit.settle();

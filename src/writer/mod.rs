@@ -1,12 +1,13 @@
 //! The safetensors format: plan the header, copy every tensor's bytes to its offset in parallel,
 //! and make the file appear only when it is complete (temp file, fsync, rename).
 
+pub mod atomic;
 mod copy;
 mod header;
 mod read;
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -179,23 +180,8 @@ pub fn write_file(
     opts: WriteOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), ErrorKind> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let fname = target
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{fname}."))
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(io(format!(
-            "cannot create a temporary file in {}",
-            dir.display()
-        )))?;
-    let out = tmp.as_file();
+    let tmp = atomic::Partial::beside(target)?;
+    let out = tmp.file();
     out.set_len(plan.total_len)
         .map_err(io("cannot size the output file"))?;
     out.write_all_at(&plan.bytes, 0)
@@ -230,25 +216,5 @@ pub fn write_file(
     });
     a?;
     b?;
-    out.sync_all()
-        .map_err(io("cannot flush the output to disk"))?;
-    let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
-    let persisted = if opts.overwrite {
-        tmp.persist(target)
-    } else {
-        tmp.persist_noclobber(target)
-    };
-    if let Err(e) = persisted {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            return Err(ErrorKind::OutputExists(target.to_path_buf()));
-        }
-        return Err(ErrorKind::Io {
-            context: format!("cannot move the finished file to {}", target.display()),
-            source: e.error,
-        });
-    }
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    tmp.persist(target, opts.overwrite)
 }

@@ -1,5 +1,10 @@
-//! Resharding: Hugging Face's greedy split of tensors into files no larger than a limit, and the
-//! size syntax (`5GB`, `500MB`, `2GiB`, `1000000`).
+//! Sharded outputs: Hugging Face's greedy split of tensors into files no larger than a limit,
+//! the shard and index names, the index's text, and the size syntax (`5GB`, `500MB`, `2GiB`,
+//! `1000000`).
+
+use std::collections::BTreeMap;
+
+use crate::checkpoint::Selection;
 
 /// Parses a size: a number of bytes, optionally followed by `B`, `KB`, `MB`, `GB`, `TB` (powers
 /// of 1000, as Hugging Face reads them) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
@@ -72,6 +77,66 @@ pub fn plan_shards(sizes: &[u64], max: u64) -> Vec<Vec<usize>> {
         shards.push(current);
     }
     shards
+}
+
+/// A selection's tensors split by `--max-shard-size` (one group without it); each alias goes
+/// with the tensor it names, non-tensor notes with the first group.
+pub fn split(sel: &Selection, max: Option<u64>) -> Vec<Selection> {
+    let groups = match max {
+        Some(m) => plan_shards(&sel.tensors.iter().map(|t| t.nbytes).collect::<Vec<_>>(), m),
+        None => vec![(0..sel.tensors.len()).collect()],
+    };
+    groups
+        .iter()
+        .enumerate()
+        .map(|(g, idx)| {
+            let tensors: Vec<_> = idx.iter().map(|&i| sel.tensors[i].clone()).collect();
+            let aliases = sel
+                .aliases
+                .iter()
+                .filter(|(_, kept)| tensors.iter().any(|t| &t.name == kept))
+                .cloned()
+                .collect();
+            let skipped = if g == 0 {
+                sel.skipped.clone()
+            } else {
+                Vec::new()
+            };
+            Selection {
+                key: sel.key.clone(),
+                tensors,
+                aliases,
+                skipped,
+            }
+        })
+        .collect()
+}
+
+/// `{base}-{i:05}-of-{n:05}.safetensors`, `i` counted from 1 (Hugging Face's pattern).
+pub fn shard_name(base: &str, i: usize, n: usize) -> String {
+    format!("{base}-{i:05}-of-{n:05}.safetensors")
+}
+
+/// `{base}.safetensors.index.json`.
+pub fn index_name(base: &str) -> String {
+    format!("{base}.safetensors.index.json")
+}
+
+/// The text of a `model.safetensors.index.json` (Hugging Face's schema, keys sorted, 2-space
+/// indent as transformers writes it): `weight_map` lists each tensor and its file name;
+/// `metadata.total_size` is the sum of the tensors' bytes.
+pub fn index_json(files: &[(String, Vec<(String, u64)>)]) -> (String, usize, u64) {
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0u64;
+    for (file, tensors) in files {
+        for (name, bytes) in tensors {
+            weight_map.insert(name.clone(), file.clone());
+            total += bytes;
+        }
+    }
+    let doc = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    (text, weight_map.len(), total)
 }
 
 #[cfg(test)]

@@ -1,0 +1,150 @@
+//! The checks a conversion makes before any output is opened: the resource limits (each named
+//! with the flag that raises it), measured on the container before unpickling, on the opened
+//! pickle, and on the selected tensors.
+
+use std::path::Path;
+
+use crate::checkpoint::{Checkpoint, Selection};
+use crate::container::{Sniffed, ZipLimits, audit_zip_with, sniff};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pickle::Limits;
+
+/// Every bound `convert` and `scan` apply, each raised by the CLI flag its error names.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceLimits {
+    /// The pickle VM's bounds (opcodes, stack, memo, string length).
+    pub vm: Limits,
+    /// Size of the main pickle (`--max-pickle-bytes`).
+    pub max_pickle_bytes: u64,
+    /// Zip entries (`--max-zip-entries`).
+    pub max_zip_entries: u64,
+    /// Total bytes of compressed zip members once inflated (`--max-inflated-bytes`).
+    pub max_inflated_bytes: u64,
+    /// Tensors in the selection (`--max-tensors`).
+    pub max_tensors: u64,
+    /// Elements of any one tensor (`--max-tensor-elements`).
+    pub max_tensor_elements: u64,
+    /// Deepest nesting of containers walked in the object tree (`--max-depth`).
+    pub max_depth: usize,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            vm: Limits::default(),
+            max_pickle_bytes: 256 << 20,
+            max_zip_entries: 1_000_000,
+            max_inflated_bytes: 1 << 40,
+            max_tensors: 10_000_000,
+            max_tensor_elements: 1 << 40,
+            max_depth: crate::tree::MAX_DEPTH,
+        }
+    }
+}
+
+fn limit_err(path: &Path, what: String) -> Error {
+    Error::new(path, ErrorKind::LimitExceeded(what))
+}
+
+/// Checks the container against `limits` before anything is unpickled: zip entry count,
+/// inflated sizes (zip bombs), and the main pickle's size.
+pub fn preflight(path: &Path, limits: &ResourceLimits) -> Result<()> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::new(path, crate::error::io("cannot open the file")(e)))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let Ok(Sniffed::Zip) = sniff(&file, len) else {
+        if len > limits.max_pickle_bytes && !matches!(sniff(&file, len), Ok(Sniffed::Legacy)) {
+            return Err(limit_err(
+                path,
+                format!(
+                    "the pickle is {len} bytes, more than the limit of {} (--max-pickle-bytes)",
+                    limits.max_pickle_bytes
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let zl = ZipLimits {
+        max_entries: limits.max_zip_entries,
+        ..ZipLimits::default()
+    };
+    // Counts and sizes only: the central directory is enough (the local headers are read
+    // once, when the archive is opened).
+    let audit = match audit_zip_with(&file, len, &zl, false) {
+        Ok(a) => a,
+        // Unreadable structure: let the container layer give its own, precise error.
+        Err(ErrorKind::LimitExceeded(m)) => return Err(limit_err(path, m)),
+        Err(_) => return Ok(()),
+    };
+    let mut inflated = 0u64;
+    for e in &audit.entries {
+        if e.method != 0 {
+            inflated = inflated.saturating_add(e.size);
+        }
+        if e.name.ends_with("/data.pkl") && e.size > limits.max_pickle_bytes {
+            return Err(limit_err(
+                path,
+                format!(
+                    "{} is {} bytes, more than the limit of {} (--max-pickle-bytes)",
+                    e.name, e.size, limits.max_pickle_bytes
+                ),
+            ));
+        }
+    }
+    if inflated > limits.max_inflated_bytes {
+        return Err(limit_err(
+            path,
+            format!(
+                "compressed zip members inflate to {inflated} bytes, more than the limit of {} (--max-inflated-bytes)",
+                limits.max_inflated_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an opened checkpoint's pickle size (legacy streams are only measured once read).
+pub fn check_opened(ckpt: &Checkpoint, limits: &ResourceLimits) -> Result<()> {
+    let n = ckpt.archive().pickle.len() as u64;
+    if n > limits.max_pickle_bytes {
+        return Err(limit_err(
+            ckpt.path(),
+            format!(
+                "the main pickle is {n} bytes, more than the limit of {} (--max-pickle-bytes)",
+                limits.max_pickle_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a selection against the tensor-count and per-tensor element limits.
+pub fn check_selection(ckpt: &Checkpoint, sel: &Selection, limits: &ResourceLimits) -> Result<()> {
+    if sel.tensors.len() as u64 > limits.max_tensors {
+        return Err(limit_err(
+            ckpt.path(),
+            format!(
+                "{} tensors, more than the limit of {} (--max-tensors)",
+                sel.tensors.len(),
+                limits.max_tensors
+            ),
+        ));
+    }
+    for t in &sel.tensors {
+        let n = t
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX);
+        if n > limits.max_tensor_elements {
+            return Err(limit_err(
+                ckpt.path(),
+                format!(
+                    "tensor {:?} has {n} elements (shape {:?}), more than the limit of {} (--max-tensor-elements)",
+                    t.name, t.shape, limits.max_tensor_elements
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
