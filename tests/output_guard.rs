@@ -99,3 +99,88 @@ fn the_library_convert_refuses_the_source_as_its_output() {
     assert!(err.to_string().contains("is the source"), "{err}");
     assert_eq!(std::fs::read(&a).unwrap(), bytes);
 }
+
+#[test]
+fn sharded_outputs_and_their_index_never_replace_the_source() {
+    let (dir, bytes) = setup();
+    // A checkpoint saved under the name its single shard would get.
+    std::fs::rename(
+        dir.path().join("a.pt"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let mut args = vec![
+            "model.safetensors",
+            "--max-shard-size",
+            "1TB",
+            "-o",
+            "./model.safetensors",
+        ];
+        args.extend(extra);
+        let (code, err) = convert(dir.path(), &args);
+        assert_eq!(code, Some(1), "{extra:?}: {err}");
+        assert!(err.contains("is the source"), "{extra:?}: {err}");
+        assert_eq!(
+            std::fs::read(dir.path().join("model.safetensors")).unwrap(),
+            bytes
+        );
+    }
+    // Several shards: an index at the output name that links to the source is refused too.
+    std::fs::rename(
+        dir.path().join("model.safetensors"),
+        dir.path().join("a.pt"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.pt", dir.path().join("m.safetensors.index.json")).unwrap();
+    let args = [
+        "a.pt",
+        "--max-shard-size",
+        "100B",
+        "-o",
+        "m.safetensors",
+        "--overwrite",
+    ];
+    let (code, err) = convert(dir.path(), &args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("m.safetensors.index.json") && err.contains("is the source"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("a.pt")).unwrap(), bytes);
+    // Checked before anything is written: no shard appeared.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.pt", "m.safetensors.index.json", "sub"]);
+}
+
+#[test]
+fn migrate_never_replaces_a_source_that_its_output_name_links_to() {
+    let (dir, bytes) = setup();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::rename(dir.path().join("a.pt"), model.join("pytorch_model.bin")).unwrap();
+    std::os::unix::fs::symlink("pytorch_model.bin", model.join("model.safetensors")).unwrap();
+    let o = Command::new(BIN)
+        .args(["migrate", "--overwrite", "--json"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(out.contains("is the source"), "{out}\n{err}");
+    assert_eq!(
+        std::fs::read(model.join("pytorch_model.bin")).unwrap(),
+        bytes
+    );
+    assert!(
+        std::fs::symlink_metadata(model.join("model.safetensors"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
