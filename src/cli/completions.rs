@@ -3,7 +3,7 @@
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-use super::{Cli, exit};
+use super::{Cli, Exit};
 
 /// Arguments of `completions`.
 #[derive(Args, Debug)]
@@ -18,9 +18,9 @@ pub struct CompletionsArgs {
 }
 
 /// Prints the completion script.
-pub fn run(args: CompletionsArgs) -> anyhow::Result<u8> {
+pub fn run(args: CompletionsArgs) -> anyhow::Result<Exit> {
     let mut cmd = Cli::command();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(args.shell, &mut cmd, "safetensorize", &mut out);
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensorize::pipeline::{Event, Pipeline, Policy, Target};
 use safetensorize::{ConvertOptions, default_output};
 
-use super::exit;
+use super::Exit;
 
 /// Arguments of `convert`.
 #[derive(Args, Debug)]
@@ -83,7 +83,7 @@ fn bar(template: &str) -> ProgressBar {
 }
 
 /// Runs `convert`.
-pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
+pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let output = args
         .output
@@ -144,7 +144,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
                 started.elapsed().as_secs_f64()
             );
         }
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     let checked = done.verify.as_ref();
     if args.json {
@@ -156,17 +156,17 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
                 checked
             ))?
         );
-        return Ok(checked.map_or(exit::OK, super::verify::code));
+        return Ok(checked.map_or(Exit::Ok, super::verify::code));
     }
     if let Some(r) = checked {
         super::verify::print_report(r);
         if !r.ok {
             eprintln!("the output was kept for inspection: {}", output.display());
-            return Ok(exit::MISMATCH);
+            return Ok(Exit::Mismatch);
         }
     }
     if super::ui::get().quiet {
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     if args.verbose || super::ui::get().verbose {
         for (name, ty) in &report.skipped {
@@ -190,7 +190,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<u8> {
         report.skipped.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 /// `convert --json`: the report, the time taken and the `--verify` outcome.

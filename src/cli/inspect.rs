@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use safetensorize::inspect::{InspectOptions, Inspection, inspect};
 
-use super::exit;
+use super::Exit;
 use super::ui::{Stream, Style, paint};
 
 /// Arguments of `inspect`.
@@ -41,7 +41,7 @@ pub struct InspectArgs {
 }
 
 /// Runs `inspect`.
-pub fn run(args: InspectArgs) -> anyhow::Result<u8> {
+pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
     let opts = InspectOptions {
         key: args.key.clone(),
         include_numpy: args.include_numpy,
@@ -56,7 +56,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<u8> {
         out.write_all(render(&info, args.max_rows).as_bytes())?;
     }
     out.flush()?;
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

@@ -12,11 +12,8 @@ use safetensorize::migrate::{
     self, Control, FileRecord, MigrateOptions, Observer, Partition, Report, Status,
 };
 
-use super::exit;
+use super::Exit;
 use super::ui::{self, Stream, Style, paint};
-
-/// Exit code after an interrupt (128 + SIGINT), as shells report it.
-const INTERRUPTED: i32 = 130;
 
 /// Arguments of `migrate`.
 #[derive(Args, Debug)]
@@ -226,7 +223,7 @@ fn summary(report: &Report) -> String {
 }
 
 /// Runs `migrate`.
-pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
+pub fn run(args: MigrateArgs) -> anyhow::Result<Exit> {
     let opts = MigrateOptions {
         output_dir: args.output_dir.clone(),
         dry_run: args.dry_run,
@@ -273,7 +270,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
             eprintln!(
                 "\ninterrupted: {removed} partial file(s) removed; finished outputs are complete. Run again to resume."
             );
-            std::process::exit(INTERRUPTED);
+            std::process::exit(Exit::Interrupted as i32);
         });
     }
     let printer = Printer {
@@ -287,7 +284,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
         Err(msg) => {
             bar.finish_and_clear();
             eprintln!("{} {msg}", paint("error:", Style::Bad, Stream::Err));
-            return Ok(exit::USAGE);
+            return Ok(Exit::Usage);
         }
     };
     bar.finish_and_clear();
@@ -310,8 +307,8 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<u8> {
         eprintln!("{}", summary(&report));
     }
     Ok(if report.summary.failed > 0 {
-        exit::FAILED
+        Exit::Failed
     } else {
-        exit::OK
+        Exit::Ok
     })
 }

@@ -28,6 +28,9 @@ pub enum Exit {
     Refused = 3,
     /// `verify` (or `convert --verify`) found differences between a checkpoint and its output.
     Mismatch = 4,
+    /// Stopped by SIGINT or SIGTERM (`migrate`: finished outputs are complete, run again to
+    /// resume).
+    Interrupted = 130,
 }
 
 impl Exit {
@@ -49,28 +52,14 @@ impl Exit {
     }
 }
 
-/// The exit codes as the `u8`s subcommands return.
-pub mod exit {
-    use super::Exit;
-    /// [`Exit::Ok`].
-    pub const OK: u8 = Exit::Ok as u8;
-    /// [`Exit::Failed`].
-    pub const FAILED: u8 = Exit::Failed as u8;
-    /// [`Exit::Usage`].
-    pub const USAGE: u8 = Exit::Usage as u8;
-    /// [`Exit::Refused`].
-    pub const DANGEROUS: u8 = Exit::Refused as u8;
-    /// [`Exit::Mismatch`].
-    pub const MISMATCH: u8 = Exit::Mismatch as u8;
-}
-
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
   1  conversion failed (unreadable, malformed or unsupported input, output exists, I/O error)
   2  invalid command line
   3  the file references dangerous globals (convert refuses it; scan found one)
-  4  verify (or convert --verify) found differences";
+  4  verify (or convert --verify) found differences
+  130  interrupted (SIGINT or SIGTERM; migrate: finished outputs are complete)";
 
 /// Convert PyTorch pickle checkpoints to safetensors without executing any pickle code.
 #[derive(Parser, Debug)]
@@ -118,25 +107,25 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => completions::run(args),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => ExitCode::from(code as u8),
         Err(err) => {
             if is_broken_pipe(&err) {
-                return ExitCode::from(exit::OK);
+                return ExitCode::from(Exit::Ok as u8);
             }
             eprintln!(
                 "{} {err:#}",
                 ui::paint("error:", ui::Style::Bad, ui::Stream::Err)
             );
-            ExitCode::from(exit_code(&err))
+            ExitCode::from(exit_code(&err) as u8)
         }
     }
 }
 
 /// The documented exit code of a failure: the library error's, else [`Exit::Failed`].
-fn exit_code(err: &anyhow::Error) -> u8 {
+fn exit_code(err: &anyhow::Error) -> Exit {
     err.chain()
         .find_map(|c| c.downcast_ref::<safetensorize::Error>())
-        .map_or(Exit::Failed, |e| Exit::of_error(&e.kind)) as u8
+        .map_or(Exit::Failed, |e| Exit::of_error(&e.kind))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -170,8 +159,13 @@ mod tests {
             assert_eq!(Exit::of_error(&k), Exit::Failed, "{k}");
         }
         assert_eq!(
-            (Exit::Ok as u8, Exit::Usage as u8, Exit::Mismatch as u8),
-            (0, 2, 4)
+            (
+                Exit::Ok as u8,
+                Exit::Usage as u8,
+                Exit::Mismatch as u8,
+                Exit::Interrupted as u8
+            ),
+            (0, 2, 4, 130)
         );
     }
 
@@ -184,7 +178,7 @@ mod tests {
             },
         );
         let wrapped = anyhow::Error::new(e).context("converting m.pt");
-        assert_eq!(super::exit_code(&wrapped), 3);
-        assert_eq!(super::exit_code(&anyhow::anyhow!("plain")), 1);
+        assert_eq!(super::exit_code(&wrapped) as u8, 3);
+        assert_eq!(super::exit_code(&anyhow::anyhow!("plain")) as u8, 1);
     }
 }

@@ -9,7 +9,7 @@ use safetensorize::pickle::Limits;
 use safetensorize::pipeline::ResourceLimits;
 use safetensorize::scan::{Verdict, scan_paths};
 
-use super::exit;
+use super::Exit;
 
 /// The policy for files that name suspicious globals, and the resource limits: shared by
 /// `convert` and `migrate`.
@@ -118,7 +118,7 @@ pub struct ScanArgs {
 }
 
 /// Runs `scan`.
-pub fn run(args: ScanArgs) -> anyhow::Result<u8> {
+pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
     let reports = scan_paths(&args.paths, &args.limits.open_options());
     let worst = reports
         .iter()
@@ -197,8 +197,8 @@ pub fn run(args: ScanArgs) -> anyhow::Result<u8> {
         )?;
     }
     Ok(match worst {
-        Verdict::Safe => exit::OK,
-        Verdict::Suspicious => exit::FAILED,
-        Verdict::Dangerous => exit::DANGEROUS,
+        Verdict::Safe => Exit::Ok,
+        Verdict::Suspicious => Exit::Failed,
+        Verdict::Dangerous => Exit::Refused,
     })
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensorize::verify::{VerifyOptions, VerifyReport, verify};
 
-use super::exit;
+use super::Exit;
 use super::ui::{self, Stream, Style, paint};
 
 /// Arguments of `verify`.
@@ -46,7 +46,7 @@ pub struct VerifyArgs {
 }
 
 /// Runs `verify`.
-pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
     let opts = VerifyOptions {
         key: args.key.clone(),
         include_numpy: args.include_numpy,
@@ -67,8 +67,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
 }
 
 /// The exit code of a report.
-pub fn code(r: &VerifyReport) -> u8 {
-    if r.ok { exit::OK } else { exit::MISMATCH }
+pub fn code(r: &VerifyReport) -> Exit {
+    if r.ok { Exit::Ok } else { Exit::Mismatch }
 }
 
 /// Verifies with a progress bar on a terminal.
