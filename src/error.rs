@@ -66,6 +66,16 @@ pub enum ErrorKind {
     /// The output exists and `overwrite` was not asked for.
     #[error("output {0} already exists (pass --overwrite to replace it)")]
     OutputExists(PathBuf),
+    /// The output exists but is not what this conversion would write (other tensors, older than
+    /// its source, incomplete); `overwrite` was not asked for.
+    #[error("the output exists but {0}; pass --overwrite to replace it")]
+    OutputDiffers(String),
+    /// A written output, re-read, is not what was meant to be written.
+    #[error("re-reading the output failed: {0}")]
+    Reread(String),
+    /// The run was stopped (SIGINT, SIGTERM) before this output was started.
+    #[error("interrupted before it was written")]
+    Interrupted,
 }
 
 /// A failure while handling one file.

@@ -47,7 +47,10 @@ impl Exit {
             | K::Unsupported(_)
             | K::Selection(_)
             | K::LimitExceeded(_)
-            | K::OutputExists(_) => Exit::Failed,
+            | K::OutputExists(_)
+            | K::OutputDiffers(_)
+            | K::Reread(_) => Exit::Failed,
+            K::Interrupted => Exit::Interrupted,
         }
     }
 }

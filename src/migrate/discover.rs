@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobSet, GlobSetBuilder};
 
+use super::PlanError;
 use super::naming::{
     index_name, is_candidate, is_partial, output_name, pickle_index_base, shard_base,
     training_state,
@@ -21,7 +22,7 @@ pub struct Filter {
     exclude: Option<(GlobSet, GlobSet)>,
 }
 
-fn build(patterns: &[String]) -> Result<Option<(GlobSet, GlobSet)>, String> {
+fn build(patterns: &[String]) -> Result<Option<(GlobSet, GlobSet)>, PlanError> {
     if patterns.is_empty() {
         return Ok(None);
     }
@@ -30,14 +31,22 @@ fn build(patterns: &[String]) -> Result<Option<(GlobSet, GlobSet)>, String> {
         let g = globset::GlobBuilder::new(p.trim_start_matches("./"))
             .literal_separator(true)
             .build()
-            .map_err(|e| format!("invalid glob {p:?}: {e}"))?;
+            .map_err(|e| PlanError::Glob {
+                pattern: p.clone(),
+                reason: e.kind().to_string(),
+            })?;
         if p.contains('/') {
             paths.add(g)
         } else {
             names.add(g)
         };
     }
-    let done = |b: GlobSetBuilder| b.build().map_err(|e| format!("invalid glob: {e}"));
+    let done = |b: GlobSetBuilder| {
+        b.build().map_err(|e| PlanError::Glob {
+            pattern: patterns.join(" "),
+            reason: e.kind().to_string(),
+        })
+    };
     Ok(Some((done(names)?, done(paths)?)))
 }
 
@@ -48,7 +57,7 @@ fn matches(set: &(GlobSet, GlobSet), rel: &str) -> bool {
 
 impl Filter {
     /// Compiles the patterns.
-    pub fn new(include: &[String], exclude: &[String]) -> Result<Filter, String> {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Filter, PlanError> {
         Ok(Filter {
             include: build(include)?,
             exclude: build(exclude)?,
@@ -120,7 +129,7 @@ pub struct Root {
 
 /// Resolves the input PATHs against `output_dir`: one PATH mirrors into DIR itself; several keep
 /// their own names under DIR (two with the same name are refused).
-pub fn roots(paths: &[PathBuf], output_dir: Option<&Path>) -> Result<Vec<Root>, String> {
+pub fn roots(paths: &[PathBuf], output_dir: Option<&Path>) -> Result<Vec<Root>, PlanError> {
     let mut out = Vec::new();
     let mut seen: HashMap<String, &Path> = HashMap::new();
     for p in paths {
@@ -142,12 +151,11 @@ pub fn roots(paths: &[PathBuf], output_dir: Option<&Path>) -> Result<Vec<Root>, 
             && paths.len() > 1
             && let Some(other) = seen.insert(name.clone(), p)
         {
-            return Err(format!(
-                "{} and {} would both be written to {}; migrate them in separate runs",
-                other.display(),
-                p.display(),
-                output_dir.unwrap_or(Path::new(".")).join(&name).display()
-            ));
+            return Err(PlanError::SameOutput {
+                first: other.to_path_buf(),
+                second: p.clone(),
+                target: output_dir.unwrap_or(Path::new(".")).join(&name),
+            });
         }
         out.push(Root {
             path: p.clone(),

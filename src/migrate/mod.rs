@@ -9,7 +9,7 @@
 //!
 //! let report = run(&[PathBuf::from("models/bert")], &MigrateOptions::default(), &NoObserver, &Control::new())?;
 //! println!("{} converted, {} failed", report.summary.converted, report.summary.failed);
-//! # Ok::<(), String>(())
+//! # Ok::<(), safetensorize::migrate::PlanError>(())
 //! ```
 //!
 //! Tied weights: by default a name that shares its tensor with another (tied embeddings) is
@@ -38,6 +38,33 @@ pub use discover::{Filter, Item, Unit};
 pub use report::{FileRecord, Kind, Report, SkipReason, Status, Summary};
 
 use crate::pipeline::ResourceLimits;
+
+/// Why a migration cannot start: the options or the PATHs (the CLI exits 2). Failures of single
+/// files are never this; they are recorded in the [`Report`] and the run goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// No folder or file was named.
+    #[error("no PATH given")]
+    NoPaths,
+    /// An `--include`/`--exclude` pattern does not compile.
+    #[error("invalid glob {pattern:?}: {reason}")]
+    Glob {
+        /// The pattern (all of them when the set as a whole failed).
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two PATHs with the same name would be mirrored into the same folder of `--output-dir`.
+    #[error("{} and {} would both be written to {}; migrate them in separate runs", first.display(), second.display(), target.display())]
+    SameOutput {
+        /// The PATH met first.
+        first: PathBuf,
+        /// The PATH met second.
+        second: PathBuf,
+        /// The folder both would be written to.
+        target: PathBuf,
+    },
+}
 
 /// Settings of a migration.
 #[derive(Debug, Clone)]
@@ -154,9 +181,9 @@ pub struct NoObserver;
 impl Observer for NoObserver {}
 
 /// Discovers and partitions the work for `paths` (nothing is opened but folders and indexes).
-pub fn plan(paths: &[PathBuf], opts: &MigrateOptions) -> Result<Vec<Item>, String> {
+pub fn plan(paths: &[PathBuf], opts: &MigrateOptions) -> Result<Vec<Item>, PlanError> {
     if paths.is_empty() {
-        return Err("no PATH given".into());
+        return Err(PlanError::NoPaths);
     }
     let filter = Filter::new(&opts.include, &opts.exclude)?;
     let roots = discover::roots(paths, opts.output_dir.as_deref())?;
@@ -176,7 +203,7 @@ pub fn run(
     opts: &MigrateOptions,
     observer: &dyn Observer,
     control: &Control,
-) -> Result<Report, String> {
+) -> Result<Report, PlanError> {
     let started = Instant::now();
     let items = plan(paths, opts)?;
     let bytes: u64 = items.iter().map(unit::source_bytes).sum();

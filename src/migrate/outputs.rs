@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::checkpoint::{Checkpoint, Selection};
+use crate::error::{Error, ErrorKind, Result, io};
 use crate::writer::{SafetensorsHeader, read_safetensors_header};
 
 /// What is at an output's path.
@@ -28,20 +29,19 @@ pub enum Freshness {
 }
 
 /// Reads and checks the header of a safetensors file, including that the file is complete.
-pub fn read_header(path: &Path) -> Result<(SafetensorsHeader, u64), String> {
-    let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+pub fn read_header(path: &Path) -> Result<(SafetensorsHeader, u64)> {
+    let err = |k| Error::new(path, k);
+    let file = File::open(path).map_err(|e| err(io("cannot open")(e)))?;
     let len = file
         .metadata()
-        .map_err(|e| format!("{}: cannot stat: {e}", path.display()))?
+        .map_err(|e| err(io("cannot stat")(e)))?
         .len();
-    let header =
-        read_safetensors_header(&file, len).map_err(|k| format!("{}: {k}", path.display()))?;
+    let header = read_safetensors_header(&file, len).map_err(err)?;
     let expected = header.data_start() + header.data_len;
     if len != expected {
-        return Err(format!(
-            "{}: {len} bytes but its header describes {expected}",
-            path.display()
-        ));
+        return Err(err(ErrorKind::Malformed(format!(
+            "{len} bytes but its header describes {expected}"
+        ))));
     }
     Ok((header, len))
 }
@@ -95,7 +95,9 @@ pub fn freshness_merged(output: &Path, sel: &Selection, sources: &[&Path]) -> Fr
     }
     let (header, bytes) = match read_header(output) {
         Ok(h) => h,
-        Err(e) => return Freshness::Differs(format!("not a complete safetensors file ({e})")),
+        Err(e) => {
+            return Freshness::Differs(format!("not a complete safetensors file ({})", e.kind));
+        }
     };
     if let Err(why) = same_tensors(&header, sel) {
         return Freshness::Differs(format!("it holds {why}"));
@@ -112,15 +114,15 @@ pub fn freshness_merged(output: &Path, sel: &Selection, sources: &[&Path]) -> Fr
 
 /// Re-reads `output` and compares every tensor of `sel` with the source, byte for byte (XXH3 of
 /// both sides), plus the aliases recorded in its metadata.
-pub fn reread(ckpt: &Checkpoint, sel: &Selection, output: &Path) -> Result<(), String> {
+pub fn reread(ckpt: &Checkpoint, sel: &Selection, output: &Path) -> Result<()> {
     reread_merged(&[(ckpt, sel)], output)
 }
 
 /// [`reread`] for an output written from several checkpoints' selections: it must hold exactly
 /// their tensors, each equal to its own source, and every part's aliases.
-pub fn reread_merged(parts: &[(&Checkpoint, &Selection)], output: &Path) -> Result<(), String> {
-    let fail = |m: String| format!("{}: re-reading the output failed: {m}", output.display());
-    let (header, _) = read_header(output).map_err(fail)?;
+pub fn reread_merged(parts: &[(&Checkpoint, &Selection)], output: &Path) -> Result<()> {
+    let fail = |m: String| Error::new(output, ErrorKind::Reread(m));
+    let (header, _) = read_header(output).map_err(|e| fail(e.kind.to_string()))?;
     let all = Selection {
         key: String::new(),
         tensors: parts
@@ -144,7 +146,7 @@ pub fn reread_merged(parts: &[(&Checkpoint, &Selection)], output: &Path) -> Resu
         for t in &sel.tensors {
             part_of.insert(t.name.as_str(), p);
         }
-        readers.push(ckpt.reader(sel).map_err(|e| format!("{e:#}"))?);
+        readers.push(ckpt.reader(sel)?);
     }
     let file = File::open(output).map_err(|e| fail(e.to_string()))?;
     let start = header.data_start();
@@ -155,12 +157,10 @@ pub fn reread_merged(parts: &[(&Checkpoint, &Selection)], output: &Path) -> Resu
             .and_then(|&p| readers.get(p))
             .ok_or_else(|| fail(format!("tensor {:?} has no source", h.name)))?;
         let mut src = Xxh3::new();
-        reader
-            .stream(&h.name, &mut |b| {
-                src.update(b);
-                Ok(())
-            })
-            .map_err(|e| format!("{e:#}"))?;
+        reader.stream(&h.name, &mut |b| {
+            src.update(b);
+            Ok(())
+        })?;
         let mut out = Xxh3::new();
         let mut pos = start + h.begin;
         let end = start + h.end;
@@ -180,7 +180,7 @@ pub fn reread_merged(parts: &[(&Checkpoint, &Selection)], output: &Path) -> Resu
 
 /// The tensors of a written safetensors file, with their bytes, for
 /// [`crate::pipeline::shard::index_json`].
-pub fn written_tensors(path: &Path) -> Result<Vec<(String, u64)>, String> {
+pub fn written_tensors(path: &Path) -> Result<Vec<(String, u64)>> {
     let (header, _) = read_header(path)?;
     Ok(header
         .tensors

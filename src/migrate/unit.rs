@@ -12,7 +12,7 @@ use super::outputs::{Freshness, freshness_merged, reread, reread_merged, written
 use super::report::{FileRecord, Kind, SkipReason, Status};
 use super::{Control, MigrateOptions, Observer};
 use crate::checkpoint::{Checkpoint, ConvertOptions, Selection};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Result, io};
 use crate::pipeline::shard::{index_json, plan_shards, split};
 use crate::pipeline::shard::{index_name, shard_name};
 use crate::pipeline::{self, Pipeline, Policy};
@@ -158,32 +158,36 @@ fn write_one(
     sources: &[&Path],
     ctx: &Context,
     credit: &Credit,
-) -> Result<(bool, u64), String> {
+) -> Result<(bool, u64)> {
     let o = ctx.opts;
     let all = union(parts.iter().map(|(_, s)| *s));
     match freshness_merged(out, &all, sources) {
         Freshness::UpToDate { bytes } if !o.overwrite => return Ok((false, bytes)),
         Freshness::Differs(why) if !o.overwrite => {
-            return Err(format!(
-                "{}: the output exists but {why}; pass --overwrite to replace it",
-                out.display()
-            ));
+            return Err(Error::new(out, ErrorKind::OutputDiffers(why)));
         }
         _ => {}
     }
     if o.dry_run {
         return Ok((true, all.tensors.iter().map(|t| t.nbytes).sum()));
     }
-    let dir = atomic::dir_of(out);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
-    let _in_flight = ctx
-        .control
-        .begin(out)
-        .ok_or_else(|| format!("{}: interrupted before it was written", out.display()))?;
-    let bytes = pipeline::write_parts(parts, out, &ctx.pipeline().convert, &|n| credit.add(n))
-        .map_err(|e| format!("{e:#}"))?;
+    create_folder(out)?;
+    let _in_flight = begin(ctx, out)?;
+    let bytes = pipeline::write_parts(parts, out, &ctx.pipeline().convert, &|n| credit.add(n))?;
     Ok((true, bytes))
+}
+
+/// Creates the folder `out` is written in.
+fn create_folder(out: &Path) -> Result<()> {
+    let dir = atomic::dir_of(out);
+    std::fs::create_dir_all(dir).map_err(|e| Error::new(dir, io("cannot create the folder")(e)))
+}
+
+/// Registers `out` as being written, unless the run was interrupted.
+fn begin<'c>(ctx: &'c Context, out: &Path) -> Result<super::control::InFlight<'c>> {
+    ctx.control
+        .begin(out)
+        .ok_or_else(|| Error::new(out, ErrorKind::Interrupted))
 }
 
 /// The tensors and aliases of several selections as one (for checking and indexing a merged
@@ -221,7 +225,7 @@ fn write_parts(
     parts: &[(PathBuf, Selection)],
     ctx: &Context,
     credit: &Credit,
-) -> Result<(Status, u64), String> {
+) -> Result<(Status, u64)> {
     let (mut bytes, mut wrote) = (0u64, false);
     for (out, sel) in parts {
         let (w, b) = write_one(out, &[(ckpt, sel)], &[source], ctx, credit)?;
@@ -237,7 +241,7 @@ fn write_index(
     index: &Path,
     parts: &[(PathBuf, Selection)],
     ctx: &Context,
-) -> Result<(Status, usize, u64), String> {
+) -> Result<(Status, usize, u64)> {
     let o = ctx.opts;
     let mut files = Vec::new();
     for (out, sel) in parts {
@@ -258,9 +262,9 @@ fn write_index(
             return Ok((Status::UpToDate, n, total));
         }
         Ok(_) if !o.overwrite => {
-            return Err(format!(
-                "{}: exists with other contents; pass --overwrite to replace it",
-                index.display()
+            return Err(Error::new(
+                index,
+                ErrorKind::OutputDiffers("has other contents".into()),
             ));
         }
         _ => {}
@@ -268,12 +272,8 @@ fn write_index(
     if o.dry_run {
         return Ok((Status::Planned, n, total));
     }
-    let _in_flight = ctx
-        .control
-        .begin(index)
-        .ok_or_else(|| format!("{}: interrupted before it was written", index.display()))?;
-    atomic::write_atomic(index, text.as_bytes(), o.overwrite)
-        .map_err(|k| Error::new(index, k).to_string())?;
+    let _in_flight = begin(ctx, index)?;
+    atomic::write_atomic(index, text.as_bytes(), o.overwrite).map_err(|k| Error::new(index, k))?;
     Ok((Status::Converted, n, total))
 }
 
@@ -283,17 +283,13 @@ fn verify_then_delete(
     source: &Path,
     parts: &[(PathBuf, Selection)],
     delete: bool,
-) -> Result<bool, String> {
+) -> Result<bool> {
     for (out, sel) in parts {
         reread(ckpt, sel, out)?;
     }
     if delete {
-        std::fs::remove_file(source).map_err(|e| {
-            format!(
-                "{}: converted, but cannot remove the source: {e}",
-                source.display()
-            )
-        })?;
+        std::fs::remove_file(source)
+            .map_err(|e| Error::new(source, io("converted, but cannot remove the source")(e)))?;
     }
     Ok(delete)
 }
@@ -347,9 +343,9 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
         .map(|(p, _)| p.clone())
         .chain(index.clone())
         .collect();
-    let fail = |mut rec: FileRecord, msg: String| {
+    let fail = |mut rec: FileRecord, e: Error| {
         rec.status = Status::Failed;
-        rec.reason = Some(msg);
+        rec.reason = Some(e.to_string());
         rec
     };
     let (mut status, bytes) = match write_parts(&ckpt, source, &parts, ctx, credit) {
@@ -639,7 +635,7 @@ fn sharded(
                     t.bytes += tensor_bytes(sel) + if j == 0 { header } else { 0 };
                 }
                 Err(msg) => {
-                    t.error.get_or_insert_with(|| msg.clone());
+                    t.error.get_or_insert_with(|| msg.to_string());
                 }
             }
         }
@@ -697,7 +693,7 @@ fn sharded(
             }
             Err(msg) => {
                 irec.status = Status::Failed;
-                irec.reason = Some(msg);
+                irec.reason = Some(msg.to_string());
             }
         }
     }
@@ -738,36 +734,29 @@ fn copy(source: &Path, dest: &Path, ctx: &Context) -> FileRecord {
     let mut rec = FileRecord::new(source.to_path_buf(), Kind::Copy, Status::Copied);
     rec.outputs = vec![dest.to_path_buf()];
     let credit = Credit::new(source, ctx.observer);
-    let result = (|| -> Result<(Status, u64), String> {
-        let src = std::fs::metadata(source)
-            .map_err(|e| format!("{}: cannot read: {e}", source.display()))?;
+    let result = (|| -> Result<(Status, u64)> {
+        let src =
+            std::fs::metadata(source).map_err(|e| Error::new(source, io("cannot read")(e)))?;
         if let Ok(d) = std::fs::metadata(dest) {
             let newer = matches!((d.modified(), src.modified()), (Ok(a), Ok(b)) if a >= b);
             if d.len() == src.len() && newer && !o.overwrite {
                 return Ok((Status::UpToDate, d.len()));
             }
             if !o.overwrite {
-                return Err(format!(
-                    "{}: exists and differs from {} (pass --overwrite to replace it)",
-                    dest.display(),
-                    source.display()
+                return Err(Error::new(
+                    dest,
+                    ErrorKind::OutputDiffers(format!("differs from {}", source.display())),
                 ));
             }
         }
         if o.dry_run {
             return Ok((Status::Planned, src.len()));
         }
-        let dir = atomic::dir_of(dest);
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
-        let _in_flight = ctx
-            .control
-            .begin(dest)
-            .ok_or_else(|| format!("{}: interrupted before it was written", dest.display()))?;
+        create_folder(dest)?;
+        let _in_flight = begin(ctx, dest)?;
         Ok((
             Status::Copied,
-            atomic::copy_atomic(source, dest, o.overwrite)
-                .map_err(|k| Error::new(dest, k).to_string())?,
+            atomic::copy_atomic(source, dest, o.overwrite).map_err(|k| Error::new(dest, k))?,
         ))
     })();
     credit.settle();
@@ -778,7 +767,7 @@ fn copy(source: &Path, dest: &Path, ctx: &Context) -> FileRecord {
         }
         Err(msg) => {
             rec.status = Status::Failed;
-            rec.reason = Some(msg);
+            rec.reason = Some(msg.to_string());
         }
     }
     rec.seconds = started.elapsed().as_secs_f64();
