@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::container::{Archive, ByteOrder, Container, Record, RecordMethod};
+use crate::container::{Archive, ByteOrder, Container, Record, RecordMethod, record_to_temp};
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result, io};
 use crate::layout::{Strided, Transform, negation_supported};
@@ -484,15 +484,10 @@ impl Checkpoint {
             })?;
             let src = match &rec.method {
                 RecordMethod::Stored => (main, rec.offset),
-                RecordMethod::Deflated => {
-                    sources.push(inflate_to_temp(&self.archive.file, rec, out_dir)?);
+                // Deflated, or a method torch never writes (refused there).
+                RecordMethod::Deflated | RecordMethod::Other(_) => {
+                    sources.push(record_to_temp(&self.archive.file, rec, out_dir)?);
                     (sources.len() - 1, 0)
-                }
-                RecordMethod::Other(m) => {
-                    return Err(ErrorKind::Unsupported(format!(
-                        "record {} uses zip compression {m}, which torch never writes",
-                        rec.name
-                    )));
                 }
             };
             source_of.insert(t.storage.clone(), src);
@@ -613,44 +608,6 @@ fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKi
     )))?;
     tmp.write_all(bytes)
         .map_err(io("cannot write a temporary file"))?;
-    Ok(tmp)
-}
-
-pub(crate) fn inflate_to_temp(
-    file: &File,
-    rec: &Record,
-    dir: &Path,
-) -> std::result::Result<File, ErrorKind> {
-    use std::io::{Read, Write};
-    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!(
-        "cannot create a temporary file in {}",
-        dir.display()
-    )))?;
-    let raw = crate::container::PositionalReader {
-        file,
-        pos: rec.offset,
-        end: rec.offset + rec.stored_len,
-    };
-    let mut dec = flate2::read::DeflateDecoder::new(raw).take(rec.len + 1);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = dec
-            .read(&mut buf)
-            .map_err(io(format!("cannot inflate record {}", rec.name)))?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        tmp.write_all(&buf[..n])
-            .map_err(io("cannot write a temporary file"))?;
-    }
-    if total != rec.len {
-        return Err(ErrorKind::Malformed(format!(
-            "record {} inflates to {total} bytes but declares {}",
-            rec.name, rec.len
-        )));
-    }
     Ok(tmp)
 }
 

@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Checkpoint, Selection, TensorInfo, inflate_to_temp};
+use super::{Checkpoint, Selection, TensorInfo};
+use crate::container::record_to_temp;
 use crate::container::{ByteOrder, RecordMethod};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{apply_transform, gather, prefetch, stream_strided};
@@ -80,20 +81,15 @@ impl Checkpoint {
                     file: 0,
                     offset: rec.offset,
                 },
-                RecordMethod::Deflated => {
+                // Deflated, or a method torch never writes (refused there).
+                RecordMethod::Deflated | RecordMethod::Other(_) => {
                     files.push(
-                        inflate_to_temp(&archive.file, rec, &std::env::temp_dir()).map_err(err)?,
+                        record_to_temp(&archive.file, rec, &std::env::temp_dir()).map_err(err)?,
                     );
                     Loc::File {
                         file: files.len() - 1,
                         offset: 0,
                     }
-                }
-                RecordMethod::Other(m) => {
-                    return Err(err(ErrorKind::Unsupported(format!(
-                        "record {} uses zip compression {m}, which torch never writes",
-                        rec.name
-                    ))));
                 }
             };
             loc.insert(t.storage.clone(), l);

@@ -8,7 +8,7 @@ mod zip;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -266,7 +266,47 @@ impl Archive {
     }
 }
 
-/// Reads a whole (small) record into memory, inflating it if needed.
+/// The one way a zip member's bytes are read: its stored bytes, or inflated when deflated.
+pub fn record_reader<'a>(file: &'a File, rec: &Record) -> Result<Box<dyn Read + 'a>, ErrorKind> {
+    let raw = PositionalReader {
+        file,
+        pos: rec.offset,
+        end: rec.offset.saturating_add(rec.stored_len),
+    };
+    match &rec.method {
+        RecordMethod::Stored => Ok(Box::new(raw)),
+        RecordMethod::Deflated => Ok(Box::new(flate2::read::DeflateDecoder::new(raw))),
+        RecordMethod::Other(m) => Err(ErrorKind::Unsupported(format!(
+            "record {} uses zip compression {m}, which torch never writes",
+            rec.name
+        ))),
+    }
+}
+
+/// Streams a record's bytes into `out` and checks that they are exactly the `len` it declares
+/// (a deflated record that inflates to more or less is malformed). Returns the bytes copied.
+pub fn copy_record(file: &File, rec: &Record, out: &mut dyn Write) -> Result<u64, ErrorKind> {
+    let verb = match rec.method {
+        RecordMethod::Deflated => "inflate",
+        _ => "read",
+    };
+    let mut r = record_reader(file, rec)?.take(rec.len.saturating_add(1));
+    let n = std::io::copy(&mut r, out).map_err(io(format!("cannot {verb} record {}", rec.name)))?;
+    if n != rec.len {
+        let holds = match rec.method {
+            RecordMethod::Deflated => "inflates to",
+            _ => "holds",
+        };
+        return Err(ErrorKind::Malformed(format!(
+            "record {} {holds} {n} bytes but declares {}",
+            rec.name, rec.len
+        )));
+    }
+    Ok(n)
+}
+
+/// Reads a whole (small) record into memory, inflating it if needed; one of more than `limit`
+/// declared bytes is refused before anything is read.
 pub fn read_record(file: &File, rec: &Record, limit: u64) -> Result<Vec<u8>, ErrorKind> {
     if rec.len > limit {
         return Err(ErrorKind::Malformed(format!(
@@ -274,38 +314,34 @@ pub fn read_record(file: &File, rec: &Record, limit: u64) -> Result<Vec<u8>, Err
             rec.name, rec.len
         )));
     }
-    match &rec.method {
-        RecordMethod::Stored => {
-            let mut buf = vec![0u8; rec.len as usize];
-            file.read_exact_at(&mut buf, rec.offset)
-                .map_err(io(format!("cannot read record {}", rec.name)))?;
-            Ok(buf)
-        }
-        RecordMethod::Deflated => {
-            let mut out = Vec::with_capacity(rec.len.min(1 << 20) as usize);
-            let raw = PositionalReader {
-                file,
-                pos: rec.offset,
-                end: rec.offset + rec.stored_len,
-            };
-            let mut dec = flate2::read::DeflateDecoder::new(raw).take(rec.len + 1);
-            dec.read_to_end(&mut out)
-                .map_err(io(format!("cannot inflate record {}", rec.name)))?;
-            if out.len() as u64 != rec.len {
-                return Err(ErrorKind::Malformed(format!(
-                    "record {} inflates to {} bytes but declares {}",
-                    rec.name,
-                    out.len(),
-                    rec.len
-                )));
-            }
-            Ok(out)
-        }
-        RecordMethod::Other(m) => Err(ErrorKind::Unsupported(format!(
-            "record {} uses zip compression {m}, which torch never writes",
-            rec.name
-        ))),
-    }
+    let mut out = Vec::with_capacity(rec.len.min(1 << 20) as usize);
+    copy_record(file, rec, &mut out)?;
+    Ok(out)
+}
+
+/// Reads at most `cap` bytes of a record, whatever length it declares (the scan looks at what a
+/// loader would see, even in a member whose header lies).
+pub fn read_record_capped(file: &File, rec: &Record, cap: u64) -> Result<Vec<u8>, ErrorKind> {
+    let mut out = Vec::new();
+    record_reader(file, rec)?
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(io(format!("cannot read record {}", rec.name)))?;
+    Ok(out)
+}
+
+/// A deflated (or in-memory) record's bytes in an unnamed temporary file in `dir`, so the copy
+/// pool can read them by offset like any other source.
+pub fn record_to_temp(file: &File, rec: &Record, dir: &Path) -> Result<File, ErrorKind> {
+    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!(
+        "cannot create a temporary file in {}",
+        dir.display()
+    )))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut tmp);
+    copy_record(file, rec, &mut w)?;
+    w.flush().map_err(io("cannot write a temporary file"))?;
+    drop(w);
+    Ok(tmp)
 }
 
 /// A `Read` over a byte range of a file, by positional reads (the file's cursor is untouched).

@@ -105,21 +105,10 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     let mut members = HashMap::new();
     for e in &audited.entries {
         let name = e.name.clone();
-        let method = match e.method {
-            0 => RecordMethod::Stored,
-            8 => RecordMethod::Deflated,
-            other => RecordMethod::Other(format!("method {other}")),
-        };
-        let start = e
-            .data_offset
+        let rec = e
+            .record()
             .ok_or_else(|| ErrorKind::Malformed(format!("zip entry {name}: no local header")))?;
-        let rec = Record {
-            name: name.clone(),
-            offset: start,
-            stored_len: e.compressed,
-            len: e.size,
-            method,
-        };
+        let start = rec.offset;
         let end = start.checked_add(rec.stored_len);
         if end.is_none_or(|e| e > file_len) {
             return Err(ErrorKind::Malformed(format!(
@@ -214,6 +203,23 @@ pub struct AuditEntry {
     pub local_offset: u64,
     /// Offset of the entry's data (after the local header), when the local header is readable.
     pub data_offset: Option<u64>,
+}
+
+impl AuditEntry {
+    /// Where the entry's bytes are, as a [`Record`]; `None` when its local header is unreadable.
+    pub fn record(&self) -> Option<Record> {
+        Some(Record {
+            name: self.name.clone(),
+            offset: self.data_offset?,
+            stored_len: self.compressed,
+            len: self.size,
+            method: match self.method {
+                0 => RecordMethod::Stored,
+                8 => RecordMethod::Deflated,
+                other => RecordMethod::Other(format!("method {other}")),
+            },
+        })
+    }
 }
 
 /// An ambiguity or oddity in the archive's structure.
@@ -700,16 +706,10 @@ fn descriptor_len(file: &File, e: &AuditEntry, end: u64) -> u64 {
 /// Checks an entry's CRC-32 by reading its stored bytes (stored entries only). `None` when the
 /// entry is compressed or declares no CRC (torch's `compute_crc32=False`).
 pub fn crc_matches(file: &File, e: &AuditEntry) -> Option<bool> {
-    use std::io::Read;
-    let start = e.data_offset?;
     if e.method != 0 || e.crc == 0 {
         return None;
     }
-    let mut r = super::PositionalReader {
-        file,
-        pos: start,
-        end: start.checked_add(e.compressed)?,
-    };
+    let mut r = super::record_reader(file, &e.record()?).ok()?;
     let mut crc = flate2::Crc::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
