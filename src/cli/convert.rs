@@ -50,9 +50,6 @@ pub struct ConvertArgs {
     jobs: usize,
     #[command(flatten)]
     policy: super::scan::PolicyArgs,
-    /// List what was left out (non-tensor values) and the aliases.
-    #[arg(short, long)]
-    verbose: bool,
     /// Re-read the input and the output after writing and compare every tensor (as `verify`).
     #[arg(long)]
     verify: bool,
@@ -168,7 +165,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
     if super::ui::get().quiet {
         return Ok(Exit::Ok);
     }
-    if args.verbose || super::ui::get().verbose {
+    if super::ui::get().verbose {
         for (name, ty) in &report.skipped {
             eprintln!("left out {name}: {ty}");
         }

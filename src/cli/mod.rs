@@ -68,11 +68,13 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "safetensorize", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Print only errors (and what a `--json` flag asks for).
-    #[arg(short, long, conflicts_with = "verbose")]
+    /// Print only errors (and what a `--json` flag asks for). Accepted before or after the
+    /// subcommand.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// Print details: what was left out, aliases, per-tensor hashes.
-    #[arg(short, long)]
+    /// Print details: what convert left out and the aliases, every global scan saw, per-tensor
+    /// hashes. Accepted before or after the subcommand.
+    #[arg(short, long, global = true)]
     verbose: bool,
     #[command(subcommand)]
     command: Command,

@@ -110,9 +110,6 @@ pub struct ScanArgs {
     /// Print one JSON document (an array of file reports) instead of text.
     #[arg(long)]
     json: bool,
-    /// List every global, not only the ones that matter.
-    #[arg(short, long)]
-    verbose: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -120,6 +117,7 @@ pub struct ScanArgs {
 /// Runs `scan`.
 pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
     let reports = scan_paths(&args.paths, &args.limits.open_options());
+    let verbose = super::ui::get().verbose;
     let worst = reports
         .iter()
         .map(|r| r.verdict)
@@ -141,7 +139,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
             }
             for g in &r.globals {
                 use safetensorize::torch::GlobalClass::*;
-                let show = args.verbose || matches!(g.class, Dangerous | Unknown);
+                let show = verbose || matches!(g.class, Dangerous | Unknown);
                 if !show {
                     continue;
                 }
@@ -169,7 +167,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
             for f in r
                 .findings
                 .iter()
-                .filter(|f| args.verbose || f.severity > Verdict::Safe)
+                .filter(|f| verbose || f.severity > Verdict::Safe)
             {
                 let at = match (&f.member, f.offset) {
                     (Some(m), Some(o)) => format!(" ({m} at byte {o})"),
