@@ -257,19 +257,39 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<Exit> {
         ProgressBar::hidden()
     };
     let control = Arc::new(Control::new());
+    let report_to = if args.json {
+        Some(PathBuf::from("-"))
+    } else {
+        args.report.clone()
+    };
     {
         let control = Arc::clone(&control);
         let bar = bar.clone();
-        // Ctrl-C (or SIGTERM from a scheduler): remove the temporary files of the outputs being
-        // written and exit. The second pass catches a temporary file created in between.
+        let report_to = report_to.clone();
+        // SIGINT, or SIGTERM from a scheduler: remove the temporary files of the outputs being
+        // written (the second pass catches one created in between), write the report of what
+        // was done and what was not, and exit.
         let _ = ctrlc::set_handler(move || {
             let mut removed = control.interrupt();
             std::thread::sleep(Duration::from_millis(200));
             removed += control.interrupt();
             bar.abandon();
+            if !control.claim_report() {
+                // The run has finished and is writing its own report; it exits 130.
+                return;
+            }
+            let report = control.report();
+            let written = match &report_to {
+                Some(path) => write_report(&report, path).map_err(|e| format!("{e:#}")),
+                None => Ok(()),
+            };
             eprintln!(
-                "\ninterrupted: {removed} partial file(s) removed; finished outputs are complete. Run again to resume."
+                "\ninterrupted: {removed} partial file(s) removed; finished outputs are complete; {} file(s) not done. Run again to resume.",
+                report.not_done.len()
             );
+            if let Err(e) = written {
+                eprintln!("{} {e}", paint("error:", Style::Bad, Stream::Err));
+            }
             std::process::exit(Exit::Interrupted as i32);
         });
     }
@@ -288,27 +308,38 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<Exit> {
         }
     };
     bar.finish_and_clear();
-    let report_to = if args.json {
-        Some(PathBuf::from("-"))
-    } else {
-        args.report.clone()
-    };
-    if let Some(path) = &report_to {
-        let mut text = serde_json::to_vec_pretty(&report)?;
-        text.push(b'\n');
-        if path.as_os_str() == "-" {
-            std::io::stdout().lock().write_all(&text)?;
-        } else {
-            std::fs::write(path, &text)
-                .map_err(|e| anyhow::anyhow!("{}: cannot write the report: {e}", path.display()))?;
+    if !control.claim_report() {
+        // A signal handler is writing the report and exits the process.
+        loop {
+            std::thread::park();
         }
+    }
+    if let Some(path) = &report_to {
+        write_report(&report, path)?;
     }
     if !quiet || report.summary.failed > 0 {
         eprintln!("{}", summary(&report));
+    }
+    if report.interrupted {
+        return Ok(Exit::Interrupted);
     }
     Ok(if report.summary.failed > 0 {
         Exit::Failed
     } else {
         Exit::Ok
     })
+}
+
+/// Writes the JSON report to `path` (`-`: stdout).
+fn write_report(report: &migrate::Report, path: &Path) -> anyhow::Result<()> {
+    let mut text = serde_json::to_vec_pretty(report)?;
+    text.push(b'\n');
+    if path.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(&text)?;
+    } else {
+        // Atomic, so a report is whole or absent even if the process is killed while writing.
+        safetensorize::writer::atomic::write_atomic(path, &text, true)
+            .map_err(|k| safetensorize::Error::new(path, k))?;
+    }
+    Ok(())
 }

@@ -107,6 +107,17 @@ pub enum Unit {
     Note(FileRecord),
 }
 
+impl Unit {
+    /// The file the unit is about (the index of a sharded model).
+    pub fn file(&self) -> &Path {
+        match self {
+            Unit::Checkpoint { source, .. } | Unit::Copy { source, .. } => source,
+            Unit::Sharded { index, .. } => index,
+            Unit::Note(r) => &r.source,
+        }
+    }
+}
+
 /// A unit with its stable label (`<input name>/<path inside it>`), which decides its partition.
 #[derive(Debug)]
 pub struct Item {

@@ -28,7 +28,6 @@ mod unit;
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -220,8 +219,13 @@ pub fn run(
         control,
         threads: (total_threads / jobs).max(1),
     };
+    control.plan(
+        started,
+        items.iter().map(|i| i.unit.file().to_path_buf()).collect(),
+        opts.dry_run,
+        opts.partition.map(|p| p.to_string()),
+    );
     let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, Vec<FileRecord>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
@@ -232,23 +236,10 @@ pub fn run(
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(item) = items.get(i) else { break };
                     let records = unit::process(item, &ctx);
-                    if let Ok(mut d) = done.lock() {
-                        d.push((i, records));
-                    }
+                    control.done(i, records);
                 }
             });
         }
     });
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_by_key(|(i, _)| *i);
-    let files: Vec<FileRecord> = done.into_iter().flat_map(|(_, r)| r).collect();
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(Report {
-        schema: report::SCHEMA,
-        dry_run: opts.dry_run,
-        partition: opts.partition.map(|p| p.to_string()),
-        interrupted: control.is_stopped(),
-        summary: Summary::of(&files, seconds),
-        files,
-    })
+    Ok(control.report())
 }

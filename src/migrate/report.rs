@@ -219,10 +219,13 @@ pub struct Report {
     /// `--partition I/N`, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
-    /// The run was interrupted (Ctrl-C) before every file was handled.
+    /// The run was interrupted (SIGINT, SIGTERM) before every file was handled.
     pub interrupted: bool,
     /// Totals.
     pub summary: Summary,
     /// One record per file considered, in walk order.
     pub files: Vec<FileRecord>,
+    /// Interrupted runs: the files of the units never finished (run again to do them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_done: Vec<PathBuf>,
 }
