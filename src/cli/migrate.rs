@@ -24,7 +24,7 @@ Examples:
   safetensorize migrate runs/ --dry-run                  # the plan; nothing is written
   safetensorize migrate llama/ --max-shard-size 5GB      # reshard into <=5GB files + index
   safetensorize migrate /data/models --jobs 4 --report migrate.json
-  safetensorize migrate /data/models --partition $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+  safetensorize migrate /data/models --partition $SLURM_ARRAY_TASK_ID/32  # one of 32 tasks
 
 Candidates are .pt .pth .bin .ckpt .pkl files whose content is a torch checkpoint. Training state
 (optimizer.pt, scheduler.pt, scaler.pt, rng_state*.pth, training_args.bin) is skipped, as are
@@ -32,7 +32,8 @@ files that are not checkpoints (LFS pointers, HTML, GGML), each reported with th
 Outputs already up to date are skipped, so running again resumes an interrupted run.
 
 Exit codes: 0 every file converted, skipped or up to date; 1 at least one file failed;
-2 invalid command line; 130 interrupted (no temporary files are left).")]
+2 invalid command line; 130 interrupted by SIGINT or SIGTERM (the report is still written,
+marked interrupted; no temporary files are left).")]
 pub struct MigrateArgs {
     /// Files or folders (folders are walked recursively; symlinks are not followed out of them).
     #[arg(required = true, value_name = "PATH")]
@@ -62,8 +63,9 @@ pub struct MigrateArgs {
     /// Copy threads in total, shared by the files converted at once (default: one per core).
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
-    /// Handle only share I of N (0 <= I < N), chosen by a hash of each file's path below its
-    /// PATH: N machines running I = 0..N-1 cover every file exactly once, with no coordination.
+    /// Handle only share I of N (0 <= I < N). Shares are balanced by bytes, computed by each
+    /// task from the same listing of the tree: N tasks running I = 0..N-1 cover every file
+    /// exactly once, with no coordination. Keep N fixed (not the number of tasks submitted).
     #[arg(long, value_name = "I/N")]
     partition: Option<Partition>,
     /// Write a JSON report: one record per file with source, outputs, status, reason, tensors,

@@ -134,7 +134,7 @@ impl FromStr for Partition {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "{s:?} is not a partition; use I/N with 0 <= I < N, e.g. 0/4 ($SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+                "{s:?} is not a partition; use I/N with 0 <= I < N and N fixed, e.g. $SLURM_ARRAY_TASK_ID/32"
             )
         };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
@@ -156,11 +156,27 @@ impl std::fmt::Display for Partition {
 }
 
 impl Partition {
-    /// True when the unit labelled `label` belongs to this share: a fixed hash (XXH3-64) of the
-    /// label, so the answer depends on nothing but the label and every machine agrees without
-    /// talking to the others, even while files elsewhere in the tree come and go.
-    pub fn contains(&self, label: &str) -> bool {
-        xxhash_rust::xxh3::xxh3_64(label.as_bytes()) % self.count == self.index
+    /// Which of `units` (each its label and its bytes, in plan order) belong to this share.
+    ///
+    /// Shares are balanced by bytes: the units are taken largest first (ties by label) and each
+    /// goes to the share with the fewest bytes so far (ties to the lowest index), the classic
+    /// longest-processing-time rule, so the largest share exceeds the mean by at most the
+    /// largest unit. The answer depends only on the labels and sizes, so every task that lists
+    /// the same tree agrees without talking to the others.
+    pub fn select(&self, units: &[(&str, u64)]) -> Vec<bool> {
+        let mut order: Vec<usize> = (0..units.len()).collect();
+        order.sort_by(|&a, &b| units[b].1.cmp(&units[a].1).then(units[a].0.cmp(units[b].0)));
+        // A min-heap of (bytes so far, share).
+        let mut loads: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64)>> =
+            (0..self.count).map(|s| std::cmp::Reverse((0, s))).collect();
+        let mut mine = vec![false; units.len()];
+        for i in order {
+            if let Some(std::cmp::Reverse((load, share))) = loads.pop() {
+                mine[i] = share == self.index;
+                loads.push(std::cmp::Reverse((load.saturating_add(units[i].1), share)));
+            }
+        }
+        mine
     }
 }
 
@@ -187,10 +203,17 @@ pub fn plan(paths: &[PathBuf], opts: &MigrateOptions) -> Result<Vec<Item>, PlanE
     let filter = Filter::new(&opts.include, &opts.exclude)?;
     let roots = discover::roots(paths, opts.output_dir.as_deref())?;
     let mut items = discover::discover(&roots, &filter, opts.output_dir.as_deref());
-    if let Some(p) = opts.partition {
-        items.retain(|i| p.contains(&i.label));
-    }
+    // Collisions first, over the whole tree, so every task agrees on them.
     discover::resolve_collisions(&mut items, opts.max_shard_size.is_some());
+    if let Some(p) = opts.partition {
+        let sizes: Vec<(&str, u64)> = items
+            .iter()
+            .map(|i| (i.label.as_str(), unit::source_bytes(i)))
+            .collect();
+        let mine = p.select(&sizes);
+        let mut keep = mine.into_iter();
+        items.retain(|_| keep.next().unwrap_or(false));
+    }
     Ok(items)
 }
 

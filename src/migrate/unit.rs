@@ -173,8 +173,18 @@ fn write_one(
     }
     create_folder(out)?;
     let _in_flight = begin(ctx, out)?;
-    let bytes = pipeline::write_parts(parts, out, &ctx.pipeline().convert, &|n| credit.add(n))?;
-    Ok((true, bytes))
+    match pipeline::write_parts(parts, out, &ctx.pipeline().convert, &|n| credit.add(n)) {
+        Ok(bytes) => Ok((true, bytes)),
+        // Another run on the same tree finished this output first: fine if it is what this
+        // run would have written.
+        Err(e) if matches!(e.kind, ErrorKind::OutputExists(_)) => {
+            match freshness_merged(out, &all, sources) {
+                Freshness::UpToDate { bytes } => Ok((false, bytes)),
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates the folder `out` is written in.
