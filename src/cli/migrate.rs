@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensorize::migrate::{
-    self, Control, FileRecord, MigrateOptions, Observer, Partition, Report, Status,
+    self, Control, FileRecord, Kind, MigrateOptions, Observer, Partition, Report, Status,
 };
 
 use super::Exit;
@@ -118,7 +118,18 @@ fn line(r: &FileRecord, stream: Stream) -> String {
         Status::Planned => ("would write", Style::Bold),
         Status::Skipped => ("skipped", Style::Warn),
         Status::Failed => ("failed", Style::Bad),
+        Status::Removed => ("removed", Style::Dim),
     };
+    if r.kind == Kind::Partial {
+        let word = if r.status == Status::Planned {
+            "would remove"
+        } else {
+            word
+        };
+        let head = paint(&format!("{word:<11}"), style, stream);
+        let why = r.reason.as_deref().unwrap_or("");
+        return format!("{head} {}: {why}", r.source.display());
+    }
     let head = paint(&format!("{word:<11}"), style, stream);
     match r.status {
         Status::Skipped | Status::Failed => {
@@ -210,6 +221,17 @@ fn summary(report: &Report) -> String {
     parts.push(format!("{} failed", s.failed));
     if s.sources_deleted > 0 {
         parts.push(format!("{} sources deleted", s.sources_deleted));
+    }
+    if s.partials_removed > 0 {
+        let verb = if report.dry_run {
+            "to remove"
+        } else {
+            "removed"
+        };
+        parts.push(format!(
+            "{} stale temporary file(s) {verb}",
+            s.partials_removed
+        ));
     }
     let what = if report.dry_run {
         "dry run (nothing written)"

@@ -157,8 +157,16 @@ mod tests {
         let out = dir.path().join("model.safetensors");
         let c = Control::new();
         let guard = c.begin(&out).unwrap();
-        let partial = dir.path().join(".model.safetensors.Ab12Cd.partial");
-        let other = dir.path().join(".other.safetensors.Ab12Cd.partial");
+        let partial = dir.path().join(crate::writer::atomic::partial_name(
+            &out,
+            std::process::id(),
+            "Ab12Cd",
+        ));
+        let other = dir.path().join(crate::writer::atomic::partial_name(
+            &dir.path().join("other.safetensors"),
+            std::process::id(),
+            "Ab12Cd",
+        ));
         std::fs::write(&partial, b"half").unwrap();
         std::fs::write(&other, b"not ours").unwrap();
         assert_eq!(c.interrupt(), 1);

@@ -13,6 +13,7 @@ use super::naming::{
     training_state,
 };
 use super::report::{FileRecord, Kind, SkipReason};
+use crate::writer::atomic;
 
 /// `--include` / `--exclude` patterns. A pattern with a `/` matches the path relative to the
 /// input PATH (`unet/**`); one without matches the file name anywhere (`*.bin`).
@@ -105,6 +106,8 @@ pub enum Unit {
     },
     /// Nothing to do but report (a skipped or failed file).
     Note(FileRecord),
+    /// A temporary file left by a writer that is gone: removed (listed by `--dry-run`).
+    Stale(PathBuf),
 }
 
 impl Unit {
@@ -114,6 +117,7 @@ impl Unit {
             Unit::Checkpoint { source, .. } | Unit::Copy { source, .. } => source,
             Unit::Sharded { index, .. } => index,
             Unit::Note(r) => &r.source,
+            Unit::Stale(p) => p,
         }
     }
 }
@@ -329,7 +333,17 @@ impl Walk<'_> {
                     continue;
                 }
                 dirs.insert(name, path);
-            } else if meta.is_file() && !is_partial(&name) {
+            } else if meta.is_file() && is_partial(&name) {
+                // A temporary file no running writer will finish (a crashed or killed run).
+                if let Some(w) = atomic::writer_of_name(&name)
+                    && atomic::is_stale(&path, &w)
+                {
+                    self.items.push(Item {
+                        label: label(&name),
+                        unit: Unit::Stale(path),
+                    });
+                }
+            } else if meta.is_file() {
                 files.insert(name, path);
             }
         }
@@ -487,7 +501,7 @@ pub fn claims(unit: &Unit, reshard: bool) -> Vec<PathBuf> {
             v
         }
         Unit::Copy { dest, .. } => vec![dest.clone()],
-        Unit::Note(_) => Vec::new(),
+        Unit::Note(_) | Unit::Stale(_) => Vec::new(),
     }
 }
 
@@ -535,7 +549,7 @@ pub fn resolve_collisions(items: &mut [Item], reshard: bool) {
             let source = match &item.unit {
                 Unit::Checkpoint { source, .. } | Unit::Copy { source, .. } => source.clone(),
                 Unit::Sharded { index, .. } => index.clone(),
-                Unit::Note(_) => continue,
+                Unit::Note(_) | Unit::Stale(_) => continue,
             };
             let mut clash = claims(&item.unit, reshard)
                 .into_iter()

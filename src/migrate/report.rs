@@ -18,6 +18,8 @@ pub enum Kind {
     Index,
     /// Another file copied into `--output-dir` (configs, tokenizers, …).
     Copy,
+    /// A temporary file left by a crashed or killed writer.
+    Partial,
 }
 
 /// The outcome for one file.
@@ -36,6 +38,8 @@ pub enum Status {
     Skipped,
     /// Could not be converted; `reason` says why.
     Failed,
+    /// A stale temporary file, removed.
+    Removed,
 }
 
 impl Status {
@@ -48,6 +52,7 @@ impl Status {
             Status::Planned => "would write",
             Status::Skipped => "skipped",
             Status::Failed => "failed",
+            Status::Removed => "removed",
         }
     }
 }
@@ -169,6 +174,9 @@ pub struct Summary {
     pub failed: usize,
     /// Sources removed by `--delete-source`.
     pub sources_deleted: usize,
+    /// Stale temporary files (of crashed or killed writers) removed (`--dry-run`: that would
+    /// be).
+    pub partials_removed: usize,
     /// Bytes written (converted and copied).
     pub bytes_written: u64,
     /// Wall time of the whole run.
@@ -183,6 +191,10 @@ impl Summary {
             ..Summary::default()
         };
         for r in records {
+            if r.kind == Kind::Partial && matches!(r.status, Status::Removed | Status::Planned) {
+                s.partials_removed += 1;
+                continue;
+            }
             match r.status {
                 Status::Converted => s.converted += 1,
                 Status::Copied => s.copied += 1,
@@ -194,6 +206,7 @@ impl Summary {
                         .or_default() += 1
                 }
                 Status::Failed => s.failed += 1,
+                Status::Removed => s.partials_removed += 1,
             }
             if matches!(r.status, Status::Converted | Status::Copied) {
                 s.bytes_written += r.bytes;

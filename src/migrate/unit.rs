@@ -62,7 +62,7 @@ pub(super) fn source_bytes(item: &Item) -> u64 {
     match &item.unit {
         Unit::Checkpoint { source, .. } | Unit::Copy { source, .. } => file_len(source),
         Unit::Sharded { shards, .. } => shards.iter().map(|s| file_len(s)).sum(),
-        Unit::Note(_) => 0,
+        Unit::Note(_) | Unit::Stale(_) => 0,
     }
 }
 
@@ -109,6 +109,11 @@ pub(super) fn process(item: &Item, ctx: &Context) -> Vec<FileRecord> {
         Unit::Note(r) => {
             ctx.observer.finished(r);
             vec![r.clone()]
+        }
+        Unit::Stale(path) => {
+            let r = stale(path, ctx);
+            ctx.observer.finished(&r);
+            vec![r]
         }
         Unit::Copy { source, dest } => {
             let r = copy(source, dest, ctx);
@@ -781,5 +786,24 @@ fn copy(source: &Path, dest: &Path, ctx: &Context) -> FileRecord {
         }
     }
     rec.seconds = started.elapsed().as_secs_f64();
+    rec
+}
+
+/// Removes a temporary file whose writer is gone (`--dry-run`: says it would).
+fn stale(path: &Path, ctx: &Context) -> FileRecord {
+    let mut rec = FileRecord::new(path.to_path_buf(), Kind::Partial, Status::Removed);
+    let why = "a temporary file whose writer is gone (a crashed or killed run)";
+    if ctx.opts.dry_run {
+        rec.status = Status::Planned;
+        rec.reason = Some(format!("{why}; would be removed"));
+    } else if let Err(e) = std::fs::remove_file(path)
+        // Gone already: the writer of its target cleared it first.
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        rec.status = Status::Failed;
+        rec.reason = Some(Error::new(path, io("cannot remove it")(e)).to_string());
+    } else {
+        rec.reason = Some(why.to_string());
+    }
     rec
 }
