@@ -766,22 +766,32 @@ fn a_missing_path_is_reported_and_the_rest_converts() {
 }
 
 #[test]
-fn symlinks_out_of_the_tree_are_not_followed() {
+fn links_to_files_are_read_through_wherever_they_point_and_outputs_are_named_after_the_link() {
     let t = tree(&["adapter", "run"]);
+    let blob = t.path().join("adapter/adapter_model.bin");
+    let before = fs::read(&blob).unwrap();
     let link = t.path().join("run/linked_adapter.bin");
-    std::os::unix::fs::symlink(t.path().join("adapter/adapter_model.bin"), &link).unwrap();
+    std::os::unix::fs::symlink(&blob, &link).unwrap();
+    // The link's target lies outside the PATH migrated: read through it all the same.
     let (rc, r, log) = migrate_report(&[], &[&t.path().join("run")]);
     assert_eq!(rc, 0, "{log}");
     assert_eq!(
-        record(&r, "linked_adapter.bin")["skip"].as_str(),
-        Some("symlink-outside-tree")
-    );
-    assert!(!t.path().join("run/linked_adapter.safetensors").exists());
-    // Inside the tree a symlink is followed.
-    let (_, r, _) = migrate_report(&[], &[t.path()]);
-    assert_eq!(
         record(&r, "linked_adapter.bin")["status"].as_str(),
         Some("converted")
+    );
+    let out = t.path().join("run/linked_adapter.safetensors");
+    assert!(fs::symlink_metadata(&out).unwrap().file_type().is_file());
+    assert!(!t.path().join("adapter/adapter_model.safetensors").exists());
+    assert_eq!(
+        fs::read(&blob).unwrap(),
+        before,
+        "the link's target was modified"
+    );
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
     );
 }
 

@@ -35,7 +35,8 @@ Exit codes: 0 every file converted, skipped or up to date; 1 at least one file f
 2 invalid command line; 130 interrupted by SIGINT or SIGTERM (the report is still written,
 marked interrupted; no temporary files are left).")]
 pub struct MigrateArgs {
-    /// Files or folders (folders are walked recursively; symlinks are not followed out of them).
+    /// Files or folders (walked recursively; links to files are read through, wherever they point,
+    /// and outputs are named after the link; links to folders are not followed).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Mirror each PATH into DIR (converted weights plus copies of every other file) instead of

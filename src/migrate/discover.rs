@@ -216,9 +216,8 @@ pub fn discover(roots: &[Root], filter: &Filter, output_dir: Option<&Path>) -> V
             }
         };
         if meta.is_dir() {
-            let top = std::fs::canonicalize(&root.path).unwrap_or_else(|_| root.path.clone());
             let out = root.mirror.clone();
-            w.dir(root, &top, &root.path, "", out.as_deref());
+            w.dir(root, &root.path, "", out.as_deref());
         } else {
             // A file named on the command line is always considered, whatever its extension.
             let name = root.name.clone();
@@ -253,7 +252,7 @@ impl Walk<'_> {
 
     /// One folder: its pickle indexes first (they claim their shards), then every other file,
     /// then the sub-folders, all in name order.
-    fn dir(&mut self, root: &Root, top: &Path, dir: &Path, rel: &str, out: Option<&Path>) {
+    fn dir(&mut self, root: &Root, dir: &Path, rel: &str, out: Option<&Path>) {
         let label = |name: &str| {
             if rel.is_empty() {
                 format!("{}/{name}", root.name)
@@ -296,33 +295,35 @@ impl Walk<'_> {
                 continue;
             };
             if meta.file_type().is_symlink() {
-                // Followed only when the target stays inside the input PATH; folders never (the
-                // real folder is walked anyway, and a loop is impossible).
-                let target = std::fs::canonicalize(&path).ok();
-                match target {
-                    Some(t) if t.starts_with(top) && t.is_file() => {
+                // A link to a regular file is read through, wherever it points (Hugging Face
+                // caches link snapshots into blobs/, model zoos link shared weights): the output
+                // is named after the link and written beside it as a regular file; the target is
+                // never written. Links to folders are not followed (the real folder is walked
+                // where it lies, and no loop is possible).
+                match std::fs::metadata(&path) {
+                    Ok(t) if t.is_file() => {
                         files.insert(name, path);
                     }
-                    Some(t) if t.starts_with(top) => {}
-                    _ if (is_candidate(&name) || out.is_some())
-                        && self.filter.keeps_file(&relp(&name)) =>
+                    Ok(_) => {}
+                    Err(e)
+                        if (is_candidate(&name) || out.is_some())
+                            && self.filter.keeps_file(&relp(&name)) =>
                     {
                         let kind = if is_candidate(&name) {
                             Kind::Checkpoint
                         } else {
                             Kind::Copy
                         };
+                        let to = std::fs::read_link(&path)
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_default();
                         let why = format!(
-                            "{}: a symlink that points outside {}, not followed",
-                            path.display(),
-                            root.path.display()
+                            "{}: a symlink to {to}, which cannot be read: {e}",
+                            path.display()
                         );
-                        self.note(
-                            label(&name),
-                            FileRecord::skipped(path, kind, SkipReason::SymlinkOutsideTree, why),
-                        );
+                        self.note(label(&name), FileRecord::failed(path, kind, why));
                     }
-                    _ => {}
+                    Err(_) => {}
                 }
             } else if meta.is_dir() {
                 if name == ".git" || self.filter.excludes(&relp(&name)) {
@@ -348,6 +349,14 @@ impl Walk<'_> {
             }
         }
         files.retain(|name, _| self.filter.keeps_file(&relp(name)));
+        if is_hub_repo(&dirs) {
+            // A Hugging Face cache repository: its snapshots are the models; blobs/ holds the
+            // same files under content hashes (read through the snapshots' links, never
+            // written), refs/ and .no_exist/ are the cache's own bookkeeping.
+            for d in ["blobs", "refs", ".no_exist"] {
+                dirs.remove(d);
+            }
+        }
         let out_dir = out
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.to_path_buf());
@@ -393,7 +402,7 @@ impl Walk<'_> {
         }
         for (name, path) in &dirs {
             let sub_out = out.map(|o| o.join(name));
-            self.dir(root, top, path, &relp(name), sub_out.as_deref());
+            self.dir(root, path, &relp(name), sub_out.as_deref());
         }
     }
 
@@ -436,6 +445,12 @@ impl Walk<'_> {
             });
         }
     }
+}
+
+/// True for the folders of a Hugging Face cache repository (`models--org--name/`): `snapshots/`
+/// and `blobs/` side by side.
+fn is_hub_repo(dirs: &BTreeMap<String, PathBuf>) -> bool {
+    dirs.contains_key("snapshots") && dirs.contains_key("blobs")
 }
 
 /// The shard file names a pickle index's `weight_map` names, sorted, each once.

@@ -241,6 +241,7 @@ pub fn run(
         observer,
         control,
         threads: (total_threads / jobs).max(1),
+        blobs: Default::default(),
     };
     control.plan(
         started,

@@ -67,8 +67,6 @@ pub enum SkipReason {
     NotACheckpoint,
     /// A checkpoint that holds no tensors.
     NoTensors,
-    /// A symlink that points outside the tree walked.
-    SymlinkOutsideTree,
     /// A file in `--output-dir` that a conversion output replaces.
     ReplacedByOutput,
 }
@@ -80,7 +78,6 @@ impl SkipReason {
             SkipReason::TrainingState => "training-state",
             SkipReason::NotACheckpoint => "not-a-checkpoint",
             SkipReason::NoTensors => "no-tensors",
-            SkipReason::SymlinkOutsideTree => "symlink-outside-tree",
             SkipReason::ReplacedByOutput => "replaced-by-output",
         }
     }
@@ -114,6 +111,10 @@ pub struct FileRecord {
     pub seconds: f64,
     /// The source was removed (`--delete-source`) after its outputs were re-read.
     pub source_deleted: bool,
+    /// The source is a link to a file this run converted already (a blob shared by two
+    /// revisions of a Hugging Face cache): the output is a hard link to that earlier output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused: Option<PathBuf>,
 }
 
 impl FileRecord {
@@ -131,6 +132,7 @@ impl FileRecord {
             bytes: 0,
             seconds: 0.0,
             source_deleted: false,
+            reused: None,
         }
     }
 

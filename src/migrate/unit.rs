@@ -24,9 +24,43 @@ pub(super) struct Context<'a> {
     pub control: &'a Control,
     /// Copy threads for one file.
     pub threads: usize,
+    /// Outputs converted so far, by (canonical source, output file name): a file reached
+    /// through several links is converted once.
+    pub blobs: std::sync::Mutex<HashMap<(PathBuf, String), PathBuf>>,
+}
+
+/// An output written for `blob` earlier in this run, hard-linked at `out` when `out` does not
+/// exist yet and the earlier output holds exactly `sel`. Returns its bytes.
+fn reuse(ctx: &Context, blob: &Path, out: &Path, sel: &Selection, source: &Path) -> Option<u64> {
+    let earlier = ctx.converted_blob(blob, &file_name(out))?;
+    if earlier == out || std::fs::symlink_metadata(out).is_ok() {
+        return None;
+    }
+    let Freshness::UpToDate { bytes } = freshness_merged(&earlier, sel, &[source]) else {
+        return None;
+    };
+    if ctx.opts.dry_run {
+        return Some(bytes);
+    }
+    std::fs::create_dir_all(atomic::dir_of(out)).ok()?;
+    std::fs::hard_link(&earlier, out).ok()?;
+    Some(bytes)
 }
 
 impl Context<'_> {
+    /// The output converted in this run from `blob` under the file name `name`, if any.
+    fn converted_blob(&self, blob: &Path, name: &str) -> Option<PathBuf> {
+        let seen = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&(blob.to_path_buf(), name.to_string())).cloned()
+    }
+
+    /// Remembers that `out` holds the conversion of `blob`.
+    fn remember_blob(&self, blob: PathBuf, out: &Path) {
+        let mut seen = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        seen.entry((blob, file_name(out)))
+            .or_insert_with(|| out.to_path_buf());
+    }
+
     /// The conversion settings every source of this run is opened and written with.
     fn pipeline(&self) -> Pipeline {
         let o = self.opts;
@@ -363,6 +397,21 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
         rec.reason = Some(e.to_string());
         rec
     };
+    // The same file reached through another link (a blob shared by two revisions of a Hugging
+    // Face cache) was converted already: link its output instead of converting again.
+    let blob = std::fs::canonicalize(source).ok();
+    if let ([(out, sel)], None, Some(blob)) = (&parts[..], &index, &blob)
+        && let Some(bytes) = reuse(ctx, blob, out, sel, source)
+    {
+        rec.bytes = bytes;
+        rec.status = if o.dry_run {
+            Status::Planned
+        } else {
+            Status::Converted
+        };
+        rec.reused = ctx.converted_blob(blob, &file_name(out));
+        return rec;
+    }
     let (mut status, bytes) = match write_parts(&ckpt, source, &parts, ctx, credit) {
         Ok(r) => r,
         Err(msg) => return fail(rec, msg),
@@ -375,6 +424,11 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
         }
     }
     rec.status = status;
+    if let ([(out, _)], None, Some(blob), Status::Converted | Status::UpToDate) =
+        (&parts[..], &index, blob, status)
+    {
+        ctx.remember_blob(blob, out);
+    }
     if o.delete_source && !o.dry_run {
         match verify_then_delete(&ckpt, source, &parts, true) {
             Ok(d) => rec.source_deleted = d,
