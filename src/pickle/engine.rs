@@ -758,3 +758,6 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

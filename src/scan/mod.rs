@@ -811,3 +811,6 @@ pub fn check_selection(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
