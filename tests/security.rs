@@ -545,6 +545,25 @@ fn a_nested_pickle_over_max_pickle_ops_fails_convert_with_the_flag_named() {
         "{err}"
     );
     assert!(!out.exists());
+    // The library says a limit stopped it, not a defect of the file.
+    let opts = safetensorize::OpenOptions {
+        limits: safetensorize::pickle::Limits {
+            max_ops: 10,
+            ..Default::default()
+        },
+    };
+    match safetensorize::Checkpoint::open_with(&f, &opts).map(|_| ()) {
+        Err(safetensorize::Error {
+            kind: safetensorize::ErrorKind::Pickle { source, .. },
+            ..
+        }) => assert!(source.is_limit() && source.offset == 117, "{source}"),
+        Err(safetensorize::Error {
+            kind: safetensorize::ErrorKind::LimitExceeded(msg),
+            ..
+        }) => assert!(msg.contains("--max-pickle-ops"), "{msg}"),
+        Err(e) => panic!("not a limit error: {e}"),
+        Ok(()) => panic!("the nested pickle ran over --max-pickle-ops 10"),
+    }
     // Without the flag the nested stream gets past sys_info: the limit was what stopped it.
     let o = run(dir.path(), &["convert", f_s, "-o", out_s]).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use super::ops::{DecodeError, Decoder, Op};
-use super::{Limit, PickleError};
+use super::{Limit, PickleError, Refusal};
 
 /// Bounds on what one pickle may make the machine do. Real checkpoints stay far below the
 /// defaults.
@@ -203,8 +203,9 @@ pub enum Exotic {
 
 /// What the values are: the machine moves them, the semantics make them.
 ///
-/// An `Err(message)` from any method stops the machine with a [`PickleError`] at the opcode's
-/// offset, in either mode; semantics meant for the superset mode report instead of failing.
+/// An `Err(refusal)` from any method stops the machine with a [`PickleError`] at the opcode's
+/// offset (a limit error if the refusal names a limit), in either mode; semantics meant for the
+/// superset mode report instead of failing.
 pub trait Semantics<'p> {
     /// What the stack, the marks and the memo hold.
     type Value: Clone;
@@ -221,7 +222,7 @@ pub trait Semantics<'p> {
         at: usize,
         end: usize,
         literal: Literal<'p>,
-    ) -> Result<Self::Value, String>;
+    ) -> Result<Self::Value, Refusal>;
 
     /// GLOBAL or INST: `module` and `name` as written (lossily decoded, a trailing `\r` cut).
     /// `opcode` is the opcode's name.
@@ -231,7 +232,7 @@ pub trait Semantics<'p> {
         module: &str,
         name: &str,
         opcode: &'static str,
-    ) -> Result<Self::Value, String>;
+    ) -> Result<Self::Value, Refusal>;
 
     /// STACK_GLOBAL on the two values it popped.
     fn stack_global(
@@ -239,17 +240,17 @@ pub trait Semantics<'p> {
         at: usize,
         module: Self::Value,
         name: Self::Value,
-    ) -> Result<Self::Value, String>;
+    ) -> Result<Self::Value, Refusal>;
 
     /// PERSID or BINPERSID.
     fn persistent_load(
         &mut self,
         at: usize,
         pid: PersistentId<'p, Self::Value>,
-    ) -> Result<Self::Value, String>;
+    ) -> Result<Self::Value, Refusal>;
 
     /// REDUCE, NEWOBJ, NEWOBJ_EX, INST or OBJ.
-    fn call(&mut self, at: usize, call: Call<Self::Value>) -> Result<Self::Value, String>;
+    fn call(&mut self, at: usize, call: Call<Self::Value>) -> Result<Self::Value, Refusal>;
 
     /// A container made of `items` (empty for the EMPTY_* opcodes).
     fn collection(
@@ -257,7 +258,7 @@ pub trait Semantics<'p> {
         at: usize,
         kind: Collection,
         items: Vec<Self::Value>,
-    ) -> Result<Self::Value, String>;
+    ) -> Result<Self::Value, Refusal>;
 
     /// Adds `items` to `target` (the value under them on the stack).
     fn extend(
@@ -266,10 +267,11 @@ pub trait Semantics<'p> {
         target: &Self::Value,
         kind: Extend,
         items: Vec<Self::Value>,
-    ) -> Result<(), String>;
+    ) -> Result<(), Refusal>;
 
     /// BUILD: sets `state` on `target`.
-    fn build(&mut self, at: usize, target: &Self::Value, state: Self::Value) -> Result<(), String>;
+    fn build(&mut self, at: usize, target: &Self::Value, state: Self::Value)
+    -> Result<(), Refusal>;
 
     /// EXT, NEXT_BUFFER or READONLY_BUFFER (`top` is the value on top of the stack for the
     /// last). `Ok(Some(v))` pushes `v`.
@@ -278,7 +280,7 @@ pub trait Semantics<'p> {
         at: usize,
         op: Exotic,
         top: Option<&Self::Value>,
-    ) -> Result<Option<Self::Value>, String>;
+    ) -> Result<Option<Self::Value>, Refusal>;
 }
 
 /// Maps Python 2 module names to Python 3 ones, as `pickle`'s compat layer does.
@@ -549,7 +551,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
 
     /// Executes every opcode but STOP, PROTO and FRAME (which [`Machine::run`] handles).
     fn step(&mut self, at: usize, end: usize, op: Op<'p>) -> Result<(), PickleError> {
-        let fail = |msg: String| PickleError::new(at, msg);
+        let fail = |r: Refusal| PickleError::refused(at, r);
         match op {
             Op::Int(i) => self.literal(at, end, Literal::Int(i))?,
             Op::BigInt(b) => self.literal(at, end, Literal::BigInt(b))?,
@@ -689,8 +691,8 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
             }
             Op::Memoize => {
                 let v = self.peek()?;
-                let i =
-                    u32::try_from(self.memo.len()).map_err(|_| fail("memo too large".into()))?;
+                let i = u32::try_from(self.memo.len())
+                    .map_err(|_| PickleError::new(at, "memo too large"))?;
                 self.memo_put(i, v)?;
             }
             Op::Ext(code) => self.exotic(at, Exotic::Ext(code))?,
@@ -698,7 +700,10 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
             Op::ReadonlyBuffer => self.exotic(at, Exotic::ReadonlyBuffer)?,
             // Handled by `run`.
             Op::Stop | Op::Proto(_) | Op::Frame(_) => {
-                return Err(fail(format!("internal: {} reached step()", op.name())));
+                return Err(PickleError::new(
+                    at,
+                    format!("internal: {} reached step()", op.name()),
+                ));
             }
         }
         Ok(())
@@ -708,7 +713,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         let v = self
             .sem
             .literal(at, end, l)
-            .map_err(|m| PickleError::new(at, m))?;
+            .map_err(|r| PickleError::refused(at, r))?;
         self.stack.push(v);
         Ok(())
     }
@@ -717,7 +722,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         let v = self
             .sem
             .call(at, call)
-            .map_err(|m| PickleError::new(at, m))?;
+            .map_err(|r| PickleError::refused(at, r))?;
         self.stack.push(v);
         Ok(())
     }
@@ -726,7 +731,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         let target = self.peek()?;
         self.sem
             .extend(at, &target, kind, items)
-            .map_err(|m| PickleError::new(at, m))
+            .map_err(|r| PickleError::refused(at, r))
     }
 
     fn collection(
@@ -738,7 +743,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         let v = self
             .sem
             .collection(at, kind, items)
-            .map_err(|m| PickleError::new(at, m))?;
+            .map_err(|r| PickleError::refused(at, r))?;
         self.stack.push(v);
         Ok(())
     }
@@ -751,7 +756,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         if let Some(v) = self
             .sem
             .exotic(at, op, top.as_ref())
-            .map_err(|m| PickleError::new(at, m))?
+            .map_err(|r| PickleError::refused(at, r))?
         {
             self.stack.push(v);
         }

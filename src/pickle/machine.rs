@@ -3,12 +3,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::PickleError;
 use super::engine::{
     Anomaly, Call, Collection, Exotic, Extend, Limits, Literal, Machine, Mode, PersistentId,
     Semantics, py3_module,
 };
 use super::value::{Global, Object, ObjectOrigin, Seq, Value};
+use super::{PickleError, Refusal};
 
 /// One GLOBAL/STACK_GLOBAL/INST met while executing, for reports.
 #[derive(Debug, Clone)]
@@ -31,10 +31,11 @@ pub struct Loaded {
     pub globals: Vec<GlobalUse>,
 }
 
-/// What a higher layer contributes: the meaning of persistent ids and of some calls.
+/// What a higher layer contributes: the meaning of persistent ids and of some calls. A
+/// [`Refusal`] stops the VM (a limit error when it names a limit).
 pub trait Host {
     /// Resolves a persistent id (BINPERSID/PERSID). The VM has no storage of its own.
-    fn persistent_load(&mut self, pid: Value) -> Result<Value, String>;
+    fn persistent_load(&mut self, pid: Value) -> Result<Value, Refusal>;
 
     /// Gives meaning to `callable(*args)` (REDUCE, NEWOBJ, INST, OBJ). `Ok(None)` lets the VM
     /// apply its plain-Python rules and otherwise build an inert object.
@@ -43,10 +44,10 @@ pub trait Host {
         callable: &Value,
         args: &Value,
         origin: ObjectOrigin,
-    ) -> Result<Option<Value>, String>;
+    ) -> Result<Option<Value>, Refusal>;
 
     /// Handles BUILD on `target`; `Ok(false)` lets the VM apply its default.
-    fn build(&mut self, _target: &Value, _state: &Value) -> Result<bool, String> {
+    fn build(&mut self, _target: &Value, _state: &Value) -> Result<bool, Refusal> {
         Ok(false)
     }
 }
@@ -55,10 +56,10 @@ pub trait Host {
 pub struct NoHost;
 
 impl Host for NoHost {
-    fn persistent_load(&mut self, _pid: Value) -> Result<Value, String> {
+    fn persistent_load(&mut self, _pid: Value) -> Result<Value, Refusal> {
         Err("a persistent id appears where none is expected".into())
     }
-    fn call(&mut self, _: &Value, _: &Value, _: ObjectOrigin) -> Result<Option<Value>, String> {
+    fn call(&mut self, _: &Value, _: &Value, _: ObjectOrigin) -> Result<Option<Value>, Refusal> {
         Ok(None)
     }
 }
@@ -118,7 +119,7 @@ impl Vm<'_> {
         callable: Value,
         args: Value,
         origin: ObjectOrigin,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Refusal> {
         if let Some(v) = self.host.call(&callable, &args, origin)? {
             return Ok(v);
         }
@@ -141,7 +142,7 @@ impl<'p> Semantics<'p> for Vm<'_> {
     /// The VM runs strictly: it is only told what it may ignore (frames, PROTO placement).
     fn report(&mut self, _at: usize, _anomaly: Anomaly<'_>) {}
 
-    fn literal(&mut self, _at: usize, _end: usize, literal: Literal<'p>) -> Result<Value, String> {
+    fn literal(&mut self, _at: usize, _end: usize, literal: Literal<'p>) -> Result<Value, Refusal> {
         Ok(match literal {
             Literal::Int(i) => Value::Int(i),
             Literal::BigInt(b) => Value::BigInt(Rc::from(b)),
@@ -159,18 +160,19 @@ impl<'p> Semantics<'p> for Vm<'_> {
         module: &str,
         name: &str,
         _opcode: &'static str,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Refusal> {
         Ok(self.named(at, module, name))
     }
 
-    fn stack_global(&mut self, at: usize, module: Value, name: Value) -> Result<Value, String> {
+    fn stack_global(&mut self, at: usize, module: Value, name: Value) -> Result<Value, Refusal> {
         match (module.as_str(), name.as_str()) {
             (Some(m), Some(n)) => Ok(self.named(at, m, n)),
             _ => Err(format!(
                 "STACK_GLOBAL needs two strings, found {} and {}",
                 module.type_name(),
                 name.type_name()
-            )),
+            )
+            .into()),
         }
     }
 
@@ -178,7 +180,7 @@ impl<'p> Semantics<'p> for Vm<'_> {
         &mut self,
         _at: usize,
         pid: PersistentId<'p, Value>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Refusal> {
         let pid = match pid {
             PersistentId::Text(id) => text(id),
             PersistentId::Value(v) => v,
@@ -186,7 +188,7 @@ impl<'p> Semantics<'p> for Vm<'_> {
         self.host.persistent_load(pid)
     }
 
-    fn call(&mut self, _at: usize, call: Call<Value>) -> Result<Value, String> {
+    fn call(&mut self, _at: usize, call: Call<Value>) -> Result<Value, Refusal> {
         match call {
             Call::Reduce { callable, args } => {
                 self.call_value(callable, args, ObjectOrigin::Reduce)
@@ -212,7 +214,7 @@ impl<'p> Semantics<'p> for Vm<'_> {
         _at: usize,
         kind: Collection,
         items: Vec<Value>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Refusal> {
         Ok(match kind {
             Collection::Dict => {
                 let d = Value::new_dict();
@@ -233,10 +235,10 @@ impl<'p> Semantics<'p> for Vm<'_> {
         target: &Value,
         kind: Extend,
         items: Vec<Value>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         match kind {
-            Extend::Append | Extend::Appends => append(target, items),
-            Extend::SetItem | Extend::SetItems => set_items(target, items),
+            Extend::Append | Extend::Appends => Ok(append(target, items)?),
+            Extend::SetItem | Extend::SetItems => Ok(set_items(target, items)?),
             Extend::AddItems => match target {
                 Value::Set(s) => {
                     s.borrow_mut().extend(items);
@@ -245,12 +247,13 @@ impl<'p> Semantics<'p> for Vm<'_> {
                 other => Err(format!(
                     "ADDITEMS applied to a {}, expected a set",
                     other.type_name()
-                )),
+                )
+                .into()),
             },
         }
     }
 
-    fn build(&mut self, _at: usize, target: &Value, state: Value) -> Result<(), String> {
+    fn build(&mut self, _at: usize, target: &Value, state: Value) -> Result<(), Refusal> {
         if !self.host.build(target, &state)? {
             build_default(target, state)?;
         }
@@ -262,11 +265,12 @@ impl<'p> Semantics<'p> for Vm<'_> {
         _at: usize,
         op: Exotic,
         _top: Option<&Value>,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, Refusal> {
         match op {
             Exotic::Ext(code) => Err(format!(
                 "EXT opcode (extension registry code {code}) is not supported: torch never writes it"
-            )),
+            )
+            .into()),
             Exotic::NextBuffer => Err(
                 "NEXT_BUFFER (out-of-band buffer) is not supported: torch never writes it".into(),
             ),

@@ -51,7 +51,57 @@ pub enum Limit {
     String,
 }
 
+/// Why a [`Semantics`] (or the VM's [`Host`]) refused an opcode: what happened and, when a
+/// limit was the cause (a nested pickle over the caller's limits), which one. The machine turns
+/// it into a [`PickleError`] at the opcode's offset, of the same kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What was expected and what was found.
+    pub msg: String,
+    /// The limit that stopped a nested pickle, if one did.
+    pub limit: Option<Limit>,
+}
+
+impl Refusal {
+    /// A refusal because `inner` (a nested pickle) failed: a limit error stays one.
+    pub fn nested(inner: &PickleError, msg: impl Into<String>) -> Self {
+        Refusal {
+            msg: msg.into(),
+            limit: match inner.kind {
+                PickleErrorKind::Limit(l) => Some(l),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(msg: String) -> Self {
+        Refusal { msg, limit: None }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(msg: &str) -> Self {
+        Refusal::from(msg.to_string())
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
 impl PickleError {
+    /// The error for `refusal` at the opcode at `offset`: a limit if a limit caused it.
+    pub fn refused(offset: usize, refusal: Refusal) -> Self {
+        match refusal.limit {
+            Some(l) => PickleError::limit(offset, l, refusal.msg),
+            None => PickleError::new(offset, refusal.msg),
+        }
+    }
+
     /// A malformed pickle at `offset`.
     pub fn new(offset: usize, msg: impl Into<String>) -> Self {
         PickleError {

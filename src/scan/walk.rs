@@ -9,7 +9,7 @@ use crate::pickle::engine::{
     Anomaly, Call as PickleCall, Collection, Exotic, Extend, Literal, Machine, Mode, PersistentId,
     Semantics,
 };
-use crate::pickle::{Limit, Limits, PickleError, PickleErrorKind, py3_module};
+use crate::pickle::{Limit, Limits, PickleError, PickleErrorKind, Refusal, py3_module};
 use crate::torch::classify;
 
 /// True when `b` decodes as one complete pickle (whatever its first byte).
@@ -351,7 +351,7 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         }
     }
 
-    fn literal(&mut self, at: usize, end: usize, literal: Literal<'p>) -> Result<Sym<'p>, String> {
+    fn literal(&mut self, at: usize, end: usize, literal: Literal<'p>) -> Result<Sym<'p>, Refusal> {
         Ok(match literal {
             Literal::Int(_) | Literal::BigInt(_) => {
                 self.check_text_int(at, end);
@@ -378,7 +378,7 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         module: &str,
         name: &str,
         opcode: &'static str,
-    ) -> Result<Sym<'p>, String> {
+    ) -> Result<Sym<'p>, Refusal> {
         let i = push_global(&mut self.r.globals, module, name, self.member, at, opcode);
         Ok(Sym::Global(i))
     }
@@ -388,7 +388,7 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         at: usize,
         module: Sym<'p>,
         name: Sym<'p>,
-    ) -> Result<Sym<'p>, String> {
+    ) -> Result<Sym<'p>, Refusal> {
         Ok(match (module, name) {
             (Sym::Str(m), Sym::Str(n)) => {
                 let i = push_global(&mut self.r.globals, &m, &n, self.member, at, "STACK_GLOBAL");
@@ -410,11 +410,11 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         &mut self,
         _at: usize,
         _pid: PersistentId<'p, Sym<'p>>,
-    ) -> Result<Sym<'p>, String> {
+    ) -> Result<Sym<'p>, Refusal> {
         Ok(Sym::Other)
     }
 
-    fn call(&mut self, at: usize, call: PickleCall<Sym<'p>>) -> Result<Sym<'p>, String> {
+    fn call(&mut self, at: usize, call: PickleCall<Sym<'p>>) -> Result<Sym<'p>, Refusal> {
         match call {
             PickleCall::Reduce { callable, args } => {
                 self.called(at, &callable, "REDUCE");
@@ -454,7 +454,7 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         _at: usize,
         kind: Collection,
         mut items: Vec<Sym<'p>>,
-    ) -> Result<Sym<'p>, String> {
+    ) -> Result<Sym<'p>, Refusal> {
         Ok(match (kind, items.len(), items.pop()) {
             (Collection::Tuple, 1, Some(Sym::Blob(b))) => Sym::Args1(b),
             _ => Sym::Other,
@@ -467,11 +467,11 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         _target: &Sym<'p>,
         _kind: Extend,
         _items: Vec<Sym<'p>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         Ok(())
     }
 
-    fn build(&mut self, at: usize, target: &Sym<'p>, _state: Sym<'p>) -> Result<(), String> {
+    fn build(&mut self, at: usize, target: &Sym<'p>, _state: Sym<'p>) -> Result<(), Refusal> {
         if let Sym::Global(i) = target {
             let i = *i;
             self.r.globals[i].calls.push(Call {
@@ -496,7 +496,7 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         at: usize,
         op: Exotic,
         _top: Option<&Sym<'p>>,
-    ) -> Result<Option<Sym<'p>>, String> {
+    ) -> Result<Option<Sym<'p>>, Refusal> {
         Ok(match op {
             Exotic::Ext(_) => {
                 self.odd(at, "EXT");

@@ -20,26 +20,30 @@ impl<'p> Semantics<'p> for Recorder {
         self.log.push(format!("{at}: {anomaly:?}"));
     }
 
-    fn literal(&mut self, _: usize, _: usize, literal: Literal<'p>) -> Result<String, String> {
+    fn literal(&mut self, _: usize, _: usize, literal: Literal<'p>) -> Result<String, Refusal> {
         Ok(match literal {
             Literal::Text(b) => String::from_utf8_lossy(&b).into_owned(),
             other => format!("{other:?}"),
         })
     }
 
-    fn global(&mut self, _: usize, m: &str, n: &str, _: &'static str) -> Result<String, String> {
+    fn global(&mut self, _: usize, m: &str, n: &str, _: &'static str) -> Result<String, Refusal> {
         Ok(format!("{}.{n}", py3_module(m)))
     }
 
-    fn stack_global(&mut self, _: usize, m: String, n: String) -> Result<String, String> {
+    fn stack_global(&mut self, _: usize, m: String, n: String) -> Result<String, Refusal> {
         Ok(format!("{m}.{n}"))
     }
 
-    fn persistent_load(&mut self, _: usize, _: PersistentId<'p, String>) -> Result<String, String> {
+    fn persistent_load(
+        &mut self,
+        _: usize,
+        _: PersistentId<'p, String>,
+    ) -> Result<String, Refusal> {
         Ok("pid".into())
     }
 
-    fn call(&mut self, at: usize, call: Call<String>) -> Result<String, String> {
+    fn call(&mut self, at: usize, call: Call<String>) -> Result<String, Refusal> {
         let (callable, args) = match call {
             Call::Reduce { callable, args } => (callable, args),
             Call::NewObj { cls, args } | Call::NewObjEx { cls, args, .. } => (cls, args),
@@ -55,25 +59,33 @@ impl<'p> Semantics<'p> for Recorder {
         _: usize,
         k: Collection,
         items: Vec<String>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Refusal> {
         Ok(format!("{k:?}[{}]", items.join(",")))
     }
 
-    fn extend(&mut self, _: usize, _: &String, _: Extend, _: Vec<String>) -> Result<(), String> {
+    fn extend(&mut self, _: usize, _: &String, _: Extend, _: Vec<String>) -> Result<(), Refusal> {
         Ok(())
     }
 
-    fn build(&mut self, _: usize, _: &String, _: String) -> Result<(), String> {
+    fn build(&mut self, _: usize, _: &String, _: String) -> Result<(), Refusal> {
         Ok(())
     }
 
+    /// EXT refuses plainly; NEXT_BUFFER as a nested pickle over a limit would.
     fn exotic(
         &mut self,
         _: usize,
-        _: Exotic,
+        op: Exotic,
         _: Option<&String>,
-    ) -> Result<Option<String>, String> {
-        Ok(Some("exotic".into()))
+    ) -> Result<Option<String>, Refusal> {
+        match op {
+            Exotic::Ext(_) => Err("no extensions".into()),
+            Exotic::NextBuffer => Err(Refusal {
+                msg: "nested: more than 1 opcodes (--max-pickle-ops)".into(),
+                limit: Some(Limit::Ops),
+            }),
+            Exotic::ReadonlyBuffer => Ok(None),
+        }
     }
 }
 
@@ -310,4 +322,18 @@ fn py2_module_names_map_to_python_3() {
     assert_eq!(py3_module("os"), "os");
     let (r, _) = run(b"c__builtin__\neval\n.", Mode::Strict, &Limits::default());
     assert_eq!(r.unwrap().value, "builtins.eval");
+}
+
+#[test]
+fn a_refusal_stops_both_modes_and_one_that_names_a_limit_is_a_limit_error() {
+    for mode in [Mode::Strict, Mode::Superset] {
+        let e = run(b"N\x82\x01.", mode, &Limits::default()).0.unwrap_err();
+        assert_eq!(
+            (e.offset, e.msg.as_str(), e.is_limit()),
+            (1, "no extensions", false)
+        );
+        let e = run(b"N\x97.", mode, &Limits::default()).0.unwrap_err();
+        assert_eq!(e.offset, 1);
+        assert_eq!(e.kind(), PickleErrorKind::Limit(Limit::Ops));
+    }
 }
