@@ -351,7 +351,8 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         rest
     }
 
-    /// Runs the pickle that starts at `start` in `data` up to its STOP.
+    /// Runs the pickle that starts at `start` in `data` up to its STOP, from the machine's
+    /// current stacks and memo (a pickle of its own wants a new machine).
     ///
     /// Both modes stop with an error at a limit ([`PickleError::is_limit`]), where the bytes end
     /// before STOP ([`PickleError::is_truncated`]) and where they stop decoding; the strict mode
