@@ -481,3 +481,104 @@ fn load_from_bytes_on_bytes_that_are_not_a_checkpoint_is_suspicious_in_scan_and_
     );
     assert!(!out.exists());
 }
+
+/// `torch.storage._load_from_bytes(b)` where `b` is a legacy stream whose sys_info pickle runs
+/// more opcodes (25) than `--max-pickle-ops 10`, while the outer pickle runs 6.
+fn nested_over_the_op_limit() -> Vec<u8> {
+    let mut inner = Vec::new();
+    // The magic number: PROTO 2, LONG1 of 10 bytes, STOP.
+    inner.extend_from_slice(b"\x80\x02\x8a\x0a");
+    inner.extend_from_slice(&0x1950A86A20F9469CFC6C_i128.to_le_bytes()[..10]);
+    inner.push(b'.');
+    // The protocol version 1001.
+    inner.extend_from_slice(b"\x80\x02M\xe9\x03.");
+    // sys_info: a dict of ten entries, set one opcode at a time.
+    inner.extend_from_slice(b"\x80\x02}(");
+    for k in b'a'..b'k' {
+        inner.extend_from_slice(&[b'U', 1, k, b'K', 1]);
+    }
+    inner.extend_from_slice(b"u.");
+    let mut outer = b"\x80\x02ctorch.storage\n_load_from_bytes\nB".to_vec();
+    outer.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+    outer.extend_from_slice(&inner);
+    outer.extend_from_slice(b"\x85R.");
+    outer
+}
+
+/// Opcodes in the pickle at the start of `data`.
+fn ops_in_first_pickle(data: &[u8]) -> usize {
+    let mut d = safetensorize::pickle::ops::Decoder::new(data, 0, u64::MAX);
+    let mut n = 0;
+    loop {
+        let (_, op) = d.next_op().expect("the outer pickle decodes");
+        n += 1;
+        if let safetensorize::pickle::ops::Op::Stop = op {
+            return n;
+        }
+    }
+}
+
+#[test]
+fn a_nested_pickle_over_max_pickle_ops_fails_convert_with_the_flag_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("nested.pkl");
+    let bytes = nested_over_the_op_limit();
+    // The outer pickle is well under the limit: only the nested one can trip it.
+    assert_eq!(ops_in_first_pickle(&bytes), 6);
+    fs::write(&f, &bytes).unwrap();
+    let out = dir.path().join("nested.safetensors");
+    let f_s = f.to_str().unwrap();
+    let out_s = out.to_str().unwrap();
+    let o = run(
+        dir.path(),
+        &["convert", f_s, "-o", out_s, "--max-pickle-ops", "10"],
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(exit_code(&o), 1, "{err}");
+    assert!(
+        err.contains("more than 10 opcodes (--max-pickle-ops)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("embedded") && err.contains("sys_info"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // The library says a limit stopped it, not a defect of the file.
+    let opts = safetensorize::OpenOptions {
+        limits: safetensorize::pickle::Limits {
+            max_ops: 10,
+            ..Default::default()
+        },
+    };
+    match safetensorize::Checkpoint::open_with(&f, &opts).map(|_| ()) {
+        Err(safetensorize::Error {
+            kind: safetensorize::ErrorKind::Pickle { source, .. },
+            ..
+        }) => assert!(source.is_limit() && source.offset == 117, "{source}"),
+        Err(safetensorize::Error {
+            kind: safetensorize::ErrorKind::LimitExceeded(msg),
+            ..
+        }) => assert!(msg.contains("--max-pickle-ops"), "{msg}"),
+        Err(e) => panic!("not a limit error: {e}"),
+        Ok(()) => panic!("the nested pickle ran over --max-pickle-ops 10"),
+    }
+    // Without the flag the nested stream gets past sys_info: the limit was what stopped it.
+    let o = run(dir.path(), &["convert", f_s, "-o", out_s]).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("--max-pickle-ops"), "{err}");
+    // scan walks the nested pickle under the same flag and says where it stopped.
+    let o = run(
+        dir.path(),
+        &["scan", "--json", f_s, "--max-pickle-ops", "10"],
+    )
+    .unwrap();
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let findings = report[0]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|x| x["kind"] == "limit-exceeded"
+            && x["member"].as_str().unwrap().ends_with("(embedded)")),
+        "{findings:?}"
+    );
+}

@@ -1,36 +1,14 @@
-//! The VM loop: a value stack, a mark stack and a memo, driven by decoded opcodes.
+//! The VM: the [`Machine`] run strictly over [`Value`]s, with a [`Host`] for what torch means.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::PickleError;
-use super::ops::{DecodeError, Decoder, Op};
+use super::engine::{
+    Anomaly, Call, Collection, Exotic, Extend, Limits, Literal, Machine, Mode, PersistentId,
+    Semantics, py3_module,
+};
 use super::value::{Global, Object, ObjectOrigin, Seq, Value};
-
-/// Bounds on what one pickle may make the VM do. Real checkpoints stay far below the defaults.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Opcodes executed.
-    pub max_ops: u64,
-    /// Items on the value stack plus open marks.
-    pub max_stack: usize,
-    /// Memo entries.
-    pub max_memo: usize,
-    /// Length of one string or bytes argument.
-    pub max_string: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_ops: 200_000_000,
-            max_stack: 10_000_000,
-            max_memo: 10_000_000,
-            max_string: 1 << 32,
-        }
-    }
-}
+use super::{PickleError, Refusal};
 
 /// One GLOBAL/STACK_GLOBAL/INST met while executing, for reports.
 #[derive(Debug, Clone)]
@@ -53,10 +31,11 @@ pub struct Loaded {
     pub globals: Vec<GlobalUse>,
 }
 
-/// What a higher layer contributes: the meaning of persistent ids and of some calls.
+/// What a higher layer contributes: the meaning of persistent ids and of some calls. A
+/// [`Refusal`] stops the VM (a limit error when it names a limit).
 pub trait Host {
     /// Resolves a persistent id (BINPERSID/PERSID). The VM has no storage of its own.
-    fn persistent_load(&mut self, pid: Value) -> Result<Value, String>;
+    fn persistent_load(&mut self, pid: Value) -> Result<Value, Refusal>;
 
     /// Gives meaning to `callable(*args)` (REDUCE, NEWOBJ, INST, OBJ). `Ok(None)` lets the VM
     /// apply its plain-Python rules and otherwise build an inert object.
@@ -65,10 +44,10 @@ pub trait Host {
         callable: &Value,
         args: &Value,
         origin: ObjectOrigin,
-    ) -> Result<Option<Value>, String>;
+    ) -> Result<Option<Value>, Refusal>;
 
     /// Handles BUILD on `target`; `Ok(false)` lets the VM apply its default.
-    fn build(&mut self, _target: &Value, _state: &Value) -> Result<bool, String> {
+    fn build(&mut self, _target: &Value, _state: &Value) -> Result<bool, Refusal> {
         Ok(false)
     }
 }
@@ -77,62 +56,44 @@ pub trait Host {
 pub struct NoHost;
 
 impl Host for NoHost {
-    fn persistent_load(&mut self, _pid: Value) -> Result<Value, String> {
+    fn persistent_load(&mut self, _pid: Value) -> Result<Value, Refusal> {
         Err("a persistent id appears where none is expected".into())
     }
-    fn call(&mut self, _: &Value, _: &Value, _: ObjectOrigin) -> Result<Option<Value>, String> {
+    fn call(&mut self, _: &Value, _: &Value, _: ObjectOrigin) -> Result<Option<Value>, Refusal> {
         Ok(None)
     }
 }
 
-/// Runs the pickle that starts at `start` in `data` and returns its value.
+/// Runs the pickle that starts at `start` in `data` and returns its value. Stops at the first
+/// error ([`Mode::Strict`]); a limit error is [`PickleError::is_limit`].
 pub fn load(
     data: &[u8],
     start: usize,
     host: &mut dyn Host,
     limits: &Limits,
 ) -> Result<Loaded, PickleError> {
-    let mut m = Machine {
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
+    let vm = Vm {
         host,
-        limits,
         globals: Vec::new(),
-        protocol: 0,
     };
+    let mut m = Machine::new(vm, Mode::Strict, limits);
     let r = m.run(data, start);
     // Drop what is left without recursion, whatever happened.
-    let mut rest: Vec<Value> = std::mem::take(&mut m.stack);
-    rest.extend(m.memo.drain().map(|(_, v)| v));
-    drop(Seq(rest));
-    let (value, end) = r?;
+    drop(Seq(m.take_values()));
+    let stopped = r?;
+    let Vm { globals, .. } = m.into_semantics();
     Ok(Loaded {
-        value,
-        end,
-        protocol: m.protocol,
-        globals: m.globals,
+        value: stopped.value,
+        end: stopped.end,
+        protocol: stopped.protocol,
+        globals,
     })
 }
 
-struct Machine<'h> {
-    stack: Vec<Value>,
-    marks: Vec<usize>,
-    memo: HashMap<u32, Value>,
+/// The VM's semantics: values are [`Value`]s, the host interprets persistent ids and calls.
+struct Vm<'h> {
     host: &'h mut dyn Host,
-    limits: &'h Limits,
     globals: Vec<GlobalUse>,
-    protocol: u8,
-}
-
-/// Maps Python 2 module names to Python 3 ones, as `pickle`'s compat layer does.
-fn py3_module(module: &str) -> &str {
-    match module {
-        "__builtin__" => "builtins",
-        "copy_reg" => "copyreg",
-        "exceptions" => "builtins",
-        other => other,
-    }
 }
 
 fn text(b: &[u8]) -> Value {
@@ -143,81 +104,8 @@ fn text(b: &[u8]) -> Value {
     }
 }
 
-impl Machine<'_> {
-    fn run(&mut self, data: &[u8], start: usize) -> Result<(Value, usize), PickleError> {
-        let mut d = Decoder::new(data, start, self.limits.max_string);
-        let mut ops: u64 = 0;
-        loop {
-            let (at, op) = match d.next_op() {
-                Ok(x) => x,
-                Err(DecodeError::Incomplete) => {
-                    return Err(PickleError::new(
-                        d.pos(),
-                        "the pickle ends before its STOP opcode (truncated)",
-                    ));
-                }
-                Err(DecodeError::Invalid(e)) => return Err(e),
-            };
-            ops += 1;
-            if ops > self.limits.max_ops {
-                return Err(PickleError::new(
-                    at,
-                    format!(
-                        "more than {} opcodes (--max-pickle-ops)",
-                        self.limits.max_ops
-                    ),
-                ));
-            }
-            if self.stack.len() + self.marks.len() > self.limits.max_stack {
-                return Err(PickleError::new(
-                    at,
-                    format!(
-                        "stack deeper than {} items (raise with --max-stack)",
-                        self.limits.max_stack
-                    ),
-                ));
-            }
-            if let Op::Stop = op {
-                let v = self.pop(at)?;
-                return Ok((v, d.pos()));
-            }
-            self.step(at, op).map_err(|msg| PickleError::new(at, msg))?;
-        }
-    }
-
-    fn pop(&mut self, at: usize) -> Result<Value, PickleError> {
-        self.pop_value().map_err(|m| PickleError::new(at, m))
-    }
-
-    fn pop_value(&mut self) -> Result<Value, String> {
-        let floor = self.marks.last().copied().unwrap_or(0);
-        if self.stack.len() <= floor {
-            return Err("stack underflow (an opcode needs more values than there are)".into());
-        }
-        self.stack.pop().ok_or_else(|| "stack underflow".into())
-    }
-
-    fn top(&self) -> Result<&Value, String> {
-        let floor = self.marks.last().copied().unwrap_or(0);
-        if self.stack.len() <= floor {
-            return Err("stack underflow (an opcode needs a value on the stack)".into());
-        }
-        self.stack.last().ok_or_else(|| "stack underflow".into())
-    }
-
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
-        let m = self
-            .marks
-            .pop()
-            .ok_or("an opcode needs a MARK but none is open")?;
-        Ok(self.stack.split_off(m.min(self.stack.len())))
-    }
-
-    fn push(&mut self, v: Value) {
-        self.stack.push(v);
-    }
-
-    fn global(&mut self, at: usize, module: &str, name: &str) -> Value {
+impl Vm<'_> {
+    fn named(&mut self, at: usize, module: &str, name: &str) -> Value {
         let g = Global::new(py3_module(module), name);
         self.globals.push(GlobalUse {
             global: g.clone(),
@@ -226,229 +114,12 @@ impl Machine<'_> {
         Value::Global(Rc::new(g))
     }
 
-    fn memo_put(&mut self, idx: u32, v: Value) -> Result<(), String> {
-        if self.memo.len() >= self.limits.max_memo && !self.memo.contains_key(&idx) {
-            return Err(format!(
-                "more than {} memo entries (raise with --max-memo)",
-                self.limits.max_memo
-            ));
-        }
-        self.memo.insert(idx, v);
-        Ok(())
-    }
-
-    fn step(&mut self, at: usize, op: Op<'_>) -> Result<(), String> {
-        match op {
-            Op::Mark => self.marks.push(self.stack.len()),
-            Op::Stop => unreachable_stop()?,
-            Op::Pop => {
-                // POP with an empty frame above a mark discards the mark (pickle.py semantics).
-                let floor = self.marks.last().copied();
-                if floor == Some(self.stack.len()) {
-                    self.marks.pop();
-                } else {
-                    self.pop_value()?;
-                }
-            }
-            Op::PopMark => {
-                self.pop_mark()?;
-            }
-            Op::Dup => {
-                let v = self.top()?.clone();
-                self.push(v);
-            }
-            Op::Float(f) | Op::BinFloat(f) => self.push(Value::Float(f)),
-            Op::Int(i) => self.push(Value::Int(i)),
-            Op::BigInt(b) => self.push(Value::BigInt(Rc::from(b))),
-            Op::Bool(b) => self.push(Value::Bool(b)),
-            Op::None => self.push(Value::None),
-            Op::PersId(id) => {
-                let pid = text(id);
-                let v = self.host.persistent_load(pid)?;
-                self.push(v);
-            }
-            Op::BinPersId => {
-                let pid = self.pop_value()?;
-                let v = self.host.persistent_load(pid)?;
-                self.push(v);
-            }
-            Op::Reduce => {
-                let args = self.pop_value()?;
-                let callable = self.pop_value()?;
-                let v = self.call(callable, args, ObjectOrigin::Reduce)?;
-                self.push(v);
-            }
-            Op::String(b) | Op::Unicode(b) => self.push(text(&b)),
-            Op::Bytes(b) | Op::ByteArray(b) => self.push(Value::Bytes(Rc::from(b))),
-            Op::Append => {
-                let v = self.pop_value()?;
-                let target = self.top()?.clone();
-                append(&target, vec![v])?;
-            }
-            Op::Appends => {
-                let items = self.pop_mark()?;
-                let target = self.top()?.clone();
-                append(&target, items)?;
-            }
-            Op::Build => {
-                let state = self.pop_value()?;
-                let target = self.top()?.clone();
-                if !self.host.build(&target, &state)? {
-                    build_default(&target, state)?;
-                }
-            }
-            Op::Global(m, n) => {
-                let (m, n) = (String::from_utf8_lossy(m), String::from_utf8_lossy(n));
-                let v = self.global(at, m.trim_end_matches('\r'), n.trim_end_matches('\r'));
-                self.push(v);
-            }
-            Op::StackGlobal => {
-                let name = self.pop_value()?;
-                let module = self.pop_value()?;
-                match (module.as_str(), name.as_str()) {
-                    (Some(m), Some(n)) => {
-                        let v = self.global(at, m, n);
-                        self.push(v);
-                    }
-                    _ => {
-                        return Err(format!(
-                            "STACK_GLOBAL needs two strings, found {} and {}",
-                            module.type_name(),
-                            name.type_name()
-                        ));
-                    }
-                }
-            }
-            Op::Inst(m, n) => {
-                let args = self.pop_mark()?;
-                let (m, n) = (String::from_utf8_lossy(m), String::from_utf8_lossy(n));
-                let cls = self.global(at, m.trim_end_matches('\r'), n.trim_end_matches('\r'));
-                let v = self.call(cls, Value::tuple(args), ObjectOrigin::Inst)?;
-                self.push(v);
-            }
-            Op::Obj => {
-                let mut items = self.pop_mark()?;
-                if items.is_empty() {
-                    return Err("OBJ needs a class after its MARK".into());
-                }
-                let cls = items.remove(0);
-                let v = self.call(cls, Value::tuple(items), ObjectOrigin::Inst)?;
-                self.push(v);
-            }
-            Op::NewObj => {
-                let args = self.pop_value()?;
-                let cls = self.pop_value()?;
-                let v = self.call(cls, args, ObjectOrigin::NewObj)?;
-                self.push(v);
-            }
-            Op::NewObjEx => {
-                let _kwargs = self.pop_value()?;
-                let args = self.pop_value()?;
-                let cls = self.pop_value()?;
-                let v = self.call(cls, args, ObjectOrigin::NewObj)?;
-                self.push(v);
-            }
-            Op::Dict => {
-                let items = self.pop_mark()?;
-                let d = Value::new_dict();
-                set_items(&d, items)?;
-                self.push(d);
-            }
-            Op::EmptyDict => self.push(Value::new_dict()),
-            Op::List => {
-                let items = self.pop_mark()?;
-                self.push(Value::List(Rc::new(RefCell::new(Seq(items)))));
-            }
-            Op::EmptyList => self.push(Value::List(Rc::new(RefCell::new(Seq::default())))),
-            Op::Tuple => {
-                let items = self.pop_mark()?;
-                self.push(Value::tuple(items));
-            }
-            Op::EmptyTuple => self.push(Value::tuple(Vec::new())),
-            Op::TupleN(n) => {
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.pop_value()?);
-                }
-                items.reverse();
-                self.push(Value::tuple(items));
-            }
-            Op::SetItem => {
-                let v = self.pop_value()?;
-                let k = self.pop_value()?;
-                let target = self.top()?.clone();
-                set_items(&target, vec![k, v])?;
-            }
-            Op::SetItems => {
-                let items = self.pop_mark()?;
-                let target = self.top()?.clone();
-                set_items(&target, items)?;
-            }
-            Op::EmptySet => self.push(Value::Set(Rc::new(RefCell::new(Seq::default())))),
-            Op::AddItems => {
-                let items = self.pop_mark()?;
-                match self.top()? {
-                    Value::Set(s) => s.borrow_mut().extend(items),
-                    other => {
-                        return Err(format!(
-                            "ADDITEMS applied to a {}, expected a set",
-                            other.type_name()
-                        ));
-                    }
-                }
-            }
-            Op::FrozenSet => {
-                let items = self.pop_mark()?;
-                self.push(Value::Set(Rc::new(RefCell::new(Seq(items)))));
-            }
-            Op::Get(i) => {
-                let v = self
-                    .memo
-                    .get(&i)
-                    .cloned()
-                    .ok_or_else(|| format!("memo index {i} read before it was written"))?;
-                self.push(v);
-            }
-            Op::Put(i) => {
-                let v = self.top()?.clone();
-                self.memo_put(i, v)?;
-            }
-            Op::Memoize => {
-                let v = self.top()?.clone();
-                let i = u32::try_from(self.memo.len()).map_err(|_| "memo too large")?;
-                self.memo_put(i, v)?;
-            }
-            Op::Proto(p) => {
-                if p > 5 {
-                    return Err(format!("unsupported pickle protocol {p} (expected 0 to 5)"));
-                }
-                self.protocol = self.protocol.max(p);
-            }
-            Op::Frame(_) => {}
-            Op::Ext(code) => {
-                return Err(format!(
-                    "EXT opcode (extension registry code {code}) is not supported: torch never writes it"
-                ));
-            }
-            Op::NextBuffer => {
-                return Err(
-                    "NEXT_BUFFER (out-of-band buffer) is not supported: torch never writes it"
-                        .into(),
-                );
-            }
-            Op::ReadonlyBuffer => {
-                self.top()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn call(
+    fn call_value(
         &mut self,
         callable: Value,
         args: Value,
         origin: ObjectOrigin,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Refusal> {
         if let Some(v) = self.host.call(&callable, &args, origin)? {
             return Ok(v);
         }
@@ -461,8 +132,151 @@ impl Machine<'_> {
     }
 }
 
-fn unreachable_stop() -> Result<(), String> {
-    Err("internal: STOP reached step()".into())
+impl<'p> Semantics<'p> for Vm<'_> {
+    type Value = Value;
+
+    fn placeholder(&mut self) -> Value {
+        Value::None
+    }
+
+    /// The VM runs strictly: it is only told what it may ignore (frames, PROTO placement).
+    fn report(&mut self, _at: usize, _anomaly: Anomaly<'_>) {}
+
+    fn literal(&mut self, _at: usize, _end: usize, literal: Literal<'p>) -> Result<Value, Refusal> {
+        Ok(match literal {
+            Literal::Int(i) => Value::Int(i),
+            Literal::BigInt(b) => Value::BigInt(Rc::from(b)),
+            Literal::Float(f) => Value::Float(f),
+            Literal::Bool(b) => Value::Bool(b),
+            Literal::None => Value::None,
+            Literal::Text(b) => text(&b),
+            Literal::Bytes(b) => Value::Bytes(Rc::from(b)),
+        })
+    }
+
+    fn global(
+        &mut self,
+        at: usize,
+        module: &str,
+        name: &str,
+        _opcode: &'static str,
+    ) -> Result<Value, Refusal> {
+        Ok(self.named(at, module, name))
+    }
+
+    fn stack_global(&mut self, at: usize, module: Value, name: Value) -> Result<Value, Refusal> {
+        match (module.as_str(), name.as_str()) {
+            (Some(m), Some(n)) => Ok(self.named(at, m, n)),
+            _ => Err(format!(
+                "STACK_GLOBAL needs two strings, found {} and {}",
+                module.type_name(),
+                name.type_name()
+            )
+            .into()),
+        }
+    }
+
+    fn persistent_load(
+        &mut self,
+        _at: usize,
+        pid: PersistentId<'p, Value>,
+    ) -> Result<Value, Refusal> {
+        let pid = match pid {
+            PersistentId::Text(id) => text(id),
+            PersistentId::Value(v) => v,
+        };
+        self.host.persistent_load(pid)
+    }
+
+    fn call(&mut self, _at: usize, call: Call<Value>) -> Result<Value, Refusal> {
+        match call {
+            Call::Reduce { callable, args } => {
+                self.call_value(callable, args, ObjectOrigin::Reduce)
+            }
+            Call::NewObj { cls, args } | Call::NewObjEx { cls, args, .. } => {
+                self.call_value(cls, args, ObjectOrigin::NewObj)
+            }
+            Call::Inst { cls, args } => {
+                self.call_value(cls, Value::tuple(args), ObjectOrigin::Inst)
+            }
+            Call::Obj { mut items } => {
+                if items.is_empty() {
+                    return Err("OBJ needs a class after its MARK".into());
+                }
+                let cls = items.remove(0);
+                self.call_value(cls, Value::tuple(items), ObjectOrigin::Inst)
+            }
+        }
+    }
+
+    fn collection(
+        &mut self,
+        _at: usize,
+        kind: Collection,
+        items: Vec<Value>,
+    ) -> Result<Value, Refusal> {
+        Ok(match kind {
+            Collection::Dict => {
+                let d = Value::new_dict();
+                if !items.is_empty() {
+                    set_items(&d, items)?;
+                }
+                d
+            }
+            Collection::List => Value::List(Rc::new(RefCell::new(Seq(items)))),
+            Collection::Tuple => Value::tuple(items),
+            Collection::Set => Value::Set(Rc::new(RefCell::new(Seq(items)))),
+        })
+    }
+
+    fn extend(
+        &mut self,
+        _at: usize,
+        target: &Value,
+        kind: Extend,
+        items: Vec<Value>,
+    ) -> Result<(), Refusal> {
+        match kind {
+            Extend::Append | Extend::Appends => Ok(append(target, items)?),
+            Extend::SetItem | Extend::SetItems => Ok(set_items(target, items)?),
+            Extend::AddItems => match target {
+                Value::Set(s) => {
+                    s.borrow_mut().extend(items);
+                    Ok(())
+                }
+                other => Err(format!(
+                    "ADDITEMS applied to a {}, expected a set",
+                    other.type_name()
+                )
+                .into()),
+            },
+        }
+    }
+
+    fn build(&mut self, _at: usize, target: &Value, state: Value) -> Result<(), Refusal> {
+        if !self.host.build(target, &state)? {
+            build_default(target, state)?;
+        }
+        Ok(())
+    }
+
+    fn exotic(
+        &mut self,
+        _at: usize,
+        op: Exotic,
+        _top: Option<&Value>,
+    ) -> Result<Option<Value>, Refusal> {
+        match op {
+            Exotic::Ext(code) => Err(format!(
+                "EXT opcode (extension registry code {code}) is not supported: torch never writes it"
+            )
+            .into()),
+            Exotic::NextBuffer => Err(
+                "NEXT_BUFFER (out-of-band buffer) is not supported: torch never writes it".into(),
+            ),
+            Exotic::ReadonlyBuffer => Ok(None),
+        }
+    }
 }
 
 fn append(target: &Value, items: Vec<Value>) -> Result<(), String> {

@@ -2,7 +2,7 @@
 //! knows the byte layout of every opcode; the VM executes what it yields and `scan` walks it, so
 //! both always see the same program.
 
-use super::PickleError;
+use super::{Limit, PickleError};
 
 /// One decoded opcode with its inline argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +172,15 @@ fn invalid<T>(offset: usize, msg: impl Into<String>) -> R<T> {
     Err(DecodeError::Invalid(PickleError::new(offset, msg)))
 }
 
+/// An argument longer than the string limit.
+fn too_long<T>(offset: usize, msg: impl Into<String>) -> R<T> {
+    Err(DecodeError::Invalid(PickleError::limit(
+        offset,
+        Limit::String,
+        msg,
+    )))
+}
+
 /// Reads opcodes from a byte slice.
 pub struct Decoder<'a> {
     data: &'a [u8],
@@ -203,7 +212,7 @@ impl<'a> Decoder<'a> {
 
     fn take_len(&mut self, n: u64, start: usize) -> R<&'a [u8]> {
         if n > self.max_len {
-            return invalid(
+            return too_long(
                 start,
                 format!(
                     "argument of {n} bytes exceeds the limit of {} bytes (--max-string-bytes)",
@@ -237,7 +246,7 @@ impl<'a> Decoder<'a> {
             .position(|&b| b == b'\n')
             .ok_or(DecodeError::Incomplete)?;
         if n as u64 > self.max_len {
-            return invalid(self.pos, "text argument too long");
+            return too_long(self.pos, "text argument too long");
         }
         let line = &rest[..n];
         self.pos += n + 1;

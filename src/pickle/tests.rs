@@ -201,3 +201,27 @@ fn a_huge_declared_length_is_checked_against_the_bytes_that_remain() {
     b.push(b'.');
     assert!(run(&b).is_err());
 }
+
+#[test]
+fn the_vm_stops_at_a_limit_with_an_error_that_says_which() {
+    let limits = Limits {
+        max_ops: 3,
+        ..Limits::default()
+    };
+    let Err(e) = load(b"(NNNNt.", 0, &mut NoHost, &limits) else {
+        panic!("four opcodes ran under a limit of three");
+    };
+    assert!(e.is_limit(), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "at byte 3: more than 3 opcodes (--max-pickle-ops)"
+    );
+    let Err(e) = load(b"(NN", 0, &mut NoHost, &Limits::default()) else {
+        panic!("a truncated pickle loaded");
+    };
+    assert!(e.is_truncated() && !e.is_limit(), "{e}");
+    let Err(e) = load(b"g0\n.", 0, &mut NoHost, &Limits::default()) else {
+        panic!("a memo miss loaded");
+    };
+    assert_eq!(e.kind(), PickleErrorKind::Malformed);
+}

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use crate::dtype::DType;
-use crate::pickle::{Global, Host, ObjectOrigin, Value};
+use crate::pickle::{Global, Host, ObjectOrigin, Refusal, Value};
 
 /// A storage as a persistent id declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,18 +383,30 @@ impl TorchHost {
     }
 
     /// `torch.storage._load_from_bytes(b)`: a whole legacy stream holding one storage.
-    fn load_from_bytes(&mut self, b: &[u8]) -> Result<Value, String> {
+    /// A nested pickle over the caller's limits stays a limit error ([`Refusal::nested`]).
+    fn load_from_bytes(&mut self, b: &[u8]) -> Result<Value, Refusal> {
         if self.depth >= 2 {
             return Err("embedded legacy streams nested more than twice".into());
         }
-        let archive = crate::container::Archive::from_legacy_bytes(b, &self.limits)
-            .map_err(|e| format!("torch.storage._load_from_bytes: embedded storage: {e}"))?;
+        let archive =
+            crate::container::Archive::from_legacy_bytes(b, &self.limits).map_err(|e| {
+                let msg = format!("torch.storage._load_from_bytes: embedded storage: {e}");
+                match &e {
+                    crate::error::ErrorKind::Pickle { source, .. } => Refusal::nested(source, msg),
+                    _ => Refusal::from(msg),
+                }
+            })?;
         let mut inner = TorchHost {
             depth: self.depth + 1,
             ..TorchHost::with_limits(self.limits)
         };
-        let loaded = crate::pickle::load(&archive.pickle, 0, &mut inner, &self.limits)
-            .map_err(|e| format!("in the embedded legacy stream's object pickle {e}"))?;
+        let loaded =
+            crate::pickle::load(&archive.pickle, 0, &mut inner, &self.limits).map_err(|e| {
+                Refusal::nested(
+                    &e,
+                    format!("in the embedded legacy stream's object pickle {e}"),
+                )
+            })?;
         let s = storage_arg(Some(&loaded.value)).map_err(|e| format!("embedded stream: {e}"))?;
         let mut declared = std::collections::HashMap::new();
         for st in &inner.storages {
@@ -554,7 +566,7 @@ fn describe_pid(pid: &Value) -> String {
 }
 
 impl Host for TorchHost {
-    fn build(&mut self, target: &Value, state: &Value) -> Result<bool, String> {
+    fn build(&mut self, target: &Value, state: &Value) -> Result<bool, Refusal> {
         if let Some(arr) = target.ext::<NumpyArray>() {
             self.numpy_build(arr, state)?;
             return Ok(true);
@@ -572,9 +584,9 @@ impl Host for TorchHost {
         Ok(false)
     }
 
-    fn persistent_load(&mut self, pid: Value) -> Result<Value, String> {
+    fn persistent_load(&mut self, pid: Value) -> Result<Value, Refusal> {
         if matches!(pid, Value::Int(_) | Value::Str(_) | Value::Bytes(_)) {
-            return self.tar_pid(&pid);
+            return Ok(self.tar_pid(&pid)?);
         }
         let items = pid
             .as_seq()
@@ -585,13 +597,14 @@ impl Host for TorchHost {
             _ => String::new(),
         };
         match tag.as_str() {
-            "storage" => self.storage_pid(&items),
+            "storage" => Ok(self.storage_pid(&items)?),
             // Whole modules saved in the legacy format: the class, kept as an inert name.
             "module" => Ok(items.get(1).cloned().unwrap_or(Value::None)),
             other => Err(format!(
                 "unknown persistent id kind {:?}",
                 crate::pickle::truncate(other, 40)
-            )),
+            )
+            .into()),
         }
     }
 
@@ -600,20 +613,20 @@ impl Host for TorchHost {
         callable: &Value,
         args: &Value,
         _origin: ObjectOrigin,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, Refusal> {
         let Value::Global(g) = callable else {
             return Ok(None);
         };
         let a = args.as_seq().unwrap_or_default();
         if g.module == "torch._utils" {
-            return self.rebuild(g, &a);
+            return Ok(self.rebuild(g, &a)?);
         }
         if g.module == "torch._tensor"
             && (g.name == "_rebuild_from_type_v2" || g.name == "_rebuild_from_type")
         {
             // (func, new_type, args, state): unwrap func(*args); the subclass is metadata.
             let (Some(func), Some(inner)) = (a.first(), a.get(2)) else {
-                return Err(format!("{g}: expected (func, type, args, state)"));
+                return Err(format!("{g}: expected (func, type, args, state)").into());
             };
             return match self.call(func, inner, ObjectOrigin::Reduce)? {
                 Some(v) => Ok(Some(v)),

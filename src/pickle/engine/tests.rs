@@ -1,0 +1,339 @@
+//! The machine's rules, in both modes, over a semantics that records what it is told.
+
+use super::*;
+use crate::pickle::PickleErrorKind;
+
+/// Values are their own descriptions; the log holds every call and anomaly, in order.
+#[derive(Default)]
+struct Recorder {
+    log: Vec<String>,
+}
+
+impl<'p> Semantics<'p> for Recorder {
+    type Value = String;
+
+    fn placeholder(&mut self) -> String {
+        "?".into()
+    }
+
+    fn report(&mut self, at: usize, anomaly: Anomaly<'_>) {
+        self.log.push(format!("{at}: {anomaly:?}"));
+    }
+
+    fn literal(&mut self, _: usize, _: usize, literal: Literal<'p>) -> Result<String, Refusal> {
+        Ok(match literal {
+            Literal::Text(b) => String::from_utf8_lossy(&b).into_owned(),
+            other => format!("{other:?}"),
+        })
+    }
+
+    fn global(&mut self, _: usize, m: &str, n: &str, _: &'static str) -> Result<String, Refusal> {
+        Ok(format!("{}.{n}", py3_module(m)))
+    }
+
+    fn stack_global(&mut self, _: usize, m: String, n: String) -> Result<String, Refusal> {
+        Ok(format!("{m}.{n}"))
+    }
+
+    fn persistent_load(
+        &mut self,
+        _: usize,
+        _: PersistentId<'p, String>,
+    ) -> Result<String, Refusal> {
+        Ok("pid".into())
+    }
+
+    fn call(&mut self, at: usize, call: Call<String>) -> Result<String, Refusal> {
+        let (callable, args) = match call {
+            Call::Reduce { callable, args } => (callable, args),
+            Call::NewObj { cls, args } | Call::NewObjEx { cls, args, .. } => (cls, args),
+            Call::Inst { cls, args } => (cls, args.join(",")),
+            Call::Obj { items } => (items.join(","), String::new()),
+        };
+        self.log.push(format!("{at}: call {callable}({args})"));
+        Ok(format!("{callable}()"))
+    }
+
+    fn collection(
+        &mut self,
+        _: usize,
+        k: Collection,
+        items: Vec<String>,
+    ) -> Result<String, Refusal> {
+        Ok(format!("{k:?}[{}]", items.join(",")))
+    }
+
+    fn extend(&mut self, _: usize, _: &String, _: Extend, _: Vec<String>) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn build(&mut self, _: usize, _: &String, _: String) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// EXT refuses plainly; NEXT_BUFFER as a nested pickle over a limit would.
+    fn exotic(
+        &mut self,
+        _: usize,
+        op: Exotic,
+        _: Option<&String>,
+    ) -> Result<Option<String>, Refusal> {
+        match op {
+            Exotic::Ext(_) => Err("no extensions".into()),
+            Exotic::NextBuffer => Err(Refusal {
+                msg: "nested: more than 1 opcodes (--max-pickle-ops)".into(),
+                limit: Some(Limit::Ops),
+            }),
+            Exotic::ReadonlyBuffer => Ok(None),
+        }
+    }
+}
+
+/// `os.system('ls')`, protocol 0.
+const OS_SYSTEM: &[u8] = b"cos\nsystem\n(S'ls'\ntR";
+
+fn run(
+    data: &[u8],
+    mode: Mode,
+    limits: &Limits,
+) -> (Result<Stopped<String>, PickleError>, Vec<String>) {
+    let mut m = Machine::new(Recorder::default(), mode, limits);
+    let r = m.run(data, 0);
+    (r, m.into_semantics().log)
+}
+
+fn with_payload(prefix: &[u8]) -> Vec<u8> {
+    [prefix, OS_SYSTEM, b"."].concat()
+}
+
+#[test]
+fn both_modes_run_a_well_formed_pickle_alike() {
+    let data = with_payload(b"");
+    for mode in [Mode::Strict, Mode::Superset] {
+        let (r, log) = run(&data, mode, &Limits::default());
+        let stopped = r.unwrap();
+        assert_eq!(stopped.value, "os.system()");
+        assert_eq!(stopped.end, data.len());
+        assert_eq!(log, ["19: call os.system(Tuple[ls])"]);
+    }
+}
+
+#[test]
+fn strict_stops_at_an_underflow_superset_walks_on_to_the_payload() {
+    // POP on an empty stack, then the payload.
+    let data = with_payload(b"0");
+    let (r, log) = run(&data, Mode::Strict, &Limits::default());
+    let e = r.unwrap_err();
+    assert_eq!(e.offset, 0);
+    assert!(e.msg.contains("stack underflow"), "{e}");
+    assert!(log.is_empty());
+
+    let (r, log) = run(&data, Mode::Superset, &Limits::default());
+    assert_eq!(r.unwrap().value, "os.system()");
+    assert_eq!(log, ["0: Underflow", "20: call os.system(Tuple[ls])"]);
+}
+
+#[test]
+fn an_underflowing_call_gets_placeholders_in_superset_mode() {
+    // REDUCE with only the callable: the missing arguments become the placeholder.
+    let (r, log) = run(b"cos\nsystem\nR.", Mode::Superset, &Limits::default());
+    assert_eq!(r.unwrap().value, "?()");
+    assert_eq!(log, ["11: Underflow", "11: call ?(os.system)"]);
+    let (r, _) = run(b"cos\nsystem\nR.", Mode::Strict, &Limits::default());
+    assert!(r.unwrap_err().msg.contains("stack underflow"));
+}
+
+#[test]
+fn a_memo_miss_is_an_error_or_a_reported_placeholder() {
+    let data = with_payload(b"g3\n0");
+    let (r, _) = run(&data, Mode::Strict, &Limits::default());
+    let e = r.unwrap_err();
+    assert_eq!(
+        (e.offset, e.msg.as_str()),
+        (0, "memo index 3 read before it was written")
+    );
+    assert!(!e.is_limit());
+
+    let (r, log) = run(&data, Mode::Superset, &Limits::default());
+    assert_eq!(r.unwrap().value, "os.system()");
+    assert_eq!(log[0], "0: MemoMiss(3)");
+    assert!(log[1].contains("call os.system"), "{log:?}");
+}
+
+#[test]
+fn a_missing_mark_is_an_error_or_an_empty_item_list() {
+    // TUPLE with no MARK open, popped again, then the payload.
+    let data = with_payload(b"t0");
+    let (r, _) = run(&data, Mode::Strict, &Limits::default());
+    assert_eq!(
+        r.unwrap_err().msg,
+        "an opcode needs a MARK but none is open"
+    );
+    let (r, log) = run(&data, Mode::Superset, &Limits::default());
+    assert_eq!(r.unwrap().value, "os.system()");
+    assert_eq!(log[0], "0: NoMark");
+}
+
+#[test]
+fn the_memo_keeps_values_and_dup_copies_the_top() {
+    let (r, log) = run(b"(S'a'\np0\n0g0\n2t.", Mode::Strict, &Limits::default());
+    assert_eq!(r.unwrap().value, "Tuple[a,a]");
+    assert!(log.is_empty());
+}
+
+#[test]
+fn frames_that_straddle_are_reported_in_both_modes() {
+    // A FRAME of 2 bytes, then a 7-byte SHORT_BINUNICODE that runs past it.
+    let data = b"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00\x8c\x05hello.";
+    for mode in [Mode::Strict, Mode::Superset] {
+        let (r, log) = run(data, mode, &Limits::default());
+        assert_eq!(r.unwrap().value, "hello");
+        assert_eq!(
+            log,
+            ["11: FrameCrossed { opcode: \"UNICODE\", boundary: 13 }"]
+        );
+    }
+    // A FRAME longer than the pickle, and one inside an unfinished frame.
+    let data = b"\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x95\x01\x00\x00\x00\x00\x00\x00\x00N.";
+    let (r, log) = run(data, Mode::Superset, &Limits::default());
+    assert!(r.is_ok());
+    assert_eq!(log, ["9: NestedFrame"]);
+    let (_, log) = run(
+        b"\x95\xff\x00\x00\x00\x00\x00\x00\x00N.",
+        Mode::Strict,
+        &Limits::default(),
+    );
+    assert_eq!(log, ["0: FrameOverrun(255)"]);
+}
+
+#[test]
+fn protocol_above_five_stops_strict_and_is_reported_in_superset() {
+    let (r, _) = run(b"\x80\x06N.", Mode::Strict, &Limits::default());
+    assert_eq!(
+        r.unwrap_err().msg,
+        "unsupported pickle protocol 6 (expected 0 to 5)"
+    );
+    let (r, log) = run(b"\x80\x06N.", Mode::Superset, &Limits::default());
+    assert_eq!(r.unwrap().protocol, 0);
+    assert_eq!(log, ["0: Protocol { version: 6, first: true }"]);
+    let (r, log) = run(b"\x80\x02N\x80\x03.", Mode::Strict, &Limits::default());
+    assert_eq!(r.unwrap().protocol, 3);
+    assert_eq!(log, ["3: Protocol { version: 3, first: false }"]);
+}
+
+#[test]
+fn stop_with_leftovers_is_reported() {
+    let (r, log) = run(b"NN(.", Mode::Strict, &Limits::default());
+    assert_eq!(
+        r.unwrap_err().msg,
+        "stack underflow (an opcode needs more values than there are)"
+    );
+    assert_eq!(log, ["3: StopLeftovers { values: 2, marks: 1 }"]);
+}
+
+#[test]
+fn a_text_number_the_decoder_rejects_is_skipped_only_in_superset_mode() {
+    let data = with_payload(b"I0x10\n0");
+    let (r, _) = run(&data, Mode::Strict, &Limits::default());
+    assert!(!r.unwrap_err().is_limit());
+    let (r, log) = run(&data, Mode::Superset, &Limits::default());
+    assert_eq!(r.unwrap().value, "os.system()");
+    assert!(log[0].starts_with("0: UnreadNumber"), "{log:?}");
+}
+
+#[test]
+fn every_limit_stops_both_modes_with_a_limit_error_that_names_its_flag() {
+    let tight = |f: fn(&mut Limits)| {
+        let mut l = Limits::default();
+        f(&mut l);
+        l
+    };
+    let cases: [(&[u8], Limits, Limit, &str); 5] = [
+        (
+            b"(NNNNt.",
+            tight(|l| l.max_ops = 3),
+            Limit::Ops,
+            "--max-pickle-ops",
+        ),
+        (
+            b"NNNN(t.",
+            tight(|l| l.max_stack = 2),
+            Limit::Stack,
+            "--max-stack",
+        ),
+        (
+            b"Np0\np1\n.",
+            tight(|l| l.max_memo = 1),
+            Limit::Memo,
+            "--max-memo",
+        ),
+        (
+            b"N\x94N\x94.",
+            tight(|l| l.max_memo = 1),
+            Limit::Memo,
+            "--max-memo",
+        ),
+        (
+            b"C\x05hello.",
+            tight(|l| l.max_string = 2),
+            Limit::String,
+            "--max-string-bytes",
+        ),
+    ];
+    for (data, limits, limit, flag) in cases {
+        for mode in [Mode::Strict, Mode::Superset] {
+            let (r, _) = run(data, mode, &limits);
+            let e = r.unwrap_err();
+            assert!(e.is_limit(), "{e}");
+            assert_eq!(e.kind(), PickleErrorKind::Limit(limit));
+            assert!(e.msg.contains(flag), "{e}");
+        }
+    }
+}
+
+#[test]
+fn the_ops_limit_counts_stop_and_errs_at_the_first_opcode_over_it() {
+    let limits = Limits {
+        max_ops: 2,
+        ..Limits::default()
+    };
+    assert!(run(b"N.", Mode::Strict, &limits).0.is_ok());
+    let e = run(b"NN.", Mode::Strict, &limits).0.unwrap_err();
+    assert_eq!(
+        (e.offset, e.msg.as_str()),
+        (2, "more than 2 opcodes (--max-pickle-ops)")
+    );
+}
+
+#[test]
+fn a_truncated_pickle_is_a_truncation_error_in_both_modes() {
+    for mode in [Mode::Strict, Mode::Superset] {
+        let e = run(OS_SYSTEM, mode, &Limits::default()).0.unwrap_err();
+        assert!(e.is_truncated() && !e.is_limit(), "{e}");
+        assert_eq!(e.offset, OS_SYSTEM.len());
+    }
+}
+
+#[test]
+fn py2_module_names_map_to_python_3() {
+    assert_eq!(py3_module("__builtin__"), "builtins");
+    assert_eq!(py3_module("copy_reg"), "copyreg");
+    assert_eq!(py3_module("exceptions"), "builtins");
+    assert_eq!(py3_module("os"), "os");
+    let (r, _) = run(b"c__builtin__\neval\n.", Mode::Strict, &Limits::default());
+    assert_eq!(r.unwrap().value, "builtins.eval");
+}
+
+#[test]
+fn a_refusal_stops_both_modes_and_one_that_names_a_limit_is_a_limit_error() {
+    for mode in [Mode::Strict, Mode::Superset] {
+        let e = run(b"N\x82\x01.", mode, &Limits::default()).0.unwrap_err();
+        assert_eq!(
+            (e.offset, e.msg.as_str(), e.is_limit()),
+            (1, "no extensions", false)
+        );
+        let e = run(b"N\x97.", mode, &Limits::default()).0.unwrap_err();
+        assert_eq!(e.offset, 1);
+        assert_eq!(e.kind(), PickleErrorKind::Limit(Limit::Ops));
+    }
+}
