@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{Archive, ByteOrder, Container, MAX_PICKLE_BYTES, Record, RecordMethod, StorageIndex};
+use super::{Archive, ByteOrder, Container, Record, RecordMethod, StorageIndex, pickle_too_large};
 use crate::error::{ErrorKind, io};
 use crate::pickle::{Limits, NoHost, Value, load, ops::pickle_end};
 
@@ -39,7 +39,8 @@ impl Head<'_> {
     /// Returns the end of the pickle starting at `pos`, reading more of the file as needed.
     fn pickle_end(&mut self, pos: usize, what: &str) -> Result<usize, ErrorKind> {
         loop {
-            match pickle_end(&self.buf, pos, MAX_PICKLE_BYTES) {
+            let max = self.limits.max_pickle_bytes;
+            match pickle_end(&self.buf, pos, self.limits.max_string) {
                 Ok(Some(end)) => return Ok(end),
                 Ok(None) => {
                     let have = self.buf.len() as u64;
@@ -49,15 +50,14 @@ impl Head<'_> {
                             self.file_len
                         )));
                     }
-                    if have >= MAX_PICKLE_BYTES {
-                        return Err(ErrorKind::Malformed(format!(
-                            "the {what} pickle is larger than {MAX_PICKLE_BYTES} bytes"
-                        )));
+                    if have >= max {
+                        return Err(pickle_too_large(
+                            &format!("the {what} pickle (still open at byte {have})"),
+                            have,
+                            self.limits,
+                        ));
                     }
-                    let want = (have * 2)
-                        .max(1 << 20)
-                        .min(self.file_len)
-                        .min(MAX_PICKLE_BYTES);
+                    let want = (have * 2).max(1 << 20).min(self.file_len).min(max);
                     let mut more = vec![0u8; (want - have) as usize];
                     self.file
                         .read_exact_at(&mut more, have)

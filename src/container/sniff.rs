@@ -41,6 +41,7 @@ pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
         max_stack: 10_000,
         max_memo: 10_000,
         max_string: 4096,
+        ..Limits::default()
     };
     match load(&head, 0, &mut NoHost, &limits) {
         Ok(first) if is_legacy_magic(&first.value) => return Ok(Sniffed::Legacy),

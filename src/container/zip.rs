@@ -269,6 +269,15 @@ pub struct ZipLimits {
     pub max_directory_bytes: u64,
 }
 
+impl From<&crate::pickle::Limits> for ZipLimits {
+    fn from(l: &crate::pickle::Limits) -> Self {
+        ZipLimits {
+            max_entries: l.max_zip_entries,
+            ..ZipLimits::default()
+        }
+    }
+}
+
 impl Default for ZipLimits {
     fn default() -> Self {
         ZipLimits {

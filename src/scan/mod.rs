@@ -181,7 +181,8 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                         // members that can still be found.
                         Ok(Sniffed::Tar) => {
                             r.format = "tar".into();
-                            for (member, _, bytes) in crate::container::tar::raw_pickles(&file, len)
+                            for (member, _, bytes) in
+                                crate::container::tar::raw_pickles(&file, len, &opts.limits)
                             {
                                 walk_pickles(&bytes, &member, 1, &opts.limits, &mut r, 0);
                             }
@@ -195,7 +196,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                             {
                                 scan_raw_zip(&file, len, &opts.limits, &mut r, true, None);
                             } else {
-                                let n = len.min(crate::container::MAX_PICKLE_BYTES) as usize;
+                                let n = len.min(opts.limits.max_pickle_bytes) as usize;
                                 let mut buf = vec![0u8; n];
                                 if std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
                                     .is_ok()
@@ -508,7 +509,7 @@ fn scan_raw_zip(
             continue;
         }
         // Read the member (bounded) and walk it if it is a pickle.
-        let Some(bytes) = read_member(file, e) else {
+        let Some(bytes) = read_member(file, e, limits) else {
             continue;
         };
         if is_main {
@@ -540,25 +541,15 @@ fn scan_raw_zip(
     }
 }
 
-fn read_member(file: &std::fs::File, e: &crate::container::AuditEntry) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let start = e.data_offset?;
-    let cap = crate::container::MAX_PICKLE_BYTES;
-    let raw = crate::container::PositionalReader {
-        file,
-        pos: start,
-        end: start.checked_add(e.compressed)?,
-    };
-    let mut out = Vec::new();
-    match e.method {
-        0 => raw.take(cap).read_to_end(&mut out).ok()?,
-        8 => flate2::read::DeflateDecoder::new(raw)
-            .take(cap)
-            .read_to_end(&mut out)
-            .ok()?,
-        _ => return None,
-    };
-    Some(out)
+/// A zip member's bytes as a loader would see them (at most `--max-pickle-bytes`, whatever size
+/// its header declares); `None` when they cannot be read (no local header, a method torch never
+/// writes, a corrupt stream).
+fn read_member(
+    file: &std::fs::File,
+    e: &crate::container::AuditEntry,
+    limits: &Limits,
+) -> Option<Vec<u8>> {
+    crate::container::read_record_capped(file, &e.record()?, limits.max_pickle_bytes).ok()
 }
 
 /// The policy `convert` applies before any output is opened: refuse a file that names a
