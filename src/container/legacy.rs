@@ -27,6 +27,53 @@ pub fn is_legacy_magic(v: &Value) -> bool {
     }
 }
 
+/// True when `b` starts with a pickle of the legacy magic number, as every legacy stream does
+/// (whatever protocol wrote it). Runs only that first pickle, under tight bounds.
+pub fn starts_with_magic(b: &[u8]) -> bool {
+    let head = &b[..b.len().min(4096)];
+    load(head, 0, &mut NoHost, &head_limits()).is_ok_and(|first| is_legacy_magic(&first.value))
+}
+
+/// The tight bounds for running the first pickle of a file's head (sniffing its kind).
+pub(super) fn head_limits() -> Limits {
+    Limits {
+        max_ops: 10_000,
+        max_stack: 10_000,
+        max_memo: 10_000,
+        max_string: 4096,
+        ..Limits::default()
+    }
+}
+
+/// Why `b` is not a well-formed legacy torch stream (the magic number first, then four more
+/// pickles), or `None` when it is one. The one wording for `convert` and `scan`.
+pub fn stream_problem(b: &[u8], limits: &Limits) -> Option<String> {
+    if !starts_with_magic(b) {
+        let head: String = b.iter().take(8).map(|c| format!("{c:02x}")).collect();
+        return Some(format!(
+            "expected a legacy torch stream (a pickle of torch's magic number first), found {} bytes starting with 0x{head}",
+            b.len()
+        ));
+    }
+    let mut pos = 0usize;
+    for k in 1..=5 {
+        match pickle_end(b, pos, limits.max_string) {
+            Ok(Some(e)) => pos = e,
+            Ok(None) => {
+                return Some(format!(
+                    "expected a legacy torch stream of five pickles, but pickle #{k} at byte {pos} is truncated"
+                ));
+            }
+            Err(e) => {
+                return Some(format!(
+                    "expected a legacy torch stream of five pickles, but pickle #{k} does not decode ({e})"
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// The head of the file, read as far as needed.
 struct Head<'f> {
     file: &'f File,

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub use legacy::LEGACY_MAGIC;
+pub use legacy::{LEGACY_MAGIC, starts_with_magic, stream_problem};
 pub use sniff::{Sniffed, sniff};
 pub use zip::{
     AuditEntry, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip, audit_with as audit_zip_with,
@@ -205,11 +205,10 @@ impl Archive {
         tmp.write_all(bytes)
             .map_err(io("cannot write a temporary file"))?;
         let file_len = bytes.len() as u64;
-        if sniff(&tmp, file_len)? != Sniffed::Legacy {
-            let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            return Err(ErrorKind::Malformed(format!(
-                "expected a legacy torch stream (a pickle of torch's magic number first), found {file_len} bytes that are not one (starting with 0x{head})"
-            )));
+        if !legacy::starts_with_magic(bytes) {
+            return Err(ErrorKind::Malformed(
+                legacy::stream_problem(bytes, limits).unwrap_or_default(),
+            ));
         }
         legacy::open(Path::new("<embedded storage>"), tmp, file_len, limits)
     }

@@ -16,8 +16,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::{
-    Archive, Container, LEGACY_MAGIC, Sniffed, StorageIndex, ZipLimits, audit_zip, crc_matches,
-    sniff,
+    Archive, Container, Sniffed, StorageIndex, ZipLimits, audit_zip, crc_matches, sniff,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
@@ -201,7 +200,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                                 if std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
                                     .is_ok()
                                 {
-                                    let expected = if buf.len() > 16 && starts_legacy(&buf) {
+                                    let expected = if crate::container::starts_with_magic(&buf) {
                                         5
                                     } else {
                                         1
@@ -280,22 +279,6 @@ fn looks_like_text(b: &[u8]) -> bool {
     let head = &b[..b.len().min(512)];
     head.iter()
         .all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace())
-}
-
-fn starts_legacy(b: &[u8]) -> bool {
-    // PROTO 2, LONG1 of 10 bytes holding the magic number.
-    b.len() >= 13 && b[0] == 0x80 && b[2] == 0x8a && b[3] == 10 && {
-        let mut a = [0u8; 16];
-        a[..10].copy_from_slice(
-            &b[4..14.min(b.len())]
-                .iter()
-                .copied()
-                .chain(std::iter::repeat(0))
-                .take(10)
-                .collect::<Vec<_>>(),
-        );
-        i128::from_le_bytes(a) == LEGACY_MAGIC
-    }
 }
 
 fn finding(
