@@ -595,4 +595,38 @@ mod tests {
         });
         assert_eq!(serial, parallel);
     }
+
+    #[test]
+    fn a_record_compressed_with_a_method_torch_never_writes_is_unsupported_when_read() {
+        // rezip_stored.pt with proto2_zip/data/0 relabelled as method 12 (bzip2) in both
+        // headers; the pickle itself stays readable.
+        let mut bytes = std::fs::read(fixture("rezip_stored.pt")).unwrap();
+        let name = b"proto2_zip/data/0";
+        let mut patched = 0;
+        for at in 0..bytes.len() - name.len() {
+            if &bytes[at..at + name.len()] != name {
+                continue;
+            }
+            if at >= 30 && bytes[at - 30..].starts_with(b"PK\x03\x04") {
+                bytes[at - 30 + 8] = 12;
+                patched += 1;
+            } else if at >= 46 && bytes[at - 46..].starts_with(b"PK\x01\x02") {
+                bytes[at - 46 + 10] = 12;
+                patched += 1;
+            }
+        }
+        assert_eq!(patched, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bzip2.pt");
+        std::fs::write(&path, &bytes).unwrap();
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let sel = ckpt.select(None, false).unwrap();
+        let e = ckpt.reader(&sel).unwrap_err();
+        assert_eq!(e.path, path);
+        assert!(matches!(e.kind, ErrorKind::Unsupported(_)), "{e:?}");
+        assert_eq!(
+            e.kind.to_string(),
+            "record proto2_zip/data/0 uses zip compression method 12, which torch never writes"
+        );
+    }
 }

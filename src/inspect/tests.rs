@@ -690,3 +690,23 @@ fn a_non_tensor_is_serialized_with_path_and_type() {
     .unwrap();
     assert_eq!(v, serde_json::json!({"path": "epoch", "type": "int"}));
 }
+
+#[test]
+fn a_key_naming_one_tensor_lists_it_as_tensor_as_convert_names_it() {
+    let key = "state_dict.fc1.weight";
+    let ckpt = Checkpoint::open(&fixture("ckpt/sel_state_dict.pt")).unwrap();
+    let sel = ckpt.select(Some(key), false).unwrap();
+    let convert_names: Vec<&str> = sel.tensors.iter().map(|t| t.name.as_str()).collect();
+    let i = inspect_checkpoint(
+        &ckpt,
+        &InspectOptions {
+            key: Some(key.into()),
+            ..InspectOptions::default()
+        },
+    );
+    assert_eq!(names(&i), convert_names);
+    assert_eq!(names(&i), ["tensor"]);
+    let s = i.selection.as_ref().unwrap();
+    assert_eq!((s.key.as_str(), s.tensors, s.bytes), (key, 1, 48));
+    assert!(i.tensors[0].selected);
+}

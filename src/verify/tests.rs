@@ -608,3 +608,35 @@ fn numpy_arrays_are_compared_only_when_asked() {
     assert!(!r.ok);
     assert!(r.differences.iter().all(|d| d.kind == DiffKind::Extra));
 }
+
+#[test]
+fn one_worker_thread_gives_the_same_report_as_many() {
+    let one = VerifyOptions {
+        threads: 1,
+        ..VerifyOptions::default()
+    };
+    let a = verify(
+        &ckpt("many_tensors.pt"),
+        &golden_path("many_tensors"),
+        &one,
+        &|_| {},
+    )
+    .unwrap();
+    let b = verify(
+        &ckpt("many_tensors.pt"),
+        &golden_path("many_tensors"),
+        &VerifyOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(a.ok && b.ok);
+    assert_eq!(a.tensors, 300);
+    let hashes = |r: &VerifyReport| -> Vec<(String, String, String)> {
+        r.checked
+            .iter()
+            .map(|c| (c.name.clone(), c.source_xxh3.clone(), c.output_xxh3.clone()))
+            .collect()
+    };
+    // Checked tensors come in source order whatever the scheduling.
+    assert_eq!(hashes(&a), hashes(&b));
+}
