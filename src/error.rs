@@ -78,6 +78,19 @@ pub enum ErrorKind {
     Interrupted,
 }
 
+impl ErrorKind {
+    /// A pickle stopped by one of the caller's limits is reported as the limit it exceeded
+    /// (the same text, which names the flag); every other kind is unchanged.
+    pub fn limit_first(self) -> ErrorKind {
+        match self {
+            ErrorKind::Pickle { member, source } if source.is_limit() => {
+                ErrorKind::LimitExceeded(format!("{member} {source}"))
+            }
+            k => k,
+        }
+    }
+}
+
 /// A failure while handling one file.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {kind}", path.display())]

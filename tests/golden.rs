@@ -7,7 +7,10 @@
 //! fail cleanly: a non-zero exit that is not a panic, the expected words on stderr, and nothing
 //! left in the output directory.
 //!
-//! One test per manifest group; each collects every failing case and reports them together.
+//! Each test is named after the behaviour its cases pin (see [`BEHAVIOURS`]); it collects every
+//! failing case and reports them together, each with the manifest's note on what the case is.
+//! `every_manifest_case_is_pinned_by_exactly_one_behaviour_test` keeps the table and the
+//! manifest in step, so no case is left unrun.
 
 use serde_json::Value;
 use std::fs;
@@ -40,6 +43,8 @@ struct Case {
     expect_ok: bool,
     golden: Option<PathBuf>,
     error_contains: Vec<String>,
+    /// What the case is, from the manifest (named in failure messages).
+    note: String,
 }
 
 /// `a/b/../../c` -> `c`, without touching the file system.
@@ -105,6 +110,7 @@ fn load_manifest() -> Vec<Case> {
                     .as_str()
                     .map(|g| normalize(&fixtures_rel.join(g))),
                 error_contains: string_list(case, "error_contains"),
+                note: case["note"].as_str().unwrap_or_default().to_owned(),
             }
         })
         .collect()
@@ -340,10 +346,215 @@ fn check_case(case: &Case) -> Result<(), String> {
     }
 }
 
-fn run_group(group: &str) {
-    let cases: Vec<Case> = load_manifest()
+/// The manifest's cases by the behaviour they pin: (test name, manifest group, case names).
+const BEHAVIOURS: &[(&str, &str, &[&str])] = &[
+    (
+        "every_safetensors_dtype_survives_bit_exact_from_zip",
+        "core",
+        &["dtypes_zip"],
+    ),
+    (
+        "every_legacy_typed_storage_dtype_survives_bit_exact",
+        "core",
+        &["dtypes_legacy"],
+    ),
+    (
+        "pickle_protocols_2_to_5_convert_in_the_zip_and_the_legacy_format",
+        "core",
+        &[
+            "proto2_zip",
+            "proto2_legacy",
+            "proto3_zip",
+            "proto3_legacy",
+            "proto4_zip",
+            "proto4_legacy",
+            "proto5_zip",
+            "proto5_legacy",
+        ],
+    ),
+    (
+        "the_zip_root_folder_is_found_whatever_torch_named_it_or_none",
+        "core",
+        &[
+            "zip_prefix_archive",
+            "zip_prefix_stem",
+            "zip_prefix_dots",
+            "zip_root_level",
+        ],
+    ),
+    (
+        "an_archive_rezipped_stored_or_deflated_converts_to_the_same_bytes",
+        "core",
+        &["rezip_deflated", "rezip_stored"],
+    ),
+    (
+        "strided_views_are_written_as_their_row_major_values",
+        "core",
+        &["views_zip", "views_legacy"],
+    ),
+    (
+        "exact_aliases_are_written_once_and_recorded_in_the_metadata",
+        "core",
+        &["aliases", "aliases_legacy"],
+    ),
+    (
+        "keep_aliases_writes_every_name_with_its_own_copy",
+        "core",
+        &["aliases_keep"],
+    ),
+    (
+        "parameters_and_module_state_dicts_convert_as_plain_tensors",
+        "core",
+        &["parameters", "module_state_dict"],
+    ),
+    (
+        "the_default_selection_takes_state_dict_then_the_first_default_key_holding_tensors",
+        "core",
+        &[
+            "sel_state_dict",
+            "sel_model",
+            "sel_priority",
+            "sel_fallthrough",
+        ],
+    ),
+    (
+        "an_explicit_key_selects_a_subtree_and_names_tensors_relative_to_it",
+        "core",
+        &["sel_key_model", "sel_key_dotted", "sel_key_empty"],
+    ),
+    (
+        "without_a_selectable_key_the_whole_tree_is_named_by_dotted_paths",
+        "core",
+        &["names_nested", "root_list"],
+    ),
+    (
+        "hundreds_of_storages_with_long_names_convert_in_checkpoint_order",
+        "core",
+        &["many_tensors"],
+    ),
+    (
+        "the_shipped_example_model_converts_to_its_golden",
+        "core",
+        &["example"],
+    ),
+    (
+        "tensors_safetensors_cannot_hold_are_refused_naming_the_dtype_and_the_tensor",
+        "refuse",
+        &[
+            "refuse_complex128",
+            "refuse_complex32",
+            "refuse_quint8",
+            "refuse_qint8_per_channel",
+            "refuse_sparse",
+            "refuse_bits8",
+        ],
+    ),
+    (
+        "truncated_or_incomplete_checkpoints_fail_cleanly_naming_the_file_and_writing_nothing",
+        "malformed",
+        &[
+            "mal_zip_truncated",
+            "mal_legacy_truncated",
+            "mal_legacy_short_last",
+            "mal_zip_short_record",
+            "mal_zip_missing_record",
+        ],
+    ),
+    (
+        "files_that_are_not_checkpoints_fail_cleanly_naming_the_file_and_writing_nothing",
+        "malformed",
+        &["mal_empty", "mal_random", "mal_text"],
+    ),
+    (
+        "a_torchscript_archive_converts_its_module_attributes",
+        "wild",
+        &["torchscript"],
+    ),
+    (
+        "a_scripted_module_with_plain_tensor_attributes_converts_to_exactly_its_state_dict",
+        "wild",
+        &["torchscript_attrs"],
+    ),
+    (
+        "torchscript_tensor_attributes_are_written_after_the_state_dict_only_when_asked",
+        "wild",
+        &["torchscript_attrs_flag"],
+    ),
+    (
+        "a_whole_pickled_module_converts_as_its_state_dict",
+        "wild",
+        &["whole_module_zip", "whole_module_legacy"],
+    ),
+    (
+        "lightning_and_fairseq_checkpoints_convert_their_model_weights",
+        "wild",
+        &["lightning", "fairseq"],
+    ),
+    (
+        "lazy_conjugate_and_negative_views_are_resolved_bit_exact",
+        "wild",
+        &["conj_neg"],
+    ),
+    (
+        "a_big_endian_checkpoint_is_written_little_endian",
+        "wild",
+        &["big_endian"],
+    ),
+    (
+        "plain_pickle_dumps_of_tensors_convert_from_their_embedded_streams",
+        "wild",
+        &["pickle_dumps_p2", "pickle_dumps_p4"],
+    ),
+    (
+        "numpy_arrays_are_written_only_with_include_numpy",
+        "wild",
+        &["numpy_arrays", "numpy_skipped"],
+    ),
+    (
+        "tensors_rebuilt_with_python_state_convert_as_plain_tensors",
+        "wild",
+        &["rebuild_with_state"],
+    ),
+    (
+        "new_dtypes_saved_in_the_legacy_format_convert_although_torch_cannot_load_them",
+        "wild",
+        &["legacy_new_dtypes"],
+    ),
+    (
+        "the_tar_container_of_torch_0_1_converts_and_a_short_storage_in_it_is_refused",
+        "wild",
+        &["tar_v2", "tar_truncated_storage"],
+    ),
+    (
+        "a_python2_era_legacy_stream_converts",
+        "wild",
+        &["py2_legacy"],
+    ),
+    (
+        "legacy_storage_views_convert_and_one_past_its_root_storage_is_refused",
+        "wild",
+        &["legacy_views", "legacy_view_out_of_range"],
+    ),
+];
+
+/// Runs the cases of one [`BEHAVIOURS`] entry; every failing case is reported with its note.
+fn run_behaviour(test: &str) {
+    let &(_, group, names) = BEHAVIOURS
+        .iter()
+        .find(|(t, _, _)| *t == test)
+        .unwrap_or_else(|| panic!("no behaviour {test:?} in BEHAVIOURS"));
+    let manifest = load_manifest();
+    let missing: Vec<&&str> = names
+        .iter()
+        .filter(|n| !manifest.iter().any(|c| c.name == **n && c.group == group))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{test}: cases {missing:?} are not in manifest group {group:?}"
+    );
+    let cases: Vec<Case> = manifest
         .into_iter()
-        .filter(|c| c.group == group)
+        .filter(|c| c.group == group && names.contains(&c.name.as_str()))
         .collect();
     assert!(!cases.is_empty(), "no cases in group {group:?}");
     let failures: Vec<String> = cases
@@ -351,10 +562,11 @@ fn run_group(group: &str) {
         .filter_map(|case| {
             check_case(case).err().map(|e| {
                 format!(
-                    "  {} ({} {}): {e}",
+                    "  {} ({} {}): {e}\n    the case: {}",
                     case.name,
                     case.input.display(),
-                    case.args.join(" ")
+                    case.args.join(" "),
+                    case.note
                 )
             })
         })
@@ -368,29 +580,96 @@ fn run_group(group: &str) {
     );
 }
 
-#[test]
-fn core() {
-    run_group("core");
+/// One test per [`BEHAVIOURS`] entry, named after it.
+macro_rules! behaviours {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                run_behaviour(stringify!($name));
+            }
+        )*
+        /// The test functions, to check them against [`BEHAVIOURS`].
+        const BEHAVIOUR_TESTS: &[&str] = &[$(stringify!($name)),*];
+    };
 }
 
-#[test]
-fn refuse() {
-    run_group("refuse");
-}
+behaviours!(
+    every_safetensors_dtype_survives_bit_exact_from_zip,
+    every_legacy_typed_storage_dtype_survives_bit_exact,
+    pickle_protocols_2_to_5_convert_in_the_zip_and_the_legacy_format,
+    the_zip_root_folder_is_found_whatever_torch_named_it_or_none,
+    an_archive_rezipped_stored_or_deflated_converts_to_the_same_bytes,
+    strided_views_are_written_as_their_row_major_values,
+    exact_aliases_are_written_once_and_recorded_in_the_metadata,
+    keep_aliases_writes_every_name_with_its_own_copy,
+    parameters_and_module_state_dicts_convert_as_plain_tensors,
+    the_default_selection_takes_state_dict_then_the_first_default_key_holding_tensors,
+    an_explicit_key_selects_a_subtree_and_names_tensors_relative_to_it,
+    without_a_selectable_key_the_whole_tree_is_named_by_dotted_paths,
+    hundreds_of_storages_with_long_names_convert_in_checkpoint_order,
+    the_shipped_example_model_converts_to_its_golden,
+    tensors_safetensors_cannot_hold_are_refused_naming_the_dtype_and_the_tensor,
+    truncated_or_incomplete_checkpoints_fail_cleanly_naming_the_file_and_writing_nothing,
+    files_that_are_not_checkpoints_fail_cleanly_naming_the_file_and_writing_nothing,
+    a_torchscript_archive_converts_its_module_attributes,
+    a_scripted_module_with_plain_tensor_attributes_converts_to_exactly_its_state_dict,
+    torchscript_tensor_attributes_are_written_after_the_state_dict_only_when_asked,
+    a_whole_pickled_module_converts_as_its_state_dict,
+    lightning_and_fairseq_checkpoints_convert_their_model_weights,
+    lazy_conjugate_and_negative_views_are_resolved_bit_exact,
+    a_big_endian_checkpoint_is_written_little_endian,
+    plain_pickle_dumps_of_tensors_convert_from_their_embedded_streams,
+    numpy_arrays_are_written_only_with_include_numpy,
+    tensors_rebuilt_with_python_state_convert_as_plain_tensors,
+    new_dtypes_saved_in_the_legacy_format_convert_although_torch_cannot_load_them,
+    the_tar_container_of_torch_0_1_converts_and_a_short_storage_in_it_is_refused,
+    a_python2_era_legacy_stream_converts,
+    legacy_storage_views_convert_and_one_past_its_root_storage_is_refused,
+);
 
+/// Every manifest case is run by exactly one behaviour test, in its own group, and every
+/// behaviour has a test of that name: a case added to the manifest fails here until it is
+/// given a behaviour.
 #[test]
-fn malformed() {
-    run_group("malformed");
-}
-
-#[test]
-fn wild() {
-    run_group("wild");
+fn every_manifest_case_is_pinned_by_exactly_one_behaviour_test() {
+    let mut problems = Vec::new();
+    for case in load_manifest() {
+        let owners: Vec<&str> = BEHAVIOURS
+            .iter()
+            .filter(|(_, g, names)| *g == case.group && names.contains(&case.name.as_str()))
+            .map(|(t, _, _)| *t)
+            .collect();
+        if owners.len() != 1 {
+            problems.push(format!(
+                "case {} (group {}) is run by {} behaviour tests {owners:?}; the case: {}",
+                case.name,
+                case.group,
+                owners.len(),
+                case.note
+            ));
+        }
+    }
+    let mut tests: Vec<&str> = BEHAVIOUR_TESTS.to_vec();
+    tests.sort();
+    let mut table: Vec<&str> = BEHAVIOURS.iter().map(|(t, _, _)| *t).collect();
+    table.sort();
+    if tests != table {
+        problems.push(format!(
+            "test functions {tests:?} differ from the BEHAVIOURS table {table:?}"
+        ));
+    }
+    let groups: std::collections::BTreeSet<&str> = BEHAVIOURS.iter().map(|(_, g, _)| *g).collect();
+    assert_eq!(
+        groups.into_iter().collect::<Vec<_>>(),
+        ["core", "malformed", "refuse", "wild"]
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// Every manifest entry points at files that exist; needs no binary behaviour.
 #[test]
-fn manifest_is_consistent() {
+fn every_manifest_case_names_an_existing_input_and_every_ok_case_a_golden() {
     let cases = load_manifest();
     let mut names = std::collections::BTreeSet::new();
     let mut problems = Vec::new();
@@ -419,7 +698,7 @@ fn manifest_is_consistent() {
 /// The input is never modified; an existing output is refused without `--overwrite` and left
 /// intact; `--overwrite` then replaces it.
 #[test]
-fn source_untouched_and_overwrite_guard() {
+fn convert_never_changes_its_input_and_replaces_an_existing_output_only_with_overwrite() {
     let case = load_manifest()
         .into_iter()
         .find(|c| c.name == "example")

@@ -116,7 +116,8 @@ impl Checkpoint {
 
     /// Opens and unpickles `path`.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
-        let archive = Archive::open_with(path, &opts.limits).map_err(|k| Error::new(path, k))?;
+        let archive = Archive::open_with(path, &opts.limits)
+            .map_err(|k| Error::new(path, k.limit_first()))?;
         let mut host = TorchHost::with_limits(opts.limits);
         if let crate::container::StorageIndex::Tar { tables, .. } = &archive.storages {
             host.tar = Some(tables.clone());
@@ -127,7 +128,8 @@ impl Checkpoint {
                 ErrorKind::Pickle {
                     member: archive.pickle_name.clone(),
                     source: e,
-                },
+                }
+                .limit_first(),
             )
         })?;
         Ok(Checkpoint {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use clap::Args;
 use safetensorize::OpenOptions;
 use safetensorize::pickle::Limits;
-use safetensorize::pipeline::ResourceLimits;
 use safetensorize::scan::{Verdict, scan_paths};
 
 use super::Exit;
@@ -31,7 +30,7 @@ pub struct PolicyArgs {
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
     /// Largest main pickle (`data.pkl`), in bytes.
-    #[arg(long, default_value_t = ResourceLimits::default().max_pickle_bytes, value_name = "BYTES")]
+    #[arg(long, default_value_t = Limits::default().max_pickle_bytes, value_name = "BYTES")]
     pub max_pickle_bytes: u64,
     /// Most pickle opcodes executed.
     #[arg(long, default_value_t = Limits::default().max_ops, value_name = "N")]
@@ -46,32 +45,30 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = Limits::default().max_string, value_name = "BYTES")]
     pub max_string_bytes: u64,
     /// Most zip entries.
-    #[arg(long, default_value_t = ResourceLimits::default().max_zip_entries, value_name = "N")]
+    #[arg(long, default_value_t = Limits::default().max_zip_entries, value_name = "N")]
     pub max_zip_entries: u64,
     /// Most bytes that compressed zip members may inflate to, in total.
-    #[arg(long, default_value_t = ResourceLimits::default().max_inflated_bytes, value_name = "BYTES")]
+    #[arg(long, default_value_t = Limits::default().max_inflated_bytes, value_name = "BYTES")]
     pub max_inflated_bytes: u64,
     /// Most tensors converted.
-    #[arg(long, default_value_t = ResourceLimits::default().max_tensors, value_name = "N")]
+    #[arg(long, default_value_t = Limits::default().max_tensors, value_name = "N")]
     pub max_tensors: u64,
     /// Most elements in any one tensor.
-    #[arg(long, default_value_t = ResourceLimits::default().max_tensor_elements, value_name = "N")]
+    #[arg(long, default_value_t = Limits::default().max_tensor_elements, value_name = "N")]
     pub max_tensor_elements: u64,
     /// Deepest nesting of containers walked in the object tree.
-    #[arg(long, default_value_t = safetensorize::tree::MAX_DEPTH, value_name = "N")]
+    #[arg(long, default_value_t = Limits::default().max_depth, value_name = "N")]
     pub max_depth: usize,
 }
 
 impl LimitArgs {
     /// The limits these flags describe.
-    pub fn limits(&self) -> ResourceLimits {
-        ResourceLimits {
-            vm: Limits {
-                max_ops: self.max_pickle_ops,
-                max_stack: self.max_stack,
-                max_memo: self.max_memo,
-                max_string: self.max_string_bytes,
-            },
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_ops: self.max_pickle_ops,
+            max_stack: self.max_stack,
+            max_memo: self.max_memo,
+            max_string: self.max_string_bytes,
             max_pickle_bytes: self.max_pickle_bytes,
             max_zip_entries: self.max_zip_entries,
             max_inflated_bytes: self.max_inflated_bytes,
@@ -84,7 +81,7 @@ impl LimitArgs {
     /// The options to open a checkpoint with.
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
-            limits: self.limits().vm,
+            limits: self.limits(),
         }
     }
 }
@@ -199,4 +196,58 @@ pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
         Verdict::Suspicious => Exit::Failed,
         Verdict::Dangerous => Exit::Refused,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn the_flags_default_to_the_one_set_of_library_limits_and_each_sets_its_own_bound() {
+        let f = Flags::try_parse_from(["t"]).unwrap();
+        assert_eq!(f.limits.limits(), Limits::default());
+        let f = Flags::try_parse_from([
+            "t",
+            "--max-pickle-ops=1",
+            "--max-stack=2",
+            "--max-memo=3",
+            "--max-string-bytes=4",
+            "--max-pickle-bytes=5",
+            "--max-zip-entries=6",
+            "--max-inflated-bytes=7",
+            "--max-tensors=8",
+            "--max-tensor-elements=9",
+            "--max-depth=10",
+        ])
+        .unwrap();
+        let l = f.limits.limits();
+        assert_eq!(
+            (
+                l.max_ops,
+                l.max_stack,
+                l.max_memo,
+                l.max_string,
+                l.max_pickle_bytes
+            ),
+            (1, 2, 3, 4, 5)
+        );
+        assert_eq!(
+            (
+                l.max_zip_entries,
+                l.max_inflated_bytes,
+                l.max_tensors,
+                l.max_tensor_elements,
+                l.max_depth
+            ),
+            (6, 7, 8, 9, 10)
+        );
+    }
 }

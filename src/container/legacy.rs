@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{Archive, ByteOrder, Container, MAX_PICKLE_BYTES, Record, RecordMethod, StorageIndex};
+use super::{Archive, ByteOrder, Container, Record, RecordMethod, StorageIndex, pickle_too_large};
 use crate::error::{ErrorKind, io};
 use crate::pickle::{Limits, NoHost, Value, load, ops::pickle_end};
 
@@ -27,6 +27,53 @@ pub fn is_legacy_magic(v: &Value) -> bool {
     }
 }
 
+/// True when `b` starts with a pickle of the legacy magic number, as every legacy stream does
+/// (whatever protocol wrote it). Runs only that first pickle, under tight bounds.
+pub fn starts_with_magic(b: &[u8]) -> bool {
+    let head = &b[..b.len().min(4096)];
+    load(head, 0, &mut NoHost, &head_limits()).is_ok_and(|first| is_legacy_magic(&first.value))
+}
+
+/// The tight bounds for running the first pickle of a file's head (sniffing its kind).
+pub(super) fn head_limits() -> Limits {
+    Limits {
+        max_ops: 10_000,
+        max_stack: 10_000,
+        max_memo: 10_000,
+        max_string: 4096,
+        ..Limits::default()
+    }
+}
+
+/// Why `b` is not a well-formed legacy torch stream (the magic number first, then four more
+/// pickles), or `None` when it is one. The one wording for `convert` and `scan`.
+pub fn stream_problem(b: &[u8], limits: &Limits) -> Option<String> {
+    if !starts_with_magic(b) {
+        let head: String = b.iter().take(8).map(|c| format!("{c:02x}")).collect();
+        return Some(format!(
+            "expected a legacy torch stream (a pickle of torch's magic number first), found {} bytes starting with 0x{head}",
+            b.len()
+        ));
+    }
+    let mut pos = 0usize;
+    for k in 1..=5 {
+        match pickle_end(b, pos, limits.max_string) {
+            Ok(Some(e)) => pos = e,
+            Ok(None) => {
+                return Some(format!(
+                    "expected a legacy torch stream of five pickles, but pickle #{k} at byte {pos} is truncated"
+                ));
+            }
+            Err(e) => {
+                return Some(format!(
+                    "expected a legacy torch stream of five pickles, but pickle #{k} does not decode ({e})"
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// The head of the file, read as far as needed.
 struct Head<'f> {
     file: &'f File,
@@ -39,7 +86,8 @@ impl Head<'_> {
     /// Returns the end of the pickle starting at `pos`, reading more of the file as needed.
     fn pickle_end(&mut self, pos: usize, what: &str) -> Result<usize, ErrorKind> {
         loop {
-            match pickle_end(&self.buf, pos, MAX_PICKLE_BYTES) {
+            let max = self.limits.max_pickle_bytes;
+            match pickle_end(&self.buf, pos, self.limits.max_string) {
                 Ok(Some(end)) => return Ok(end),
                 Ok(None) => {
                     let have = self.buf.len() as u64;
@@ -49,15 +97,14 @@ impl Head<'_> {
                             self.file_len
                         )));
                     }
-                    if have >= MAX_PICKLE_BYTES {
-                        return Err(ErrorKind::Malformed(format!(
-                            "the {what} pickle is larger than {MAX_PICKLE_BYTES} bytes"
-                        )));
+                    if have >= max {
+                        return Err(pickle_too_large(
+                            &format!("the {what} pickle (still open at byte {have})"),
+                            have,
+                            self.limits,
+                        ));
                     }
-                    let want = (have * 2)
-                        .max(1 << 20)
-                        .min(self.file_len)
-                        .min(MAX_PICKLE_BYTES);
+                    let want = (have * 2).max(1 << 20).min(self.file_len).min(max);
                     let mut more = vec![0u8; (want - have) as usize];
                     self.file
                         .read_exact_at(&mut more, have)

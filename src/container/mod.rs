@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub use legacy::LEGACY_MAGIC;
+pub use legacy::{LEGACY_MAGIC, starts_with_magic, stream_problem};
 pub use sniff::{Sniffed, sniff};
 pub use torchscript::{ScriptClass, ScriptClasses};
 pub use zip::{
@@ -22,6 +22,7 @@ pub use zip::{
 };
 
 use crate::error::{ErrorKind, io};
+use crate::pickle::Limits;
 
 /// How the bytes of one record are kept in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,17 +130,31 @@ pub struct Archive {
     pub zip_audit: Option<ZipAudit>,
 }
 
-/// Largest pickle accepted (real state dicts are kilobytes to a few megabytes).
-pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
+/// The error for a pickle larger than the caller's `--max-pickle-bytes`.
+pub fn pickle_too_large(what: &str, bytes: u64, limits: &Limits) -> ErrorKind {
+    ErrorKind::LimitExceeded(format!(
+        "{what} is {bytes} bytes, more than the limit of {} (--max-pickle-bytes)",
+        limits.max_pickle_bytes
+    ))
+}
+
+/// Reads a record that holds a pickle, within `--max-pickle-bytes`.
+fn read_pickle_record(file: &File, rec: &Record, limits: &Limits) -> Result<Vec<u8>, ErrorKind> {
+    if rec.len > limits.max_pickle_bytes {
+        return Err(pickle_too_large(&rec.name, rec.len, limits));
+    }
+    read_record(file, rec, limits.max_pickle_bytes)
+}
 
 impl Archive {
-    /// Opens `path`, detects its format and reads its pickle, with default VM limits.
+    /// Opens `path`, detects its format and reads its pickle, with the default limits.
     pub fn open(path: &Path) -> Result<Archive, ErrorKind> {
-        Self::open_with(path, &crate::pickle::Limits::default())
+        Self::open_with(path, &Limits::default())
     }
 
-    /// [`Archive::open`] with the caller's VM limits for the container's own pickles.
-    pub fn open_with(path: &Path, limits: &crate::pickle::Limits) -> Result<Archive, ErrorKind> {
+    /// [`Archive::open`] with the caller's limits (pickle sizes, and the machine's bounds for
+    /// the container's own pickles).
+    pub fn open_with(path: &Path, limits: &Limits) -> Result<Archive, ErrorKind> {
         let meta = std::fs::metadata(path).map_err(io("cannot read the file's metadata"))?;
         if meta.is_dir() {
             return Err(ErrorKind::NotACheckpoint(sniff::describe_dir(path)));
@@ -150,19 +165,22 @@ impl Archive {
             .map_err(io("cannot read the file's size"))?
             .len();
         match sniff(&file, file_len)? {
-            Sniffed::Zip => Self::open_zip(path, file, file_len),
+            Sniffed::Zip => Self::open_zip(path, file, file_len, limits),
             Sniffed::Legacy => legacy::open(path, file, file_len, limits),
-            Sniffed::Pickle => Self::open_pickle(path, file, file_len),
+            Sniffed::Pickle => Self::open_pickle(path, file, file_len, limits),
             Sniffed::Tar => tar::open(path, file, file_len, limits),
         }
     }
 
     /// A plain pickle: the whole file is the pickle and storages come from inside it.
-    fn open_pickle(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
-        if file_len > MAX_PICKLE_BYTES {
-            return Err(ErrorKind::Malformed(format!(
-                "a plain pickle of {file_len} bytes, more than the {MAX_PICKLE_BYTES} accepted"
-            )));
+    fn open_pickle(
+        path: &Path,
+        file: File,
+        file_len: u64,
+        limits: &Limits,
+    ) -> Result<Archive, ErrorKind> {
+        if file_len > limits.max_pickle_bytes {
+            return Err(pickle_too_large("the pickle", file_len, limits));
         }
         let mut pickle = vec![0u8; file_len as usize];
         file.read_exact_at(&mut pickle, 0)
@@ -183,27 +201,28 @@ impl Archive {
     }
 
     /// Opens a legacy stream held in memory (`torch.storage._load_from_bytes`).
-    pub fn from_legacy_bytes(
-        bytes: &[u8],
-        limits: &crate::pickle::Limits,
-    ) -> Result<Archive, ErrorKind> {
+    pub fn from_legacy_bytes(bytes: &[u8], limits: &Limits) -> Result<Archive, ErrorKind> {
         use std::io::Write;
         let mut tmp = tempfile::tempfile().map_err(io("cannot create a temporary file"))?;
         tmp.write_all(bytes)
             .map_err(io("cannot write a temporary file"))?;
         let file_len = bytes.len() as u64;
-        if sniff(&tmp, file_len)? != Sniffed::Legacy {
-            let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            return Err(ErrorKind::Malformed(format!(
-                "expected a legacy torch stream (a pickle of torch's magic number first), found {file_len} bytes that are not one (starting with 0x{head})"
-            )));
+        if !legacy::starts_with_magic(bytes) {
+            return Err(ErrorKind::Malformed(
+                legacy::stream_problem(bytes, limits).unwrap_or_default(),
+            ));
         }
         legacy::open(Path::new("<embedded storage>"), tmp, file_len, limits)
     }
 
-    fn open_zip(path: &Path, file: File, file_len: u64) -> Result<Archive, ErrorKind> {
+    fn open_zip(
+        path: &Path,
+        file: File,
+        file_len: u64,
+        limits: &Limits,
+    ) -> Result<Archive, ErrorKind> {
         let layout = zip::read_layout(&file, file_len)?;
-        let pickle = read_record(&file, &layout.pickle, MAX_PICKLE_BYTES)?;
+        let pickle = read_pickle_record(&file, &layout.pickle, limits)?;
         let byte_order = match layout.members.get(&format!("{}byteorder", layout.prefix)) {
             Some(r) => zip::parse_byteorder(&read_record(&file, r, 64)?)?,
             None => ByteOrder::Little,
@@ -226,7 +245,7 @@ impl Archive {
             }
         }
         let constants = match &layout.constants {
-            Some(r) => Some(read_record(&file, r, MAX_PICKLE_BYTES)?),
+            Some(r) => Some(read_pickle_record(&file, r, limits)?),
             None => None,
         };
         let container = if layout.constants.is_some() || layout.has_code {

@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 
 use super::legacy::is_legacy_magic;
 use crate::error::{ErrorKind, io};
-use crate::pickle::{Limits, NoHost, load};
+use crate::pickle::{NoHost, load};
 
 /// A recognised checkpoint container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +36,7 @@ pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
     if super::tar::is_tar(&head) {
         return Ok(Sniffed::Tar);
     }
-    let limits = Limits {
-        max_ops: 10_000,
-        max_stack: 10_000,
-        max_memo: 10_000,
-        max_string: 4096,
-    };
-    match load(&head, 0, &mut NoHost, &limits) {
+    match load(&head, 0, &mut NoHost, &super::legacy::head_limits()) {
         Ok(first) if is_legacy_magic(&first.value) => return Ok(Sniffed::Legacy),
         Ok(_) => return Ok(Sniffed::Pickle),
         // A binary pickle longer than the sniffed head: the VM reads it whole later.

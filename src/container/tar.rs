@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{Archive, ByteOrder, Container, MAX_PICKLE_BYTES, Record, RecordMethod, StorageIndex};
+use super::{Archive, ByteOrder, Container, Record, RecordMethod, StorageIndex, pickle_too_large};
 use crate::dtype::DType;
 use crate::error::{ErrorKind, io};
 use crate::pickle::{Limits, NoHost, Value, load, ops::pickle_end};
@@ -334,7 +334,8 @@ impl<'f> Cursor<'f> {
                 member: format!("tar member {} ({what}, at byte {})", self.member, self.pos),
                 source: e,
             };
-            match pickle_end(&buf, 0, MAX_PICKLE_BYTES).map_err(err)? {
+            let max = self.limits.max_pickle_bytes;
+            match pickle_end(&buf, 0, self.limits.max_string).map_err(err)? {
                 Some(e) => {
                     let value = load(&buf[..e], 0, &mut NoHost, self.limits)
                         .map_err(err)?
@@ -344,13 +345,20 @@ impl<'f> Cursor<'f> {
                     self.pos += e as u64;
                     return Ok(value);
                 }
-                None if want >= avail || want >= MAX_PICKLE_BYTES => {
+                None if want >= avail => {
                     return Err(ErrorKind::Malformed(format!(
                         "tar member {}: the {what} pickle at byte {} does not end before the member ends at byte {} (truncated)",
                         self.member, self.pos, self.end
                     )));
                 }
-                None => want = (want * 4).min(avail).min(MAX_PICKLE_BYTES),
+                None if want >= max => {
+                    return Err(pickle_too_large(
+                        &format!("tar member {}: the {what} pickle", self.member),
+                        want,
+                        self.limits,
+                    ));
+                }
+                None => want = (want * 4).min(avail).min(max),
             }
         }
     }
@@ -627,11 +635,8 @@ pub fn open(path: &Path, file: File, file_len: u64, limits: &Limits) -> Result<A
         }
     }
     tables.pickles = pickles;
-    if m_pickle.len > MAX_PICKLE_BYTES {
-        return Err(ErrorKind::Malformed(format!(
-            "tar member pickle is {} bytes, more than the {MAX_PICKLE_BYTES} accepted",
-            m_pickle.len
-        )));
+    if m_pickle.len > limits.max_pickle_bytes {
+        return Err(pickle_too_large("tar member pickle", m_pickle.len, limits));
     }
     let mut pickle = vec![0u8; m_pickle.len as usize];
     file.read_exact_at(&mut pickle, m_pickle.offset)
@@ -655,29 +660,23 @@ pub fn open(path: &Path, file: File, file_len: u64, limits: &Limits) -> Result<A
 /// Best effort for scans of a tar that cannot be opened: the `pickle` and `sys_info` members
 /// whole, and the table pickles of `storages` and `tensors` read before any failure, each as
 /// `(member, absolute offset, bytes)`. Empty when the tar headers themselves are unreadable.
-pub fn raw_pickles(file: &File, file_len: u64) -> Vec<(String, u64, Vec<u8>)> {
+pub fn raw_pickles(file: &File, file_len: u64, limits: &Limits) -> Vec<(String, u64, Vec<u8>)> {
     let Ok(members) = members(file, file_len) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     let mut tables = TarTables::default();
-    // Best effort only: the scan walks what is collected here under its own limits.
-    let limits = Limits::default();
     if let Some(m) = members.get("storages") {
-        let _ = read_storages(
-            file,
-            *m,
-            &mut tables,
-            &mut HashMap::new(),
-            &mut out,
-            &limits,
-        );
+        let _ = read_storages(file, *m, &mut tables, &mut HashMap::new(), &mut out, limits);
     }
     if let Some(m) = members.get("tensors") {
-        let _ = read_tensors(file, *m, &mut tables, &mut out, &limits);
+        let _ = read_tensors(file, *m, &mut tables, &mut out, limits);
     }
     for name in ["pickle", "sys_info"] {
-        if let Some(m) = members.get(name).filter(|m| m.len <= MAX_PICKLE_BYTES) {
+        if let Some(m) = members
+            .get(name)
+            .filter(|m| m.len <= limits.max_pickle_bytes)
+        {
             let mut b = vec![0u8; m.len as usize];
             if file.read_exact_at(&mut b, m.offset).is_ok() {
                 out.push((name.to_string(), m.offset, b));

@@ -269,6 +269,15 @@ pub struct ZipLimits {
     pub max_directory_bytes: u64,
 }
 
+impl From<&crate::pickle::Limits> for ZipLimits {
+    fn from(l: &crate::pickle::Limits) -> Self {
+        ZipLimits {
+            max_entries: l.max_zip_entries,
+            ..ZipLimits::default()
+        }
+    }
+}
+
 impl Default for ZipLimits {
     fn default() -> Self {
         ZipLimits {
@@ -367,7 +376,8 @@ pub fn audit_with(
     let mut cd_end_expected = eocd_abs;
     if eocd >= 20 && tail[eocd - 20..].starts_with(b"PK\x06\x07") {
         let z64 = le64(&tail, eocd - 20 + 8);
-        let rec = if z64 >= tail_start && z64 + 56 <= eocd_abs {
+        // Offsets from the file are untrusted: near u64::MAX they must not wrap.
+        let rec = if z64 >= tail_start && z64.checked_add(56).is_some_and(|e| e <= eocd_abs) {
             Some(tail[(z64 - tail_start) as usize..].to_vec())
         } else {
             read_at(file, z64, 56).ok()
@@ -378,7 +388,10 @@ pub fn audit_with(
                 cd_size = le64(&r, 40);
                 cd_offset = le64(&r, 48);
                 cd_end_expected = z64;
-                if z64 + 56 + (le64(&r, 4).saturating_sub(44)) != eocd_abs - 20 {
+                let declared_end = z64
+                    .checked_add(56)
+                    .and_then(|e| e.checked_add(le64(&r, 4).saturating_sub(44)));
+                if declared_end != Some(eocd_abs - 20) {
                     out.flag(
                         "zip64-layout",
                         Some(z64),
@@ -720,4 +733,1221 @@ pub fn crc_matches(file: &File, e: &AuditEntry) -> Option<bool> {
         }
     }
     Some(crc.sum() == e.crc)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The zip audit and reader, on archives assembled byte by byte so that every field (and
+    //! every disagreement between local header and central directory) is under the test's
+    //! control.
+
+    use super::*;
+    use std::io::Write;
+
+    /// One member of a hand-built archive.
+    #[derive(Clone)]
+    struct Member {
+        name: String,
+        data: Vec<u8>,
+        method: u16,
+        /// Flag bit 3: sizes and CRC in a data descriptor after the data (with or without its
+        /// `PK\x07\x08` signature).
+        descriptor: Option<bool>,
+        /// Sizes as 0xFFFFFFFF with the real ones in a zip64 extra field.
+        zip64: bool,
+    }
+
+    fn member(name: &str, data: &[u8]) -> Member {
+        Member {
+            name: name.into(),
+            data: data.to_vec(),
+            method: 0,
+            descriptor: None,
+            zip64: false,
+        }
+    }
+
+    /// What was built, and where each structure sits.
+    struct Built {
+        bytes: Vec<u8>,
+        local: Vec<usize>,
+        central: Vec<usize>,
+        cd_offset: usize,
+        eocd: usize,
+    }
+
+    #[derive(Default)]
+    struct Options {
+        /// Bytes before the first local header (offsets stay absolute).
+        prefix: Vec<u8>,
+        /// Bytes between the first and the second entry.
+        gap_after_first: Vec<u8>,
+        /// The end record's comment.
+        comment: Vec<u8>,
+        /// Write a zip64 end record and locator before the end record.
+        zip64_end: bool,
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = flate2::Crc::new();
+        c.update(data);
+        c.sum()
+    }
+
+    fn put16(b: &mut Vec<u8>, v: u16) {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put32(b: &mut Vec<u8>, v: u32) {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put64(b: &mut Vec<u8>, v: u64) {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    fn set16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    fn set32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn build_with(members: &[Member], opts: &Options) -> Built {
+        let mut b = opts.prefix.clone();
+        let mut local = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            local.push(b.len());
+            let crc = crc32(&m.data);
+            let flags = if m.descriptor.is_some() { 0x08 } else { 0 };
+            b.extend_from_slice(b"PK\x03\x04");
+            put16(&mut b, if m.zip64 { 45 } else { 20 });
+            put16(&mut b, flags);
+            put16(&mut b, m.method);
+            put32(&mut b, 0); // time and date
+            let n = m.data.len() as u32;
+            let (lcrc, lsize) = match (m.descriptor.is_some(), m.zip64) {
+                (true, _) => (0, 0),
+                (false, true) => (crc, 0xFFFF_FFFF),
+                (false, false) => (crc, n),
+            };
+            put32(&mut b, lcrc);
+            put32(&mut b, lsize);
+            put32(&mut b, lsize);
+            put16(&mut b, m.name.len() as u16);
+            put16(&mut b, if m.zip64 { 20 } else { 0 });
+            b.extend_from_slice(m.name.as_bytes());
+            if m.zip64 {
+                put16(&mut b, 1);
+                put16(&mut b, 16);
+                put64(&mut b, m.data.len() as u64);
+                put64(&mut b, m.data.len() as u64);
+            }
+            b.extend_from_slice(&m.data);
+            if let Some(signature) = m.descriptor {
+                if signature {
+                    b.extend_from_slice(b"PK\x07\x08");
+                }
+                put32(&mut b, crc);
+                put32(&mut b, n);
+                put32(&mut b, n);
+            }
+            if i == 0 {
+                b.extend_from_slice(&opts.gap_after_first);
+            }
+        }
+        let cd_offset = b.len();
+        let mut central = Vec::new();
+        for (m, &at) in members.iter().zip(&local) {
+            central.push(b.len());
+            b.extend_from_slice(b"PK\x01\x02");
+            put16(&mut b, 20);
+            put16(&mut b, if m.zip64 { 45 } else { 20 });
+            put16(&mut b, if m.descriptor.is_some() { 0x08 } else { 0 });
+            put16(&mut b, m.method);
+            put32(&mut b, 0);
+            put32(&mut b, crc32(&m.data));
+            let n = if m.zip64 {
+                0xFFFF_FFFF
+            } else {
+                m.data.len() as u32
+            };
+            put32(&mut b, n);
+            put32(&mut b, n);
+            put16(&mut b, m.name.len() as u16);
+            put16(&mut b, if m.zip64 { 20 } else { 0 });
+            put16(&mut b, 0); // comment
+            put16(&mut b, 0); // disk
+            put16(&mut b, 0); // internal attributes
+            put32(&mut b, 0); // external attributes
+            put32(&mut b, at as u32);
+            b.extend_from_slice(m.name.as_bytes());
+            if m.zip64 {
+                put16(&mut b, 1);
+                put16(&mut b, 16);
+                put64(&mut b, m.data.len() as u64);
+                put64(&mut b, m.data.len() as u64);
+            }
+        }
+        let cd_size = b.len() - cd_offset;
+        if opts.zip64_end {
+            let z64 = b.len();
+            b.extend_from_slice(b"PK\x06\x06");
+            put64(&mut b, 44);
+            put16(&mut b, 45);
+            put16(&mut b, 45);
+            put32(&mut b, 0);
+            put32(&mut b, 0);
+            put64(&mut b, members.len() as u64);
+            put64(&mut b, members.len() as u64);
+            put64(&mut b, cd_size as u64);
+            put64(&mut b, cd_offset as u64);
+            b.extend_from_slice(b"PK\x06\x07");
+            put32(&mut b, 0);
+            put64(&mut b, z64 as u64);
+            put32(&mut b, 1);
+        }
+        let eocd = b.len();
+        b.extend_from_slice(b"PK\x05\x06");
+        put16(&mut b, 0);
+        put16(&mut b, 0);
+        let count = if opts.zip64_end {
+            0xFFFF
+        } else {
+            members.len() as u16
+        };
+        put16(&mut b, count);
+        put16(&mut b, count);
+        put32(
+            &mut b,
+            if opts.zip64_end {
+                0xFFFF_FFFF
+            } else {
+                cd_size as u32
+            },
+        );
+        put32(
+            &mut b,
+            if opts.zip64_end {
+                0xFFFF_FFFF
+            } else {
+                cd_offset as u32
+            },
+        );
+        put16(&mut b, opts.comment.len() as u16);
+        b.extend_from_slice(&opts.comment);
+        Built {
+            bytes: b,
+            local,
+            central,
+            cd_offset,
+            eocd,
+        }
+    }
+
+    fn build(members: &[Member]) -> Built {
+        build_with(members, &Options::default())
+    }
+
+    /// A small torch-like archive: `archive/data.pkl`, `archive/byteorder`, `archive/data/0`.
+    fn torch_members() -> Vec<Member> {
+        vec![
+            member("archive/data.pkl", b"\x80\x02}q\x00."),
+            member("archive/byteorder", b"little"),
+            member("archive/data/0", &[1, 2, 3, 4, 5, 6, 7, 8]),
+        ]
+    }
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn audit_bytes(bytes: &[u8]) -> Result<ZipAudit, ErrorKind> {
+        audit(&file_of(bytes), bytes.len() as u64, &ZipLimits::default())
+    }
+
+    fn layout_bytes(bytes: &[u8]) -> Result<ZipLayout, ErrorKind> {
+        read_layout(&file_of(bytes), bytes.len() as u64)
+    }
+
+    fn kinds(a: &ZipAudit) -> Vec<&'static str> {
+        a.anomalies.iter().map(|x| x.kind).collect()
+    }
+
+    fn anomaly<'a>(a: &'a ZipAudit, kind: &str) -> &'a ZipAnomaly {
+        a.anomalies
+            .iter()
+            .find(|x| x.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} anomaly in {:?}", a.anomalies))
+    }
+
+    fn message(e: ErrorKind) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn a_well_formed_archive_audits_clean_with_every_entry_as_declared() {
+        let z = build(&torch_members());
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+        assert_eq!(a.first_ambiguity().map(|x| x.kind), None);
+        let names: Vec<&str> = a.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["archive/data.pkl", "archive/byteorder", "archive/data/0"]
+        );
+        let e = &a.entries[2];
+        assert_eq!(e.method, 0);
+        assert_eq!(e.flags, 0);
+        assert_eq!(e.crc, crc32(&[1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!((e.compressed, e.size), (8, 8));
+        assert_eq!(e.local_offset, z.local[2] as u64);
+        assert_eq!(
+            e.data_offset,
+            Some((z.local[2] + 30 + "archive/data/0".len()) as u64)
+        );
+    }
+
+    #[test]
+    fn the_layout_maps_the_root_folder_the_pickle_and_each_storage_to_its_bytes() {
+        let z = build(&torch_members());
+        let l = layout_bytes(&z.bytes).unwrap();
+        assert_eq!(l.prefix, "archive/");
+        assert_eq!(l.pickle.name, "archive/data.pkl");
+        assert_eq!(l.pickle.offset, (z.local[0] + 30 + 16) as u64);
+        assert_eq!((l.pickle.len, l.pickle.stored_len), (6, 6));
+        assert_eq!(l.pickle.method, RecordMethod::Stored);
+        assert!(l.constants.is_none());
+        assert!(!l.has_code);
+        let keys: Vec<&String> = l.storages.keys().collect();
+        assert_eq!(keys, [&"0".to_string()]);
+        let s = &l.storages["0"];
+        assert_eq!(s.offset, (z.local[2] + 30 + 14) as u64);
+        assert_eq!(
+            &z.bytes[s.offset as usize..(s.offset + s.len) as usize],
+            &[1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(l.members.len(), 3);
+        assert_eq!(l.members["archive/byteorder"].len, 6);
+        assert_eq!(l.audit.entries.len(), 3);
+    }
+
+    #[test]
+    fn records_at_the_top_level_give_an_empty_prefix() {
+        let z = build(&[member("data.pkl", b"\x80\x02N."), member("data/7", b"abcd")]);
+        let l = layout_bytes(&z.bytes).unwrap();
+        assert_eq!(l.prefix, "");
+        assert_eq!(l.pickle.name, "data.pkl");
+        assert_eq!(l.storages["7"].len, 4);
+        assert!(l.audit.anomalies.is_empty(), "{:?}", l.audit.anomalies);
+    }
+
+    #[test]
+    fn a_torchscript_archive_reports_its_code_folder_and_constants_pickle() {
+        let z = build(&[
+            member("m/data.pkl", b"\x80\x02N."),
+            member("m/constants.pkl", b"\x80\x02)."),
+            member("m/code/__torch__.py", b"def f(): pass"),
+        ]);
+        let l = layout_bytes(&z.bytes).unwrap();
+        assert!(l.has_code);
+        assert_eq!(
+            l.constants.as_ref().map(|c| c.name.as_str()),
+            Some("m/constants.pkl")
+        );
+        assert!(l.storages.is_empty());
+    }
+
+    #[test]
+    fn an_empty_data_folder_entry_is_not_a_storage() {
+        let z = build(&[
+            member("a/data.pkl", b"\x80\x02N."),
+            member("a/data/", b""),
+            member("a/data/1", b"xy"),
+        ]);
+        let l = layout_bytes(&z.bytes).unwrap();
+        let mut keys: Vec<&String> = l.storages.keys().collect();
+        keys.sort();
+        assert_eq!(keys, [&"1".to_string()]);
+    }
+
+    #[test]
+    fn rejects_a_zip_whose_local_header_names_another_file_than_the_central_directory() {
+        let mut z = build(&torch_members());
+        // archive/data/0 -> archive/data/1 in the local header only.
+        let at = z.local[2] + 30 + "archive/data/".len();
+        z.bytes[at] = b'1';
+        let a = audit_bytes(&z.bytes).unwrap();
+        let m = anomaly(&a, "local-central-mismatch");
+        assert_eq!(m.offset, Some(z.local[2] as u64));
+        assert_eq!(
+            m.detail,
+            "entry \"archive/data/0\": local name \"archive/data/1\""
+        );
+        assert!(m.ambiguous);
+        let err = message(layout_bytes(&z.bytes).err().unwrap());
+        assert_eq!(
+            err,
+            format!(
+                "ambiguous zip archive (local-central-mismatch at byte {}): entry \"archive/data/0\": local name \"archive/data/1\"; refusing it",
+                z.local[2]
+            )
+        );
+    }
+
+    #[test]
+    fn rejects_a_zip_whose_local_header_disagrees_on_method_crc_and_sizes() {
+        let mut z = build(&torch_members());
+        let l = z.local[2];
+        set16(&mut z.bytes, l + 8, 8);
+        set32(&mut z.bytes, l + 14, 0xDEAD_BEEF);
+        set32(&mut z.bytes, l + 18, 9);
+        set32(&mut z.bytes, l + 22, 10);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["local-central-mismatch"]);
+        let crc = crc32(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            a.anomalies[0].detail,
+            format!(
+                "entry \"archive/data/0\": local method 8 vs central 0, local CRC deadbeef vs central {crc:08x}, local compressed size 9 vs central 8, local size 10 vs central 8"
+            )
+        );
+    }
+
+    #[test]
+    fn zero_sizes_and_crc_in_a_local_header_are_not_a_disagreement() {
+        // Some writers leave the local fields zero; only a non-zero value that differs counts.
+        let mut z = build(&torch_members());
+        let l = z.local[1];
+        set32(&mut z.bytes, l + 14, 0);
+        set32(&mut z.bytes, l + 18, 0);
+        set32(&mut z.bytes, l + 22, 0);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+    }
+
+    #[test]
+    fn entries_with_data_descriptors_tile_the_file_with_or_without_the_descriptor_signature() {
+        let mut m = torch_members();
+        m[1].descriptor = Some(true);
+        m[2].descriptor = Some(false);
+        let z = build(&m);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+        assert_eq!(a.entries[1].flags, 0x08);
+        assert_eq!(a.entries[1].size, 6);
+        let l = layout_bytes(&z.bytes).unwrap();
+        assert_eq!(l.storages["0"].len, 8);
+    }
+
+    #[test]
+    fn a_data_descriptor_entry_ignores_the_zero_local_sizes_but_not_the_local_name() {
+        let mut m = torch_members();
+        m[2].descriptor = Some(true);
+        let mut z = build(&m);
+        let at = z.local[2] + 30 + "archive/".len();
+        z.bytes[at] = b'D';
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["local-central-mismatch"]);
+        assert_eq!(
+            a.anomalies[0].detail,
+            "entry \"archive/data/0\": local name \"archive/Data/0\""
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_entry_names() {
+        let z = build(&[
+            member("a/data.pkl", b"\x80\x02N."),
+            member("a/data/0", b"1234"),
+            member("a/data/0", b"5678"),
+        ]);
+        let a = audit_bytes(&z.bytes).unwrap();
+        let d = anomaly(&a, "duplicate-name");
+        assert_eq!(d.detail, "\"a/data/0\" and \"a/data/0\"");
+        assert_eq!(d.offset, Some(z.local[2] as u64));
+        assert!(d.ambiguous);
+        assert_eq!(
+            message(layout_bytes(&z.bytes).err().unwrap()),
+            "the zip archive has duplicate entry names; refusing an ambiguous archive"
+        );
+    }
+
+    #[test]
+    fn rejects_names_that_differ_only_in_case() {
+        // torch looks names up case-insensitively: `data/0` and `DATA/0` could be either.
+        let z = build(&[
+            member("a/data.pkl", b"\x80\x02N."),
+            member("a/data/0", b"1234"),
+            member("a/DATA/0", b"5678"),
+        ]);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["case-variant-name"]);
+        assert_eq!(a.anomalies[0].detail, "\"a/data/0\" and \"a/DATA/0\"");
+        assert_eq!(
+            message(layout_bytes(&z.bytes).err().unwrap()),
+            format!(
+                "ambiguous zip archive (case-variant-name at byte {}): \"a/data/0\" and \"a/DATA/0\"; refusing it",
+                z.local[2]
+            )
+        );
+    }
+
+    #[test]
+    fn an_encrypted_entry_is_ambiguous() {
+        let mut z = build(&torch_members());
+        set16(&mut z.bytes, z.central[2] + 8, 0x01);
+        set16(&mut z.bytes, z.local[2] + 6, 0x01);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["encrypted-entry", "local-central-mismatch"]);
+        let e = anomaly(&a, "encrypted-entry");
+        assert_eq!(e.offset, Some(z.central[2] as u64));
+        assert_eq!(
+            e.detail,
+            "entry \"archive/data/0\" has flags 0x0001 (encryption or patched data)"
+        );
+        assert_eq!(
+            a.anomalies[1].detail,
+            "entry \"archive/data/0\": local flags 0x0001 vs central 0x0001"
+        );
+    }
+
+    #[test]
+    fn the_entry_count_limit_is_checked_before_the_directory_is_read() {
+        let z = build(&torch_members());
+        let limits = ZipLimits {
+            max_entries: 2,
+            ..ZipLimits::default()
+        };
+        let err = audit(&file_of(&z.bytes), z.bytes.len() as u64, &limits).unwrap_err();
+        assert!(matches!(err, ErrorKind::LimitExceeded(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the zip archive declares 3 entries, more than the limit of 2 (--max-zip-entries)"
+        );
+        let at_limit = ZipLimits {
+            max_entries: 3,
+            ..ZipLimits::default()
+        };
+        let ok = audit(&file_of(&z.bytes), z.bytes.len() as u64, &at_limit).unwrap();
+        assert_eq!(ok.entries.len(), 3);
+    }
+
+    #[test]
+    fn a_central_directory_larger_than_its_limit_is_refused() {
+        let z = build(&torch_members());
+        let cd_size = z.eocd - z.cd_offset;
+        let limits = ZipLimits {
+            max_directory_bytes: cd_size as u64 - 1,
+            ..ZipLimits::default()
+        };
+        let err = audit(&file_of(&z.bytes), z.bytes.len() as u64, &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the zip central directory is {cd_size} bytes, more than the limit of {}",
+                cd_size - 1
+            )
+        );
+    }
+
+    #[test]
+    fn the_default_limits_are_a_million_entries_and_256_mib_of_directory() {
+        let d = ZipLimits::default();
+        assert_eq!(d.max_entries, 1_000_000);
+        assert_eq!(d.max_directory_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn a_file_without_an_end_record_is_reported_as_truncated() {
+        let z = build(&torch_members());
+        let err = audit_bytes(&z.bytes[..z.eocd]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the zip archive has no end-of-central-directory record (truncated?)"
+        );
+    }
+
+    #[test]
+    fn a_truncated_archive_fails_to_open_with_the_broken_zip_description() {
+        let z = build(&torch_members());
+        let err = layout_bytes(&z.bytes[..z.cd_offset]).err().unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, ErrorKind::Malformed(_)));
+        // The sniffer's account of what is there, then the zip crate's own words.
+        let n = z.cd_offset;
+        assert!(
+            msg.starts_with(&format!(
+                "the file is truncated: it ends after 3 complete zip entries, before the central directory (expected more than {n} bytes, found {n}); download or copy it again (zip reader: "
+            )),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_end_record_are_trailing_data() {
+        let z = build(&torch_members());
+        let mut bytes = z.bytes.clone();
+        bytes.extend_from_slice(b"junk");
+        let a = audit_bytes(&bytes).unwrap();
+        let t = anomaly(&a, "trailing-data");
+        assert_eq!(t.offset, Some(z.bytes.len() as u64));
+        assert_eq!(
+            t.detail,
+            format!(
+                "the end record and its 0-byte comment end at byte {} but the file has {} bytes",
+                z.bytes.len(),
+                bytes.len()
+            )
+        );
+        assert!(t.ambiguous);
+    }
+
+    #[test]
+    fn an_end_record_comment_is_part_of_the_archive() {
+        let z = build_with(
+            &torch_members(),
+            &Options {
+                comment: b"made by hand".to_vec(),
+                ..Options::default()
+            },
+        );
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+    }
+
+    #[test]
+    fn a_second_end_signature_hidden_in_the_comment_is_flagged() {
+        let mut fake = b"PK\x05\x06".to_vec();
+        fake.extend_from_slice(&[0u8; 18]);
+        let z = build_with(
+            &torch_members(),
+            &Options {
+                comment: fake,
+                ..Options::default()
+            },
+        );
+        let a = audit_bytes(&z.bytes).unwrap();
+        let m = anomaly(&a, "multiple-end-records");
+        assert_eq!(
+            m.detail,
+            "2 end-of-central-directory signatures near the end of the file"
+        );
+        assert!(m.ambiguous);
+    }
+
+    #[test]
+    fn bytes_before_the_first_entry_are_prepended_data() {
+        let z = build_with(
+            &torch_members(),
+            &Options {
+                prefix: b"#!/bin/sh\nexit 0\n".to_vec(),
+                ..Options::default()
+            },
+        );
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["prepended-data"]);
+        assert_eq!(a.anomalies[0].offset, Some(0));
+        assert_eq!(a.anomalies[0].detail, "17 bytes before the first entry");
+        assert!(a.anomalies[0].ambiguous);
+    }
+
+    #[test]
+    fn unreferenced_bytes_between_entries_are_a_gap_but_not_an_ambiguity() {
+        let z = build_with(
+            &torch_members(),
+            &Options {
+                gap_after_first: vec![0u8; 5],
+                ..Options::default()
+            },
+        );
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["gap"]);
+        let g = &a.anomalies[0];
+        assert_eq!(
+            g.detail,
+            "5 unreferenced bytes after entry \"archive/data.pkl\""
+        );
+        assert_eq!(g.offset, Some(z.local[1] as u64 - 5));
+        assert!(!g.ambiguous);
+        assert!(a.first_ambiguity().is_none());
+        // The reader accepts it.
+        let l = layout_bytes(&z.bytes).unwrap();
+        assert_eq!(l.storages["0"].len, 8);
+    }
+
+    #[test]
+    fn an_entry_whose_data_runs_into_the_next_one_overlaps_it() {
+        let mut z = build(&torch_members());
+        // Central says data.pkl has 20 bytes; its local header agrees.
+        set32(&mut z.bytes, z.central[0] + 20, 20);
+        set32(&mut z.bytes, z.central[0] + 24, 20);
+        set32(&mut z.bytes, z.local[0] + 18, 20);
+        set32(&mut z.bytes, z.local[0] + 22, 20);
+        let a = audit_bytes(&z.bytes).unwrap();
+        let o = anomaly(&a, "overlapping-entries");
+        assert_eq!(
+            o.detail,
+            "entries \"archive/data.pkl\" and \"archive/byteorder\" share bytes"
+        );
+        assert_eq!(o.offset, Some(z.local[1] as u64));
+        assert!(o.ambiguous);
+    }
+
+    #[test]
+    fn the_last_entry_running_into_the_central_directory_overlaps_it() {
+        let mut z = build(&torch_members());
+        set32(&mut z.bytes, z.central[2] + 20, 9);
+        set32(&mut z.bytes, z.central[2] + 24, 9);
+        set32(&mut z.bytes, z.local[2] + 18, 9);
+        set32(&mut z.bytes, z.local[2] + 22, 9);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["overlapping-entries"]);
+        assert_eq!(a.anomalies[0].offset, Some(z.cd_offset as u64));
+        assert_eq!(
+            a.anomalies[0].detail,
+            "entry \"archive/data/0\" runs into the central directory"
+        );
+    }
+
+    #[test]
+    fn entries_under_several_root_folders_are_ambiguous() {
+        let z = build(&[
+            member("a/data.pkl", b"\x80\x02N."),
+            member("b/data/0", b"1234"),
+        ]);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(kinds(&a), ["several-roots"]);
+        assert_eq!(a.anomalies[0].offset, None);
+        assert_eq!(
+            a.anomalies[0].detail,
+            "entries are not all under one root folder (roots [\"a\", \"b\"])"
+        );
+        assert_eq!(
+            message(layout_bytes(&z.bytes).err().unwrap()),
+            "ambiguous zip archive (several-roots): entries are not all under one root folder (roots [\"a\", \"b\"]); refusing it"
+        );
+    }
+
+    #[test]
+    fn a_root_folder_archive_with_a_top_level_file_has_several_roots() {
+        let z = build(&[
+            member("a/data.pkl", b"\x80\x02N."),
+            member("version", b"3\n"),
+        ]);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(
+            anomaly(&a, "several-roots").detail,
+            "entries are not all under one root folder (roots [\"\", \"a\"])"
+        );
+    }
+
+    #[test]
+    fn names_that_escape_the_archive_are_unsafe() {
+        let z = build(&[
+            member("data.pkl", b"\x80\x02N."),
+            member("../evil", b"x"),
+            member("/abs", b"x"),
+            member("back\\slash", b"x"),
+            member("bell\x07", b"x"),
+        ]);
+        let a = audit_bytes(&z.bytes).unwrap();
+        let unsafe_names: Vec<&str> = a
+            .anomalies
+            .iter()
+            .filter(|x| x.kind == "unsafe-name")
+            .map(|x| x.detail.as_str())
+            .collect();
+        assert_eq!(
+            unsafe_names,
+            [
+                "entry name \"../evil\"",
+                "entry name \"/abs\"",
+                "entry name \"back\\\\slash\"",
+                "entry name \"bell\\u{7}\""
+            ]
+        );
+        assert_eq!(kinds(&a), ["unsafe-name"; 4]);
+    }
+
+    #[test]
+    fn a_central_entry_pointing_at_no_local_header_is_flagged_and_refused() {
+        let mut z = build(&torch_members());
+        // data/0's local header offset now points into the middle of data.pkl's data.
+        set32(&mut z.bytes, z.central[2] + 42, (z.local[0] + 31) as u32);
+        let a = audit_bytes(&z.bytes).unwrap();
+        let m = anomaly(&a, "missing-local-header");
+        assert_eq!(m.offset, Some(z.local[0] as u64 + 31));
+        assert_eq!(
+            m.detail,
+            format!(
+                "entry \"archive/data/0\" points at byte {}, which holds no local header",
+                z.local[0] + 31
+            )
+        );
+        assert_eq!(a.entries[2].data_offset, None);
+        assert!(layout_bytes(&z.bytes).is_err());
+    }
+
+    #[test]
+    fn a_central_directory_that_does_not_fit_before_its_end_record_is_malformed() {
+        let mut z = build(&torch_members());
+        let cd_size = z.eocd - z.cd_offset;
+        set32(&mut z.bytes, z.eocd + 12, cd_size as u32 + 1);
+        let err = audit_bytes(&z.bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the zip central directory ({} bytes at {}) does not fit before its end record at {}",
+                cd_size + 1,
+                z.cd_offset,
+                z.eocd
+            )
+        );
+    }
+
+    #[test]
+    fn a_central_directory_shorter_than_the_space_before_the_end_record_leaves_a_gap() {
+        let mut z = build(&torch_members());
+        // Declare one entry less: the last header becomes unexplained bytes.
+        set16(&mut z.bytes, z.eocd + 8, 2);
+        set16(&mut z.bytes, z.eocd + 10, 2);
+        let a = audit_bytes(&z.bytes).unwrap();
+        let g = anomaly(&a, "directory-gap");
+        assert_eq!(g.offset, Some(z.central[2] as u64));
+        assert_eq!(
+            g.detail,
+            format!(
+                "{} unexplained bytes inside the central directory",
+                z.eocd - z.central[2]
+            )
+        );
+        assert_eq!(a.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_central_header_with_a_bad_signature_is_malformed() {
+        let mut z = build(&torch_members());
+        z.bytes[z.central[1] + 3] = 0x09;
+        let err = audit_bytes(&z.bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "zip central directory entry 1 at byte {} is not a valid header",
+                z.central[1]
+            )
+        );
+    }
+
+    #[test]
+    fn a_central_entry_whose_name_runs_past_the_directory_is_malformed() {
+        let mut z = build(&torch_members());
+        set16(&mut z.bytes, z.central[2] + 28, 500);
+        let err = audit_bytes(&z.bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "zip central directory entry 2 runs past the directory"
+        );
+    }
+
+    #[test]
+    fn zip64_end_records_and_extra_fields_give_the_real_counts_and_sizes() {
+        let mut m = torch_members();
+        m[2].zip64 = true;
+        let z = build_with(
+            &m,
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        );
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+        assert_eq!(a.entries.len(), 3);
+        let e = &a.entries[2];
+        assert_eq!((e.compressed, e.size), (8, 8));
+        assert_eq!(
+            e.data_offset,
+            Some((z.local[2] + 30 + "archive/data/0".len() + 20) as u64)
+        );
+        let l = layout_bytes(&z.bytes).unwrap();
+        let s = &l.storages["0"];
+        assert_eq!(
+            &z.bytes[s.offset as usize..(s.offset + s.len) as usize],
+            &[1, 2, 3, 4, 5, 6, 7, 8]
+        );
+    }
+
+    #[test]
+    fn a_zip64_locator_pointing_at_nothing_is_a_layout_anomaly() {
+        let mut z = build_with(
+            &torch_members(),
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        );
+        // The locator sits right before the end record; point it at byte 1.
+        let loc = z.eocd - 20;
+        z.bytes[loc + 8..loc + 16].copy_from_slice(&1u64.to_le_bytes());
+        // With the end record's 32-bit fields saturated, nothing says where the directory is.
+        let cd_size = loc - 56 - z.cd_offset;
+        assert_eq!(
+            audit_bytes(&z.bytes).unwrap_err().to_string(),
+            "the zip central directory is 4294967295 bytes, more than the limit of 268435456"
+        );
+        // With real values in the end record, the audit goes on and flags the locator.
+        set16(&mut z.bytes, z.eocd + 8, 3);
+        set16(&mut z.bytes, z.eocd + 10, 3);
+        set32(&mut z.bytes, z.eocd + 12, cd_size as u32);
+        set32(&mut z.bytes, z.eocd + 16, z.cd_offset as u32);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(a.entries.len(), 3);
+        let m = anomaly(&a, "zip64-layout");
+        assert_eq!(m.offset, Some(loc as u64));
+        assert_eq!(
+            m.detail,
+            "the zip64 locator points at byte 1, which holds no zip64 end record"
+        );
+        assert!(m.ambiguous);
+    }
+
+    #[test]
+    fn a_zip64_end_record_separated_from_its_locator_is_a_layout_anomaly() {
+        let mut z = build_with(
+            &torch_members(),
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        );
+        // Claim a record 8 bytes longer than the 44 it has.
+        let z64 = z.eocd - 20 - 56;
+        z.bytes[z64 + 4..z64 + 12].copy_from_slice(&52u64.to_le_bytes());
+        let a = audit_bytes(&z.bytes).unwrap();
+        let m = anomaly(&a, "zip64-layout");
+        assert_eq!(m.offset, Some(z64 as u64));
+        assert_eq!(
+            m.detail,
+            "the zip64 end record does not sit right before its locator"
+        );
+    }
+
+    #[test]
+    fn auditing_without_local_headers_reads_only_the_central_directory() {
+        let mut z = build(&torch_members());
+        // A broken local header is not looked at.
+        z.bytes[z.local[2]] = b'X';
+        let a = audit_with(
+            &file_of(&z.bytes),
+            z.bytes.len() as u64,
+            &ZipLimits::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(a.entries.len(), 3);
+        assert!(a.entries.iter().all(|e| e.data_offset.is_none()));
+        assert!(
+            !kinds(&a)
+                .iter()
+                .any(|k| *k == "missing-local-header" || *k == "local-central-mismatch"),
+            "{:?}",
+            a.anomalies
+        );
+        let full = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(
+            anomaly(&full, "missing-local-header").offset,
+            Some(z.local[2] as u64)
+        );
+    }
+
+    #[test]
+    fn a_pickle_whose_bytes_do_not_match_its_crc_is_refused_as_tampered() {
+        let mut z = build(&torch_members());
+        // Flip one byte of data.pkl's data; local and central CRCs still agree.
+        let at = z.local[0] + 30 + 16 + 3;
+        z.bytes[at] ^= 0xFF;
+        let crc = crc32(b"\x80\x02}q\x00.");
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+        assert_eq!(crc_matches(&file_of(&z.bytes), &a.entries[0]), Some(false));
+        assert_eq!(
+            message(layout_bytes(&z.bytes).err().unwrap()),
+            format!(
+                "zip entry archive/data.pkl does not match its CRC-32 {crc:08x}; refusing a tampered pickle"
+            )
+        );
+    }
+
+    #[test]
+    fn crc_is_checked_only_for_stored_entries_that_declare_one() {
+        let z = build(&torch_members());
+        let f = file_of(&z.bytes);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(crc_matches(&f, &a.entries[2]), Some(true));
+        let mut no_crc = a.entries[2].clone();
+        no_crc.crc = 0;
+        assert_eq!(crc_matches(&f, &no_crc), None);
+        let mut deflated = a.entries[2].clone();
+        deflated.method = 8;
+        assert_eq!(crc_matches(&f, &deflated), None);
+        let mut unlocated = a.entries[2].clone();
+        unlocated.data_offset = None;
+        assert_eq!(crc_matches(&f, &unlocated), None);
+        let mut wrong = a.entries[2].clone();
+        wrong.crc ^= 1;
+        assert_eq!(crc_matches(&f, &wrong), Some(false));
+    }
+
+    #[test]
+    fn a_storage_entry_with_a_bad_crc_is_still_mapped() {
+        // Only the pickle's CRC is checked when the layout is read.
+        let mut z = build(&torch_members());
+        let at = z.local[2] + 30 + 14;
+        z.bytes[at] ^= 0xFF;
+        let l = layout_bytes(&z.bytes).unwrap();
+        assert_eq!(l.storages["0"].offset, at as u64);
+    }
+
+    #[test]
+    fn a_stored_entry_whose_sizes_differ_is_refused() {
+        let mut z = build(&torch_members());
+        // data/0: 8 bytes stored, 7 bytes of data, in both headers.
+        set32(&mut z.bytes, z.central[2] + 24, 7);
+        set32(&mut z.bytes, z.local[2] + 22, 7);
+        assert!(audit_bytes(&z.bytes).unwrap().anomalies.is_empty());
+        let err = layout_bytes(&z.bytes).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "zip entry archive/data/0 is stored uncompressed but declares 8 bytes stored and 7 bytes of data"
+        );
+    }
+
+    #[test]
+    fn methods_other_than_stored_and_deflate_are_kept_as_other() {
+        let mut m = torch_members();
+        m[2].method = 12;
+        let z = build(&m);
+        let l = layout_bytes(&z.bytes).unwrap();
+        assert_eq!(
+            l.storages["0"].method,
+            RecordMethod::Other("method 12".into())
+        );
+        assert_eq!(l.pickle.method, RecordMethod::Stored);
+    }
+
+    #[test]
+    fn a_deflated_entry_is_mapped_as_deflated_with_both_sizes() {
+        let data = vec![7u8; 64];
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&data).unwrap();
+        let packed = enc.finish().unwrap();
+        let mut m = torch_members();
+        m[2] = Member {
+            method: 8,
+            ..member("archive/data/0", &packed)
+        };
+        let mut z = build(&m);
+        // Sizes as stored are the packed ones; the inflated size and CRC are the data's.
+        let crc = crc32(&data);
+        for (at, size_at) in [
+            (z.central[2] + 16, z.central[2] + 24),
+            (z.local[2] + 14, z.local[2] + 22),
+        ] {
+            set32(&mut z.bytes, at, crc);
+            set32(&mut z.bytes, size_at, 64);
+        }
+        let l = layout_bytes(&z.bytes).unwrap();
+        let s = &l.storages["0"];
+        assert_eq!(s.method, RecordMethod::Deflated);
+        assert_eq!((s.stored_len, s.len), (packed.len() as u64, 64));
+    }
+
+    #[test]
+    fn an_archive_without_data_pkl_says_what_it_is() {
+        let z = build(&[member("arr_0.npy", b"\x93NUMPY"), member("arr_1.npy", b"x")]);
+        let err = layout_bytes(&z.bytes).err().unwrap();
+        assert!(matches!(err, ErrorKind::NotACheckpoint(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "not a PyTorch checkpoint: a NumPy .npz archive (arrays [\"arr_0.npy\", \"arr_1.npy\"]), not a PyTorch checkpoint; load it with numpy.load and save the arrays with safetensors.numpy.save_file"
+        );
+    }
+
+    #[test]
+    fn a_data_pkl_nested_two_folders_deep_is_not_the_pickle() {
+        let z = build(&[member("a/b/data.pkl", b"\x80\x02N.")]);
+        let err = layout_bytes(&z.bytes).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "not a PyTorch checkpoint: a zip archive without a data.pkl record (entries such as [\"a/b/data.pkl\"]); torch.save archives hold <root>/data.pkl"
+        );
+    }
+
+    #[test]
+    fn rejects_an_archive_with_two_candidate_pickles() {
+        let z = build(&[
+            member("data.pkl", b"\x80\x02N."),
+            member("x/data.pkl", b"\x80\x02N."),
+        ]);
+        let err = layout_bytes(&z.bytes).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the zip archive holds several data.pkl records ([\"data.pkl\", \"x/data.pkl\"]); refusing an ambiguous archive"
+        );
+    }
+
+    #[test]
+    fn the_byteorder_record_is_little_or_big_with_surrounding_whitespace_ignored() {
+        assert_eq!(parse_byteorder(b"little").unwrap(), ByteOrder::Little);
+        assert_eq!(parse_byteorder(b"big\n").unwrap(), ByteOrder::Big);
+        assert_eq!(
+            parse_byteorder(b"  little \r\n").unwrap(),
+            ByteOrder::Little
+        );
+        assert_eq!(
+            parse_byteorder(b"Little").unwrap_err().to_string(),
+            "the byteorder record says \"Little\"; expected \"little\" or \"big\""
+        );
+        let long = [b'x'; 100];
+        assert_eq!(
+            parse_byteorder(&long).unwrap_err().to_string(),
+            format!(
+                "the byteorder record says {:?}; expected \"little\" or \"big\"",
+                "x".repeat(40)
+            )
+        );
+    }
+
+    #[test]
+    fn an_archive_with_no_entries_audits_clean_but_is_not_a_checkpoint() {
+        let z = build(&[]);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(a.entries.is_empty());
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+        assert_eq!(
+            layout_bytes(&z.bytes).err().unwrap().to_string(),
+            "not a PyTorch checkpoint: a zip archive without a data.pkl record (entries such as []); torch.save archives hold <root>/data.pkl"
+        );
+    }
+
+    #[test]
+    fn a_file_too_short_for_an_end_record_has_none() {
+        assert_eq!(
+            audit_bytes(b"PK\x05\x06").unwrap_err().to_string(),
+            "the zip archive has no end-of-central-directory record (truncated?)"
+        );
+    }
+
+    /// A zip with a zip64 locator whose record offset is `z64`, and real values in the end
+    /// record (so the audit can go on without the zip64 record).
+    fn with_locator_at(z64: u64) -> Built {
+        let mut z = build_with(
+            &torch_members(),
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        );
+        let loc = z.eocd - 20;
+        let cd_size = loc - 56 - z.cd_offset;
+        z.bytes[loc + 8..loc + 16].copy_from_slice(&z64.to_le_bytes());
+        set16(&mut z.bytes, z.eocd + 8, 3);
+        set16(&mut z.bytes, z.eocd + 10, 3);
+        set32(&mut z.bytes, z.eocd + 12, cd_size as u32);
+        set32(&mut z.bytes, z.eocd + 16, z.cd_offset as u32);
+        z
+    }
+
+    #[test]
+    fn a_zip64_locator_pointing_past_the_end_of_the_address_space_is_an_anomaly_not_a_panic() {
+        let z64 = u64::MAX - 10;
+        let z = with_locator_at(z64);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(
+            anomaly(&a, "zip64-layout").detail,
+            format!("the zip64 locator points at byte {z64}, which holds no zip64 end record")
+        );
+    }
+
+    #[test]
+    fn a_zip64_end_record_declaring_a_huge_size_is_an_anomaly_not_a_panic() {
+        let mut z = build_with(
+            &torch_members(),
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        );
+        let z64 = z.eocd - 20 - 56;
+        z.bytes[z64 + 4..z64 + 12].copy_from_slice(&u64::MAX.to_le_bytes());
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(
+            anomaly(&a, "zip64-layout").detail,
+            "the zip64 end record does not sit right before its locator"
+        );
+    }
+
+    #[test]
+    fn a_zip64_locator_pointing_inside_the_file_at_no_record_is_an_anomaly() {
+        // The same shape as the ignored overflow test, with an offset that does not overflow.
+        let z = with_locator_at(3);
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(
+            anomaly(&a, "zip64-layout").detail,
+            "the zip64 locator points at byte 3, which holds no zip64 end record"
+        );
+    }
+
+    /// Every (offset, pattern) at which overwriting `base` with a saturated field makes the
+    /// audit or the layout reader panic.
+    fn panicking_mutations(base: &[u8]) -> Vec<(usize, Vec<u8>)> {
+        let patterns: [Vec<u8>; 5] = [
+            vec![0xFF; 2],
+            vec![0xFF; 4],
+            0x7FFF_FFFFu32.to_le_bytes().to_vec(),
+            vec![0xFF; 8],
+            (u64::MAX - 10).to_le_bytes().to_vec(),
+        ];
+        let mut panics = Vec::new();
+        for at in 0..base.len() {
+            for pat in &patterns {
+                if at + pat.len() > base.len() {
+                    continue;
+                }
+                let mut b = base.to_vec();
+                b[at..at + pat.len()].copy_from_slice(pat);
+                let r = std::panic::catch_unwind(|| {
+                    let _ = audit_bytes(&b);
+                    let _ = layout_bytes(&b);
+                });
+                if r.is_err() {
+                    panics.push((at, pat.clone()));
+                }
+            }
+        }
+        panics
+    }
+
+    #[test]
+    fn no_saturated_field_anywhere_in_a_small_archive_makes_the_reader_panic() {
+        let mut m = torch_members();
+        m[1].descriptor = Some(true);
+        let z = build(&m);
+        assert_eq!(panicking_mutations(&z.bytes), []);
+    }
+
+    #[test]
+    fn no_saturated_field_anywhere_in_a_small_zip64_archive_makes_the_reader_panic() {
+        let mut m = torch_members();
+        m[1].descriptor = Some(true);
+        m[2].zip64 = true;
+        let z = build_with(
+            &m,
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        );
+        assert_eq!(panicking_mutations(&z.bytes), []);
+    }
 }

@@ -600,3 +600,6 @@ fn inspect_safetensors(
         warnings,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -36,7 +36,7 @@ pub use control::Control;
 pub use discover::{Filter, Item, Unit};
 pub use report::{FileRecord, Kind, Report, SkipReason, Status, Summary};
 
-use crate::pipeline::ResourceLimits;
+use crate::pickle::Limits;
 
 /// Why a migration cannot start: the options or the PATHs (the CLI exits 2). Failures of single
 /// files are never this; they are recorded in the [`Report`] and the run goes on.
@@ -95,7 +95,7 @@ pub struct MigrateOptions {
     /// Also refuse files that reference globals outside the known set.
     pub strict: bool,
     /// Bounds applied to every file.
-    pub limits: ResourceLimits,
+    pub limits: Limits,
 }
 
 impl Default for MigrateOptions {
@@ -114,7 +114,7 @@ impl Default for MigrateOptions {
             keep_aliases: false,
             allow_dangerous: false,
             strict: false,
-            limits: ResourceLimits::default(),
+            limits: Limits::default(),
         }
     }
 }

@@ -14,33 +14,9 @@
 
 use std::collections::HashMap;
 
+pub use super::limits::Limits;
 use super::ops::{DecodeError, Decoder, Op};
 use super::{Limit, PickleError, Refusal};
-
-/// Bounds on what one pickle may make the machine do. Real checkpoints stay far below the
-/// defaults.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Opcodes executed.
-    pub max_ops: u64,
-    /// Items on the value stack plus open marks.
-    pub max_stack: usize,
-    /// Memo entries.
-    pub max_memo: usize,
-    /// Length of one string or bytes argument.
-    pub max_string: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_ops: 200_000_000,
-            max_stack: 10_000_000,
-            max_memo: 10_000_000,
-            max_string: 1 << 32,
-        }
-    }
-}
 
 /// How the machine treats a pickle that breaks the stack, mark or memo rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

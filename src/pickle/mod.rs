@@ -8,6 +8,7 @@
 //! [`Mode::Superset`] over its own symbols.
 
 pub mod engine;
+mod limits;
 mod machine;
 pub mod ops;
 mod value;

@@ -9,46 +9,13 @@ use crate::container::{Sniffed, ZipLimits, audit_zip_with, sniff};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
 
-/// Every bound `convert` and `scan` apply, each raised by the CLI flag its error names.
-#[derive(Debug, Clone, Copy)]
-pub struct ResourceLimits {
-    /// The pickle VM's bounds (opcodes, stack, memo, string length).
-    pub vm: Limits,
-    /// Size of the main pickle (`--max-pickle-bytes`).
-    pub max_pickle_bytes: u64,
-    /// Zip entries (`--max-zip-entries`).
-    pub max_zip_entries: u64,
-    /// Total bytes of compressed zip members once inflated (`--max-inflated-bytes`).
-    pub max_inflated_bytes: u64,
-    /// Tensors in the selection (`--max-tensors`).
-    pub max_tensors: u64,
-    /// Elements of any one tensor (`--max-tensor-elements`).
-    pub max_tensor_elements: u64,
-    /// Deepest nesting of containers walked in the object tree (`--max-depth`).
-    pub max_depth: usize,
-}
-
-impl Default for ResourceLimits {
-    fn default() -> Self {
-        ResourceLimits {
-            vm: Limits::default(),
-            max_pickle_bytes: 256 << 20,
-            max_zip_entries: 1_000_000,
-            max_inflated_bytes: 1 << 40,
-            max_tensors: 10_000_000,
-            max_tensor_elements: 1 << 40,
-            max_depth: crate::tree::MAX_DEPTH,
-        }
-    }
-}
-
 fn limit_err(path: &Path, what: String) -> Error {
     Error::new(path, ErrorKind::LimitExceeded(what))
 }
 
 /// Checks the container against `limits` before anything is unpickled: zip entry count,
 /// inflated sizes (zip bombs), and the main pickle's size.
-pub fn preflight(path: &Path, limits: &ResourceLimits) -> Result<()> {
+pub fn preflight(path: &Path, limits: &Limits) -> Result<()> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::new(path, crate::error::io("cannot open the file")(e)))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -64,10 +31,7 @@ pub fn preflight(path: &Path, limits: &ResourceLimits) -> Result<()> {
         }
         return Ok(());
     };
-    let zl = ZipLimits {
-        max_entries: limits.max_zip_entries,
-        ..ZipLimits::default()
-    };
+    let zl = ZipLimits::from(limits);
     // Counts and sizes only: the central directory is enough (the local headers are read
     // once, when the archive is opened).
     let audit = match audit_zip_with(&file, len, &zl, false) {
@@ -104,7 +68,7 @@ pub fn preflight(path: &Path, limits: &ResourceLimits) -> Result<()> {
 }
 
 /// Checks an opened checkpoint's pickle size (legacy streams are only measured once read).
-pub fn check_opened(ckpt: &Checkpoint, limits: &ResourceLimits) -> Result<()> {
+pub fn check_opened(ckpt: &Checkpoint, limits: &Limits) -> Result<()> {
     let n = ckpt.archive().pickle.len() as u64;
     if n > limits.max_pickle_bytes {
         return Err(limit_err(
@@ -119,7 +83,7 @@ pub fn check_opened(ckpt: &Checkpoint, limits: &ResourceLimits) -> Result<()> {
 }
 
 /// Checks a selection against the tensor-count and per-tensor element limits.
-pub fn check_selection(ckpt: &Checkpoint, sel: &Selection, limits: &ResourceLimits) -> Result<()> {
+pub fn check_selection(ckpt: &Checkpoint, sel: &Selection, limits: &Limits) -> Result<()> {
     if sel.tensors.len() as u64 > limits.max_tensors {
         return Err(limit_err(
             ckpt.path(),

@@ -26,7 +26,8 @@ pub mod shard;
 
 use std::path::{Path, PathBuf};
 
-pub use checks::{ResourceLimits, check_opened, check_selection, preflight};
+pub use crate::pickle::Limits;
+pub use checks::{check_opened, check_selection, preflight};
 
 use crate::checkpoint::{Checkpoint, ConvertOptions, ConvertReport, OpenOptions, Selection};
 use crate::error::{Error, ErrorKind, Result};
@@ -142,7 +143,7 @@ pub struct Pipeline {
     /// What is refused.
     pub policy: Policy,
     /// The resource bounds.
-    pub limits: ResourceLimits,
+    pub limits: Limits,
     /// Re-read the input and the output after writing and compare every tensor (one file only).
     pub verify: bool,
 }
@@ -151,7 +152,7 @@ impl Pipeline {
     /// How the VM opens files under these limits.
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
-            limits: self.limits.vm,
+            limits: self.limits,
         }
     }
 
@@ -177,7 +178,7 @@ impl Pipeline {
         preflight(input, &self.limits).map_err(refused)?;
         let checkpoint = Checkpoint::open_with(input, &opts).map_err(refused)?;
         check_opened(&checkpoint, &self.limits)?;
-        let allowed = match policy_check(&checkpoint, strict, &self.limits.vm) {
+        let allowed = match policy_check(&checkpoint, strict, &self.limits) {
             Ok(()) => None,
             Err(e) if allow_dangerous => Some(e),
             Err(e) => return Err(e),

@@ -16,8 +16,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::{
-    Archive, Container, LEGACY_MAGIC, Sniffed, StorageIndex, ZipLimits, audit_zip, crc_matches,
-    sniff,
+    Archive, Container, Sniffed, StorageIndex, ZipLimits, audit_zip, crc_matches, sniff,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
@@ -181,7 +180,8 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                         // members that can still be found.
                         Ok(Sniffed::Tar) => {
                             r.format = "tar".into();
-                            for (member, _, bytes) in crate::container::tar::raw_pickles(&file, len)
+                            for (member, _, bytes) in
+                                crate::container::tar::raw_pickles(&file, len, &opts.limits)
                             {
                                 walk_pickles(&bytes, &member, 1, &opts.limits, &mut r, 0);
                             }
@@ -195,12 +195,12 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                             {
                                 scan_raw_zip(&file, len, &opts.limits, &mut r, true, None);
                             } else {
-                                let n = len.min(crate::container::MAX_PICKLE_BYTES) as usize;
+                                let n = len.min(opts.limits.max_pickle_bytes) as usize;
                                 let mut buf = vec![0u8; n];
                                 if std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
                                     .is_ok()
                                 {
-                                    let expected = if buf.len() > 16 && starts_legacy(&buf) {
+                                    let expected = if crate::container::starts_with_magic(&buf) {
                                         5
                                     } else {
                                         1
@@ -279,22 +279,6 @@ fn looks_like_text(b: &[u8]) -> bool {
     let head = &b[..b.len().min(512)];
     head.iter()
         .all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace())
-}
-
-fn starts_legacy(b: &[u8]) -> bool {
-    // PROTO 2, LONG1 of 10 bytes holding the magic number.
-    b.len() >= 13 && b[0] == 0x80 && b[2] == 0x8a && b[3] == 10 && {
-        let mut a = [0u8; 16];
-        a[..10].copy_from_slice(
-            &b[4..14.min(b.len())]
-                .iter()
-                .copied()
-                .chain(std::iter::repeat(0))
-                .take(10)
-                .collect::<Vec<_>>(),
-        );
-        i128::from_le_bytes(a) == LEGACY_MAGIC
-    }
 }
 
 fn finding(
@@ -508,7 +492,7 @@ fn scan_raw_zip(
             continue;
         }
         // Read the member (bounded) and walk it if it is a pickle.
-        let Some(bytes) = read_member(file, e) else {
+        let Some(bytes) = read_member(file, e, limits) else {
             continue;
         };
         if is_main {
@@ -540,25 +524,15 @@ fn scan_raw_zip(
     }
 }
 
-fn read_member(file: &std::fs::File, e: &crate::container::AuditEntry) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let start = e.data_offset?;
-    let cap = crate::container::MAX_PICKLE_BYTES;
-    let raw = crate::container::PositionalReader {
-        file,
-        pos: start,
-        end: start.checked_add(e.compressed)?,
-    };
-    let mut out = Vec::new();
-    match e.method {
-        0 => raw.take(cap).read_to_end(&mut out).ok()?,
-        8 => flate2::read::DeflateDecoder::new(raw)
-            .take(cap)
-            .read_to_end(&mut out)
-            .ok()?,
-        _ => return None,
-    };
-    Some(out)
+/// A zip member's bytes as a loader would see them (at most `--max-pickle-bytes`, whatever size
+/// its header declares); `None` when they cannot be read (no local header, a method torch never
+/// writes, a corrupt stream).
+fn read_member(
+    file: &std::fs::File,
+    e: &crate::container::AuditEntry,
+    limits: &Limits,
+) -> Option<Vec<u8>> {
+    crate::container::read_record_capped(file, &e.record()?, limits.max_pickle_bytes).ok()
 }
 
 /// The policy `convert` applies before any output is opened: refuse a file that names a

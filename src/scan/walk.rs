@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::{Call, FileReport, GlobalRef, Verdict, finding, starts_legacy};
+use super::{Call, FileReport, GlobalRef, Verdict, finding};
 use crate::pickle::engine::{
     Anomaly, Call as PickleCall, Collection, Exotic, Extend, Literal, Machine, Mode, PersistentId,
     Semantics,
@@ -31,35 +31,6 @@ enum Sym<'a> {
     /// A one-item tuple of BYTES (the argument tuple of `_load_from_bytes`).
     Args1(&'a [u8]),
     Other,
-}
-
-/// Why `b` is not a well-formed legacy torch stream (five pickles, the magic number first), or
-/// `None` when it is one.
-fn legacy_problem(b: &[u8], limits: &Limits) -> Option<String> {
-    if !starts_legacy(b) {
-        let head: String = b.iter().take(8).map(|c| format!("{c:02x}")).collect();
-        return Some(format!(
-            "expected a legacy torch stream (a pickle of torch's magic number first), found {} bytes starting with 0x{head}",
-            b.len()
-        ));
-    }
-    let mut pos = 0usize;
-    for k in 1..=5 {
-        match crate::pickle::ops::pickle_end(b, pos, limits.max_string) {
-            Ok(Some(e)) => pos = e,
-            Ok(None) => {
-                return Some(format!(
-                    "expected a legacy torch stream of five pickles, but pickle #{k} at byte {pos} is truncated"
-                ));
-            }
-            Err(e) => {
-                return Some(format!(
-                    "expected a legacy torch stream of five pickles, but pickle #{k} does not decode ({e})"
-                ));
-            }
-        }
-    }
-    None
 }
 
 /// The one entry point of every pickle the scan walks (main, legacy head, zip members, tar
@@ -422,7 +393,7 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
                     let g = &self.r.globals[*i];
                     if g.module == "torch.storage"
                         && g.name == "_load_from_bytes"
-                        && let Some(why) = legacy_problem(bytes, self.limits)
+                        && let Some(why) = crate::container::stream_problem(bytes, self.limits)
                     {
                         self.note(
                             Verdict::Suspicious,
@@ -528,6 +499,10 @@ fn nested(b: &[u8], at: usize, member: &str, limits: &Limits, r: &mut FileReport
         return;
     }
     let inner = format!("{member}@{at} (embedded)");
-    let expected = if starts_legacy(b) { 5 } else { 1 };
+    let expected = if crate::container::starts_with_magic(b) {
+        5
+    } else {
+        1
+    };
     walk_pickles(b, &inner, expected, limits, r, depth + 1);
 }

@@ -12,8 +12,6 @@ use crate::torch::{NotATensor, NumpyArray, TensorRef};
 /// Keys tried, in order, when the root holds no `state_dict`.
 pub const DEFAULT_KEYS: [&str; 4] = ["model_state_dict", "model_state", "model", "module"];
 
-/// Deepest nesting walked by default.
-pub const MAX_DEPTH: usize = 1000;
 /// Most nodes visited in one walk (shared containers can make a small pickle a huge tree).
 const MAX_NODES: usize = 50_000_000;
 
@@ -52,7 +50,7 @@ impl Default for FlattenOptions {
     fn default() -> Self {
         FlattenOptions {
             include_numpy: false,
-            max_depth: MAX_DEPTH,
+            max_depth: crate::pickle::Limits::default().max_depth,
             torchscript_attributes: false,
         }
     }
