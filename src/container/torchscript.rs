@@ -139,6 +139,7 @@ fn short(s: &str) -> String {
 /// Every class of one code record with its declarations, in the order written.
 pub fn parse_source(text: &str) -> Result<Vec<(String, ScriptClass)>, String> {
     let mut out: Vec<(String, ScriptClass)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     // (index in `out`, indentation of the class body once known)
     let mut current: Option<(usize, Option<usize>)> = None;
     let mut pos = 0usize;
@@ -158,7 +159,7 @@ pub fn parse_source(text: &str) -> Result<Vec<(String, ScriptClass)>, String> {
             if line.starts_with("class ") || line.starts_with("class\t") {
                 let (name, bases) =
                     class_header(line).map_err(|e| format!("line {line_no}: {e}"))?;
-                if out.iter().any(|(n, _)| *n == name) {
+                if !seen.insert(name.clone()) {
                     return Err(format!("line {line_no}: class {name} is declared twice"));
                 }
                 out.push((
@@ -235,13 +236,14 @@ pub fn parse_list(s: &str) -> Result<(Vec<String>, usize), String> {
     }
     i += 1;
     let mut names = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     loop {
         i = skip_space(s, i);
         match s.as_bytes().get(i) {
             Some(b']') => return Ok((names, i + 1)),
             Some(b'"' | b'\'') => {
                 let (name, next) = parse_string(s, i)?;
-                if names.contains(&name) {
+                if !seen.insert(name.clone()) {
                     return Err(format!("the name {name:?} is listed twice"));
                 }
                 names.push(name);

@@ -431,13 +431,18 @@ pub fn flatten_script(
                 ))),
             })
             .collect::<Result<_, _>>()?;
+        let names: std::collections::HashSet<&str> =
+            attrs.iter().map(|(k, _)| k.as_str()).collect();
         for name in params.iter().chain(&buffers) {
-            if !attrs.iter().any(|(k, _)| k == name) {
+            if !names.contains(name.as_str()) {
                 return Err(ErrorKind::Malformed(format!(
                     "the TorchScript module class {class_name} declares {name:?} as a parameter or buffer, but the object has no such attribute"
                 )));
             }
         }
+        let params: std::collections::HashSet<String> = params.into_iter().collect();
+        let buffers: std::collections::HashSet<String> = buffers.into_iter().collect();
+        // Attribute order within each kind, as the C++ module's slots are iterated.
         for (list, what) in [(&params, "parameter"), (&buffers, "buffer")] {
             for (k, v) in attrs.iter().filter(|(k, _)| list.contains(k)) {
                 if matches!(v, Value::None) {
