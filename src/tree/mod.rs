@@ -376,6 +376,7 @@ pub fn flatten_script(
     }
     let mut out = Flattened::default();
     let mut extras: Vec<(String, Leaf)> = Vec::new();
+    let mut tensor_free: std::collections::HashSet<usize> = std::collections::HashSet::new();
     // (name prefix, module, depth)
     let mut stack: Vec<(String, Value, usize)> = vec![(String::new(), root.clone(), 0)];
     let mut visited = 0usize;
@@ -475,12 +476,22 @@ pub fn flatten_script(
                     "the attribute {path:?} is of TorchScript class {name}, which the archive's code/ records do not declare"
                 )));
             }
-            let mut sub = FlattenOptions {
+            // A tensor-free value shared by many modules is walked once.
+            let id = node_id(v);
+            if id.is_some_and(|i| tensor_free.contains(&i)) {
+                out.skipped.push((path, v.type_name()));
+                continue;
+            }
+            let sub = FlattenOptions {
                 max_depth: opts.max_depth.saturating_sub(depth + 1),
                 ..*opts
             };
-            sub.torchscript_attributes = false;
             let flat = flatten_with(v, &path, &sub)?;
+            if let Some(i) = id
+                && flat.leaves.is_empty()
+            {
+                tensor_free.insert(i);
+            }
             out.skipped.extend(flat.skipped);
             for (n, l) in flat.leaves {
                 if opts.torchscript_attributes {
