@@ -85,7 +85,8 @@ fn a_scripted_module_with_a_plain_tensor_attribute_converts_to_exactly_state_dic
     std::fs::copy(root().join(FIXTURE), &input).unwrap();
     let (o, out) = convert(&input, &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    // torch.jit.load(f).state_dict(): head.weight is tied to blocks.0.weight (metadata alias).
+    // torch.jit.load(f).state_dict(): head.weight is tied to blocks.0.weight (metadata alias);
+    // the LSTM's `_flat_weights` list of views of its parameters is not part of it.
     assert_eq!(
         names(&out),
         [
@@ -98,6 +99,10 @@ fn a_scripted_module_with_a_plain_tensor_attribute_converts_to_exactly_state_dic
             "inner.lin.bias",
             "inner.lin.weight",
             "inner.scale",
+            "rnn.bias_hh_l0",
+            "rnn.bias_ih_l0",
+            "rnn.weight_hh_l0",
+            "rnn.weight_ih_l0",
             "steps",
         ]
     );
@@ -116,7 +121,16 @@ fn a_scripted_module_with_a_plain_tensor_attribute_converts_to_exactly_state_dic
         .collect();
     assert_eq!(
         left_out,
-        ["_state", "history.0", "history.1", "inner._context"]
+        [
+            "_state",
+            "history.0",
+            "history.1",
+            "inner._context",
+            "rnn._flat_weights.0",
+            "rnn._flat_weights.1",
+            "rnn._flat_weights.2",
+            "rnn._flat_weights.3",
+        ]
     );
 }
 
