@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub use legacy::{LEGACY_MAGIC, starts_with_magic, stream_problem};
-pub use sniff::{Sniffed, sniff};
+pub use sniff::sniff;
 pub use torchscript::{ScriptClass, ScriptClasses};
 pub use zip::{
     AuditEntry, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip, audit_with as audit_zip_with,
@@ -59,7 +59,54 @@ pub enum ByteOrder {
     Big,
 }
 
-/// Which container the checkpoint uses.
+/// The kinds of file this tool reads, by one name each (`zip`, `torchscript`, `legacy`,
+/// `pickle`, `tar`, `safetensors`), as every report spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// torch >= 1.6 `torch.save` zip archive.
+    Zip,
+    /// A TorchScript archive (`torch.jit.save`).
+    TorchScript,
+    /// The legacy `torch.save` stream (torch < 1.6).
+    Legacy,
+    /// A plain pickle (`pickle.dump`) with storages embedded as legacy streams.
+    Pickle,
+    /// The tar container of torch <= 0.1.9.
+    Tar,
+    /// A safetensors file.
+    Safetensors,
+}
+
+impl Kind {
+    /// The lowercase name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Zip => "zip",
+            Kind::TorchScript => "torchscript",
+            Kind::Legacy => "legacy",
+            Kind::Pickle => "pickle",
+            Kind::Tar => "tar",
+            Kind::Safetensors => "safetensors",
+        }
+    }
+
+    /// Which writer and torch versions make this kind of file.
+    pub fn era(self) -> &'static str {
+        match self {
+            Kind::Zip => "torch.save zip archive (torch >= 1.6)",
+            Kind::TorchScript => "TorchScript archive (torch.jit.save)",
+            Kind::Legacy => {
+                "legacy torch.save stream (torch < 1.6, or _use_new_zipfile_serialization=False)"
+            }
+            Kind::Pickle => "plain pickle (pickle.dump) with storages embedded as legacy streams",
+            Kind::Tar => "tar archive of torch <= 0.1.9",
+            Kind::Safetensors => "safetensors",
+        }
+    }
+}
+
+/// Which container the checkpoint uses, with what locating its records needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Container {
     /// torch >= 1.6 zip archive, with its root folder.
@@ -78,6 +125,27 @@ pub enum Container {
     Pickle,
     /// The tar container of torch <= 0.1.9.
     Tar,
+}
+
+impl Container {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Container::Zip { .. } => Kind::Zip,
+            Container::TorchScript { .. } => Kind::TorchScript,
+            Container::Legacy => Kind::Legacy,
+            Container::Pickle => Kind::Pickle,
+            Container::Tar => Kind::Tar,
+        }
+    }
+
+    /// The root folder of a zip archive's records (with its trailing `/`).
+    pub fn zip_prefix(&self) -> Option<&str> {
+        match self {
+            Container::Zip { prefix } | Container::TorchScript { prefix } => Some(prefix),
+            _ => None,
+        }
+    }
 }
 
 /// How storage keys map to records.
@@ -165,10 +233,13 @@ impl Archive {
             .map_err(io("cannot read the file's size"))?
             .len();
         match sniff(&file, file_len)? {
-            Sniffed::Zip => Self::open_zip(path, file, file_len, limits),
-            Sniffed::Legacy => legacy::open(path, file, file_len, limits),
-            Sniffed::Pickle => Self::open_pickle(path, file, file_len, limits),
-            Sniffed::Tar => tar::open(path, file, file_len, limits),
+            Kind::Zip | Kind::TorchScript => Self::open_zip(path, file, file_len, limits),
+            Kind::Legacy => legacy::open(path, file, file_len, limits),
+            Kind::Pickle => Self::open_pickle(path, file, file_len, limits),
+            Kind::Tar => tar::open(path, file, file_len, limits),
+            Kind::Safetensors => Err(ErrorKind::NotACheckpoint(
+                "a safetensors file, already converted".into(),
+            )),
         }
     }
 

@@ -3,25 +3,14 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+use super::Kind;
 use super::legacy::is_legacy_magic;
 use crate::error::{ErrorKind, io};
 use crate::pickle::{NoHost, load};
 
-/// A recognised checkpoint container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sniffed {
-    /// Starts with a zip local file header.
-    Zip,
-    /// Starts with the legacy magic-number pickle.
-    Legacy,
-    /// A plain pickle (e.g. `pickle.dump` of tensors, which embeds legacy streams).
-    Pickle,
-    /// A tar archive (`ustar` magic): the container of torch <= 0.1.9.
-    Tar,
-}
-
-/// Looks at the start of the file and says what it is, or why it is not a checkpoint.
-pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
+/// Looks at the start of the file and says what it is, or why it is not a checkpoint: a zip
+/// (TorchScript or not is told by its records, later), a legacy stream, a plain pickle or a tar.
+pub fn sniff(file: &File, file_len: u64) -> Result<Kind, ErrorKind> {
     let mut head = vec![0u8; file_len.min(4096) as usize];
     file.read_exact_at(&mut head, 0)
         .map_err(io("cannot read the start of the file"))?;
@@ -31,14 +20,14 @@ pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
         ));
     }
     if head.starts_with(b"PK\x03\x04") {
-        return Ok(Sniffed::Zip);
+        return Ok(Kind::Zip);
     }
     if super::tar::is_tar(&head) {
-        return Ok(Sniffed::Tar);
+        return Ok(Kind::Tar);
     }
     match load(&head, 0, &mut NoHost, &super::legacy::head_limits()) {
-        Ok(first) if is_legacy_magic(&first.value) => return Ok(Sniffed::Legacy),
-        Ok(_) => return Ok(Sniffed::Pickle),
+        Ok(first) if is_legacy_magic(&first.value) => return Ok(Kind::Legacy),
+        Ok(_) => return Ok(Kind::Pickle),
         // A binary pickle longer than the sniffed head: the VM reads it whole later.
         Err(_)
             if head.len() >= 2
@@ -46,7 +35,7 @@ pub fn sniff(file: &File, file_len: u64) -> Result<Sniffed, ErrorKind> {
                 && head[1] <= 5
                 && file_len > head.len() as u64 =>
         {
-            return Ok(Sniffed::Pickle);
+            return Ok(Kind::Pickle);
         }
         Err(_) => {}
     }

@@ -44,7 +44,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
-use crate::container::{ByteOrder, Container};
+use crate::container::{ByteOrder, Container, Kind};
 use crate::error::{Error, ErrorKind, Result, io};
 use crate::torch::{GlobalClass, TensorRef, classify_global};
 use crate::tree::{self, FlattenOptions, Leaf, ViewKey};
@@ -52,38 +52,6 @@ use crate::writer::{looks_like_safetensors, read_safetensors_header};
 
 /// The schema identifier in every [`Inspection`].
 pub const SCHEMA: &str = "safetensorize.inspect/1";
-
-/// The container format of an inspected file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// torch >= 1.6 `torch.save` zip archive.
-    Zip,
-    /// The legacy `torch.save` stream (torch < 1.6).
-    Legacy,
-    /// A TorchScript archive (`torch.jit.save`).
-    TorchScript,
-    /// A plain pickle (`pickle.dump`) with embedded storages.
-    Pickle,
-    /// The tar container of torch <= 0.1.9.
-    Tar,
-    /// A safetensors file.
-    Safetensors,
-}
-
-impl Format {
-    /// The lowercase name used in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Zip => "zip",
-            Format::Legacy => "legacy",
-            Format::TorchScript => "torchscript",
-            Format::Pickle => "pickle",
-            Format::Tar => "tar",
-            Format::Safetensors => "safetensors",
-        }
-    }
-}
 
 /// A name/value record of the container (`version`, `byteorder`, legacy `sys_info` entries).
 #[derive(Debug, Clone, Serialize)]
@@ -201,7 +169,7 @@ pub struct Inspection {
     /// Its size in bytes.
     pub file_bytes: u64,
     /// Container format.
-    pub format: Format,
+    pub format: Kind,
     /// Which writer (and torch versions) produce this format.
     pub era: String,
     /// Root folder of a zip archive.
@@ -274,34 +242,9 @@ pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Inspection> {
 /// Inspects an opened checkpoint.
 pub fn inspect_checkpoint(ckpt: &Checkpoint, opts: &InspectOptions) -> Inspection {
     let archive = ckpt.archive();
-    let (format, era, zip_root) = match ckpt.container() {
-        Container::Zip { prefix } => (
-            Format::Zip,
-            "torch.save zip archive (torch >= 1.6)".to_string(),
-            Some(prefix.clone()),
-        ),
-        Container::TorchScript { prefix } => (
-            Format::TorchScript,
-            "TorchScript archive (torch.jit.save)".to_string(),
-            Some(prefix.clone()),
-        ),
-        Container::Legacy => (
-            Format::Legacy,
-            "legacy torch.save stream (torch < 1.6, or _use_new_zipfile_serialization=False)"
-                .to_string(),
-            None,
-        ),
-        Container::Pickle => (
-            Format::Pickle,
-            "plain pickle (pickle.dump) with storages embedded as legacy streams".to_string(),
-            None,
-        ),
-        Container::Tar => (
-            Format::Tar,
-            "tar archive of torch <= 0.1.9".to_string(),
-            None,
-        ),
-    };
+    let format = ckpt.container().kind();
+    let era = format.era().to_string();
+    let zip_root = ckpt.container().zip_prefix().map(str::to_string);
     let mut warnings = Vec::new();
     let fopts = FlattenOptions {
         include_numpy: opts.include_numpy,
@@ -584,7 +527,7 @@ fn inspect_safetensors(
         schema: SCHEMA,
         file: path.display().to_string(),
         file_bytes: file_len,
-        format: Format::Safetensors,
+        format: Kind::Safetensors,
         era: "safetensors file".into(),
         zip_root: None,
         pickle_protocol: None,

@@ -46,7 +46,7 @@ fn golden_aliases(name: &str) -> Vec<(String, String)> {
 fn a_zip_checkpoint_reports_its_format_root_protocol_records_and_globals() {
     let i = inspect_default("ckpt/aliases.pt");
     assert_eq!(i.schema, "safetensorize.inspect/1");
-    assert_eq!(i.format, Format::Zip);
+    assert_eq!(i.format, Kind::Zip);
     assert_eq!(i.era, "torch.save zip archive (torch >= 1.6)");
     assert_eq!(i.zip_root.as_deref(), Some("aliases/"));
     assert_eq!(i.pickle_protocol, Some(2));
@@ -151,7 +151,7 @@ fn the_layout_column_agrees_with_what_convert_gathers() {
 fn a_safetensors_file_is_described_from_its_header_with_aliases_as_rows() {
     let path = fixture("golden/aliases.safetensors");
     let i = inspect(&path, &InspectOptions::default()).unwrap();
-    assert_eq!(i.format, Format::Safetensors);
+    assert_eq!(i.format, Kind::Safetensors);
     assert_eq!(i.era, "safetensors file");
     assert_eq!(i.zip_root, None);
     assert_eq!(i.pickle_protocol, None);
@@ -289,24 +289,20 @@ fn each_container_is_named_with_the_torch_versions_that_write_it() {
     for (f, format, era) in [
         (
             "ckpt/proto2_legacy.pt",
-            Format::Legacy,
+            Kind::Legacy,
             "legacy torch.save stream (torch < 1.6, or _use_new_zipfile_serialization=False)",
         ),
         (
             "ckpt/torchscript.pt",
-            Format::TorchScript,
+            Kind::TorchScript,
             "TorchScript archive (torch.jit.save)",
         ),
         (
             "ckpt/pickle_dumps_p2.pkl",
-            Format::Pickle,
+            Kind::Pickle,
             "plain pickle (pickle.dump) with storages embedded as legacy streams",
         ),
-        (
-            "ckpt/tar_v2.pt",
-            Format::Tar,
-            "tar archive of torch <= 0.1.9",
-        ),
+        ("ckpt/tar_v2.pt", Kind::Tar, "tar archive of torch <= 0.1.9"),
     ] {
         let i = inspect_default(f);
         assert_eq!(i.format, format, "{f}");
@@ -584,12 +580,12 @@ fn totals_leave_aliases_out_of_bytes_and_dtype_counts() {
 #[test]
 fn format_names_are_stable_in_text_and_json() {
     for (f, name) in [
-        (Format::Zip, "zip"),
-        (Format::Legacy, "legacy"),
-        (Format::TorchScript, "torchscript"),
-        (Format::Pickle, "pickle"),
-        (Format::Tar, "tar"),
-        (Format::Safetensors, "safetensors"),
+        (Kind::Zip, "zip"),
+        (Kind::Legacy, "legacy"),
+        (Kind::TorchScript, "torchscript"),
+        (Kind::Pickle, "pickle"),
+        (Kind::Tar, "tar"),
+        (Kind::Safetensors, "safetensors"),
     ] {
         assert_eq!(f.as_str(), name);
         assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{name}\""));

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::checkpoint::{Checkpoint, Selection};
-use crate::container::{Sniffed, ZipLimits, audit_zip_with, sniff};
+use crate::container::{Kind, ZipLimits, audit_zip_with, sniff};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
 
@@ -19,8 +19,8 @@ pub fn preflight(path: &Path, limits: &Limits) -> Result<()> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::new(path, crate::error::io("cannot open the file")(e)))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let Ok(Sniffed::Zip) = sniff(&file, len) else {
-        if len > limits.max_pickle_bytes && !matches!(sniff(&file, len), Ok(Sniffed::Legacy)) {
+    let Ok(Kind::Zip) = sniff(&file, len) else {
+        if len > limits.max_pickle_bytes && !matches!(sniff(&file, len), Ok(Kind::Legacy)) {
             return Err(limit_err(
                 path,
                 format!(

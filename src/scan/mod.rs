@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::{
-    Archive, Container, Sniffed, StorageIndex, ZipLimits, audit_zip, crc_matches, sniff,
+    Archive, Container, Kind, StorageIndex, ZipLimits, audit_zip, crc_matches, sniff,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
@@ -173,13 +173,11 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                 Ok(file) => {
                     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                     match sniff(&file, len) {
-                        Ok(Sniffed::Zip) => {
-                            scan_raw_zip(&file, len, &opts.limits, &mut r, true, None)
-                        }
+                        Ok(Kind::Zip) => scan_raw_zip(&file, len, &opts.limits, &mut r, true, None),
                         // A tar (torch <= 0.1.9) the converter refused: walk the pickles of its
                         // members that can still be found.
-                        Ok(Sniffed::Tar) => {
-                            r.format = "tar".into();
+                        Ok(Kind::Tar) => {
+                            r.format = Kind::Tar.as_str().into();
                             for (member, _, bytes) in
                                 crate::container::tar::raw_pickles(&file, len, &opts.limits)
                             {
@@ -218,7 +216,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                                     r.findings.clear();
                                     r.format = "not-a-checkpoint".into();
                                 } else {
-                                    r.format = "pickle".into();
+                                    r.format = Kind::Pickle.as_str().into();
                                 }
                             }
                         }
@@ -301,30 +299,16 @@ fn finding(
 /// Scans an opened archive: its pickles (all of them) and, for zips, its structure. Returns
 /// where the main pickle's offsets land in the report: `(member, base offset)`.
 fn scan_archive(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String, usize) {
+    r.format = a.container.kind().as_str().into();
     match &a.container {
         Container::Zip { .. } | Container::TorchScript { .. } => {
-            r.format = if matches!(a.container, Container::TorchScript { .. }) {
-                "torchscript"
-            } else {
-                "zip"
-            }
-            .into();
             scan_raw_zip(&a.file, a.file_len, limits, r, true, a.zip_audit.as_ref());
             (a.pickle_name.clone(), 0)
         }
-        Container::Legacy => {
-            r.format = "legacy".into();
-            walk_legacy_head(a, limits, r)
-        }
+        Container::Legacy => walk_legacy_head(a, limits, r),
         // Tar (torch <= 0.1.9): the main pickle; its other members hold tables the container
         // layer parses without the VM.
         Container::Pickle | Container::Tar => {
-            r.format = if matches!(a.container, Container::Tar) {
-                "tar"
-            } else {
-                "pickle"
-            }
-            .into();
             walk_pickles(&a.pickle, &a.pickle_name, 1, limits, r, 0);
             (a.pickle_name.clone(), 0)
         }
@@ -379,7 +363,7 @@ fn scan_raw_zip(
     known: Option<&crate::container::ZipAudit>,
 ) {
     if r.format == "unknown" {
-        r.format = "zip".into();
+        r.format = Kind::Zip.as_str().into();
     }
     let read;
     let audit = match known {
