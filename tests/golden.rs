@@ -471,6 +471,16 @@ const BEHAVIOURS: &[(&str, &str, &[&str])] = &[
         &["torchscript"],
     ),
     (
+        "a_scripted_module_with_plain_tensor_attributes_converts_to_exactly_its_state_dict",
+        "wild",
+        &["torchscript_attrs"],
+    ),
+    (
+        "torchscript_tensor_attributes_are_written_after_the_state_dict_only_when_asked",
+        "wild",
+        &["torchscript_attrs_flag"],
+    ),
+    (
         "a_whole_pickled_module_converts_as_its_state_dict",
         "wild",
         &["whole_module_zip", "whole_module_legacy"],
@@ -603,6 +613,8 @@ behaviours!(
     truncated_or_incomplete_checkpoints_fail_cleanly_naming_the_file_and_writing_nothing,
     files_that_are_not_checkpoints_fail_cleanly_naming_the_file_and_writing_nothing,
     a_torchscript_archive_converts_its_module_attributes,
+    a_scripted_module_with_plain_tensor_attributes_converts_to_exactly_its_state_dict,
+    torchscript_tensor_attributes_are_written_after_the_state_dict_only_when_asked,
     a_whole_pickled_module_converts_as_its_state_dict,
     lightning_and_fairseq_checkpoints_convert_their_model_weights,
     lazy_conjugate_and_negative_views_are_resolved_bit_exact,

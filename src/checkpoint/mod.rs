@@ -179,7 +179,7 @@ impl Checkpoint {
         fopts: &FlattenOptions,
     ) -> Result<Selection> {
         let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
-        let flat = tree::flatten_with(&sub, "", fopts).map_err(|k| self.err(k))?;
+        let flat = self.flatten(&sub, fopts).map_err(|k| self.err(k))?;
         let mut names = HashSet::new();
         let mut tensors = Vec::new();
         for (name, leaf) in flat.leaves {
@@ -243,6 +243,33 @@ impl Checkpoint {
             aliases,
             skipped: flat.skipped,
         })
+    }
+
+    /// The leaves of the selected value: a TorchScript module as its `state_dict()` (from the
+    /// archive's own declarations), anything else by the generic walk.
+    fn flatten(
+        &self,
+        sub: &Value,
+        fopts: &FlattenOptions,
+    ) -> std::result::Result<tree::Flattened, ErrorKind> {
+        if !matches!(self.archive.container, Container::TorchScript { .. })
+            || tree::script_class_name(sub).is_none()
+        {
+            return tree::flatten_with(sub, "", fopts);
+        }
+        let script = self
+            .archive
+            .script_classes()
+            .and_then(|classes| tree::flatten_script(sub, &classes, fopts));
+        match script {
+            Ok(tree::ScriptFlat::Module(flat)) => Ok(flat),
+            Ok(tree::ScriptFlat::NotAModule) => tree::flatten_with(sub, "", fopts),
+            // Every tensor attribute was asked for: the declarations are not needed for that.
+            Err(_) if fopts.torchscript_attributes => tree::flatten_with(sub, "", fopts),
+            Err(e) => Err(ErrorKind::Malformed(format!(
+                "cannot tell this TorchScript module's parameters and buffers from its other attributes: {e}; --torchscript-attributes writes every tensor attribute instead"
+            ))),
+        }
     }
 
     fn check_tensor(&self, name: &str, t: &TensorRef) -> Result<TensorInfo> {
@@ -626,6 +653,9 @@ pub struct ConvertOptions {
     pub threads: usize,
     /// Write numeric numpy arrays found in the tree as tensors.
     pub include_numpy: bool,
+    /// TorchScript archives: also write tensor attributes that are not parameters or buffers
+    /// (after the `state_dict()` entries).
+    pub torchscript_attributes: bool,
 }
 
 /// What a conversion did.

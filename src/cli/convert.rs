@@ -45,6 +45,10 @@ pub struct ConvertArgs {
     /// Also write numeric numpy arrays found in the checkpoint as tensors (same dtype and shape).
     #[arg(long)]
     include_numpy: bool,
+    /// TorchScript archives: also write tensor attributes that are not parameters or buffers
+    /// (after the `state_dict()` names; without it the output is exactly `state_dict()`).
+    #[arg(long, conflicts_with = "verify")]
+    torchscript_attributes: bool,
     /// Copy threads (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     jobs: usize,
@@ -93,6 +97,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
             overwrite: args.overwrite,
             threads: args.jobs,
             include_numpy: args.include_numpy,
+            torchscript_attributes: args.torchscript_attributes,
         },
         policy: Policy {
             strict: args.policy.strict,

@@ -4,6 +4,7 @@
 mod legacy;
 mod sniff;
 pub mod tar;
+pub mod torchscript;
 mod zip;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use legacy::{LEGACY_MAGIC, starts_with_magic, stream_problem};
 pub use sniff::sniff;
+pub use torchscript::{ScriptClass, ScriptClasses};
 pub use zip::{
     AuditEntry, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip, audit_with as audit_zip_with,
     crc_matches,
@@ -353,6 +355,66 @@ impl Archive {
                 legacy::walk_storages(&self.file, self.file_len, keys, *data_start, declared)
             }
         }
+    }
+}
+
+impl Archive {
+    /// The class declarations of a TorchScript archive's `code/` records (`*.py`), read as text
+    /// within [`torchscript::MAX_CODE_RECORD_BYTES`] per record and
+    /// [`torchscript::MAX_CODE_BYTES`] in all; nothing in them is run. An error when this is not
+    /// a TorchScript archive or a record cannot be read or parsed.
+    pub fn script_classes(&self) -> Result<ScriptClasses, ErrorKind> {
+        let (Container::TorchScript { prefix }, Some(audit)) = (&self.container, &self.zip_audit)
+        else {
+            return Err(ErrorKind::Unsupported(
+                "not a TorchScript archive: it has no code/ records".into(),
+            ));
+        };
+        let code = format!("{prefix}code/");
+        let mut classes = ScriptClasses::default();
+        let mut total = 0u64;
+        let mut records = 0usize;
+        for e in &audit.entries {
+            let Some(under) = e.name.strip_prefix(&code) else {
+                continue;
+            };
+            if !under.ends_with(".py") {
+                continue;
+            }
+            let module = torchscript::module_of(under).ok_or_else(|| {
+                ErrorKind::Malformed(format!(
+                    "TorchScript code record {} has a path that names no module",
+                    e.name
+                ))
+            })?;
+            let rec = e.record().ok_or_else(|| {
+                ErrorKind::Malformed(format!("zip entry {}: no local header", e.name))
+            })?;
+            total = total.saturating_add(rec.len);
+            if total > torchscript::MAX_CODE_BYTES {
+                return Err(ErrorKind::Malformed(format!(
+                    "the TorchScript code/ records hold more than {} bytes",
+                    torchscript::MAX_CODE_BYTES
+                )));
+            }
+            let bytes = read_record(&self.file, &rec, torchscript::MAX_CODE_RECORD_BYTES)?;
+            let text = std::str::from_utf8(&bytes).map_err(|err| {
+                ErrorKind::Malformed(format!(
+                    "TorchScript code record {} is not UTF-8 text ({err})",
+                    e.name
+                ))
+            })?;
+            classes.add_source(&module, text).map_err(|m| {
+                ErrorKind::Malformed(format!("TorchScript code record {}: {m}", e.name))
+            })?;
+            records += 1;
+        }
+        if records == 0 {
+            return Err(ErrorKind::Malformed(format!(
+                "the TorchScript archive has no {code}*.py records declaring its classes"
+            )));
+        }
+        Ok(classes)
     }
 }
 

@@ -193,6 +193,7 @@ impl Pipeline {
             &FlattenOptions {
                 include_numpy: c.include_numpy,
                 max_depth: self.limits.max_depth,
+                torchscript_attributes: c.torchscript_attributes,
             },
         )?;
         check_selection(&checkpoint, &selection, &self.limits)?;

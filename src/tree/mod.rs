@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::container::{ScriptClass, ScriptClasses};
 use crate::error::ErrorKind;
 use crate::pickle::Value;
 use crate::torch::{NotATensor, NumpyArray, TensorRef};
@@ -39,6 +40,10 @@ pub struct FlattenOptions {
     pub include_numpy: bool,
     /// Deepest nesting of containers walked (`--max-depth`).
     pub max_depth: usize,
+    /// TorchScript modules: also write tensor attributes that are neither parameters nor
+    /// buffers (after the `state_dict()` entries), and walk every attribute when the archive's
+    /// declarations cannot be read (`--torchscript-attributes`).
+    pub torchscript_attributes: bool,
 }
 
 impl Default for FlattenOptions {
@@ -46,6 +51,7 @@ impl Default for FlattenOptions {
         FlattenOptions {
             include_numpy: false,
             max_depth: crate::pickle::Limits::default().max_depth,
+            torchscript_attributes: false,
         }
     }
 }
@@ -105,6 +111,9 @@ fn children(v: &Value) -> Option<Vec<(Option<String>, Value)>> {
             .map(|(i, v)| (Some(i.to_string()), v))
             .collect(),
         Value::Object(o) => {
+            if let Some(inner) = script_container(o) {
+                return children(&inner);
+            }
             let state = o.state.borrow().clone();
             if let Some(m) = state.as_ref().and_then(module_children) {
                 return Some(m);
@@ -140,6 +149,29 @@ fn children(v: &Value) -> Option<Vec<(Option<String>, Value)>> {
         }
         _ => return None,
     })
+}
+
+/// The TorchScript pickler wraps typed lists and dicts in calls that return their first
+/// argument (`torch.jit._pickle.build_tensorlist([...])`, `restore_type_tag(d, "Dict[…]")`):
+/// that argument, so the container is walked as what `torch.jit.load` makes of it.
+fn script_container(o: &crate::pickle::Object) -> Option<Value> {
+    let g = o.class()?;
+    if g.module != "torch.jit._pickle"
+        || !matches!(
+            g.name.as_str(),
+            "build_tensorlist"
+                | "build_intlist"
+                | "build_floatlist"
+                | "build_doublelist"
+                | "build_boollist"
+                | "restore_type_tag"
+        )
+        || o.origin != crate::pickle::ObjectOrigin::Reduce
+    {
+        return None;
+    }
+    let first = o.args.as_seq()?.into_iter().next()?;
+    matches!(first, Value::List(_) | Value::Dict(_) | Value::Tuple(_)).then_some(first)
 }
 
 /// An `nn.Module`'s state, named as `state_dict()` would: parameters, persistent buffers, then
@@ -294,6 +326,189 @@ pub fn flatten_with(
         }
     }
     Ok(out)
+}
+
+/// The qualified class name of a TorchScript object (`__torch__.a.b.Class`), when `v` is one.
+pub fn script_class_name(v: &Value) -> Option<String> {
+    let Value::Object(o) = v else { return None };
+    let g = o.class()?;
+    (g.module == "__torch__" || g.module.starts_with("__torch__."))
+        .then(|| format!("{}.{}", g.module, g.name))
+}
+
+/// The `Module` class declared for `v`, when `v` is an object of one.
+fn script_module<'a>(v: &Value, classes: &'a ScriptClasses) -> Option<&'a ScriptClass> {
+    classes.get(&script_class_name(v)?).filter(|c| c.module)
+}
+
+/// What [`flatten_script`] made of the selected value.
+pub enum ScriptFlat {
+    /// The value is a TorchScript module: its `state_dict()` (and, when asked, the other
+    /// tensor attributes).
+    Module(Flattened),
+    /// The value is not a TorchScript module; it is flattened like any other tree.
+    NotAModule,
+}
+
+/// Names a TorchScript module tree as `torch.jit.load(f).state_dict()` does: per module, the
+/// attributes declared in `__parameters__`, then those in `__buffers__` (both in attribute
+/// order, `None` left out), then each submodule in attribute order, depth first. Other
+/// attributes holding tensors are listed in `skipped`, or with
+/// [`FlattenOptions::torchscript_attributes`] written after every `state_dict()` entry, named by
+/// attribute path. A class without declarations, or a declaration that does not match the
+/// object, is an error.
+pub fn flatten_script(
+    root: &Value,
+    classes: &ScriptClasses,
+    opts: &FlattenOptions,
+) -> Result<ScriptFlat, ErrorKind> {
+    match script_class_name(root) {
+        None => return Ok(ScriptFlat::NotAModule),
+        Some(name) => match classes.get(&name) {
+            None => {
+                return Err(ErrorKind::Malformed(format!(
+                    "the TorchScript class {name} is not declared in the archive's code/ records"
+                )));
+            }
+            Some(c) if !c.module => return Ok(ScriptFlat::NotAModule),
+            Some(_) => {}
+        },
+    }
+    let mut out = Flattened::default();
+    let mut extras: Vec<(String, Leaf)> = Vec::new();
+    let mut tensor_free: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    // (name prefix, module, depth)
+    let mut stack: Vec<(String, Value, usize)> = vec![(String::new(), root.clone(), 0)];
+    let mut visited = 0usize;
+    while let Some((prefix, module, depth)) = stack.pop() {
+        visited += 1;
+        if visited > MAX_NODES {
+            return Err(ErrorKind::Malformed(format!(
+                "the TorchScript module tree has more than {MAX_NODES} modules (shared submodules nested too often)"
+            )));
+        }
+        if depth >= opts.max_depth {
+            return Err(ErrorKind::Malformed(format!(
+                "the TorchScript module tree is nested deeper than {} levels at {prefix:?} (raise with --max-depth)",
+                opts.max_depth
+            )));
+        }
+        let class_name = script_class_name(&module).unwrap_or_default();
+        let class = script_module(&module, classes).ok_or_else(|| {
+            ErrorKind::Unsupported(format!("internal: {prefix:?} is not a declared module"))
+        })?;
+        let declared = |field: &str, list: &Option<Vec<String>>| {
+            list.clone().ok_or_else(|| {
+                ErrorKind::Malformed(format!(
+                    "the TorchScript module class {class_name} declares no {field} in its code/ record"
+                ))
+            })
+        };
+        let params = declared("__parameters__", &class.parameters)?;
+        let buffers = declared("__buffers__", &class.buffers)?;
+        let Value::Object(o) = &module else {
+            continue;
+        };
+        let state = o.state.borrow().clone();
+        let Some(Value::Dict(attrs)) = state else {
+            return Err(ErrorKind::Malformed(format!(
+                "the TorchScript module {} (class {class_name}) has no attribute dict",
+                if prefix.is_empty() {
+                    "at the root"
+                } else {
+                    &prefix
+                }
+            )));
+        };
+        let attrs: Vec<(String, Value)> = attrs
+            .borrow()
+            .entries()
+            .iter()
+            .map(|(k, v)| match k {
+                Value::Str(s) => Ok((s.to_string(), v.clone())),
+                other => Err(ErrorKind::Malformed(format!(
+                    "the TorchScript module class {class_name} has an attribute named by a {}",
+                    other.type_name()
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        let names: std::collections::HashSet<&str> =
+            attrs.iter().map(|(k, _)| k.as_str()).collect();
+        for name in params.iter().chain(&buffers) {
+            if !names.contains(name.as_str()) {
+                return Err(ErrorKind::Malformed(format!(
+                    "the TorchScript module class {class_name} declares {name:?} as a parameter or buffer, but the object has no such attribute"
+                )));
+            }
+        }
+        let params: std::collections::HashSet<String> = params.into_iter().collect();
+        let buffers: std::collections::HashSet<String> = buffers.into_iter().collect();
+        // Attribute order within each kind, as the C++ module's slots are iterated.
+        for (list, what) in [(&params, "parameter"), (&buffers, "buffer")] {
+            for (k, v) in attrs.iter().filter(|(k, _)| list.contains(k)) {
+                if matches!(v, Value::None) {
+                    continue;
+                }
+                let l = leaf(v, opts).ok_or_else(|| {
+                    ErrorKind::Malformed(format!(
+                        "the {what} {:?} of TorchScript class {class_name} is a {}, not a tensor",
+                        join(&prefix, k),
+                        v.type_name()
+                    ))
+                })?;
+                out.leaves.push((join(&prefix, k), l));
+            }
+        }
+        let mut subs = Vec::new();
+        for (k, v) in &attrs {
+            if params.contains(k) || buffers.contains(k) {
+                continue;
+            }
+            let path = join(&prefix, k);
+            if script_module(v, classes).is_some() {
+                subs.push((path, v.clone(), depth + 1));
+                continue;
+            }
+            if let Some(name) = script_class_name(v)
+                && classes.get(&name).is_none()
+            {
+                return Err(ErrorKind::Malformed(format!(
+                    "the attribute {path:?} is of TorchScript class {name}, which the archive's code/ records do not declare"
+                )));
+            }
+            // A tensor-free value shared by many modules is walked once.
+            let id = node_id(v);
+            if id.is_some_and(|i| tensor_free.contains(&i)) {
+                out.skipped.push((path, v.type_name()));
+                continue;
+            }
+            let sub = FlattenOptions {
+                max_depth: opts.max_depth.saturating_sub(depth + 1),
+                ..*opts
+            };
+            let flat = flatten_with(v, &path, &sub)?;
+            if let Some(i) = id
+                && flat.leaves.is_empty()
+            {
+                tensor_free.insert(i);
+            }
+            out.skipped.extend(flat.skipped);
+            for (n, l) in flat.leaves {
+                if opts.torchscript_attributes {
+                    extras.push((n, l));
+                } else {
+                    out.skipped.push((
+                        n,
+                        "tensor attribute, not a parameter or buffer (--torchscript-attributes writes it)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        stack.extend(subs.into_iter().rev());
+    }
+    out.leaves.extend(extras);
+    Ok(ScriptFlat::Module(out))
 }
 
 /// True when any tensor-like leaf is below `v`.
