@@ -252,6 +252,8 @@ pub fn inspect_checkpoint(ckpt: &Checkpoint, opts: &InspectOptions) -> Inspectio
     };
 
     // The default selection (or `key`), exactly as `convert` would make it.
+    // The names convert writes (tensors and their aliases), relative to the selected key.
+    let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
     let selection = match ckpt.select_with(opts.key.as_deref(), false, &fopts) {
         Ok(sel) => SelectionSummary {
             key: sel.key.clone(),
@@ -260,7 +262,8 @@ pub fn inspect_checkpoint(ckpt: &Checkpoint, opts: &InspectOptions) -> Inspectio
             non_tensors: sel.skipped.len(),
             bytes: sel.tensors.iter().map(|t| t.nbytes).sum(),
             error: None,
-        },
+        }
+        .with_names(&sel, &mut written),
         Err(e) => {
             let key = tree::select(ckpt.root(), opts.key.as_deref())
                 .map(|(k, _)| k)
@@ -294,8 +297,18 @@ pub fn inspect_checkpoint(ckpt: &Checkpoint, opts: &InspectOptions) -> Inspectio
                     } else {
                         name
                     };
-                    let selected = selection.error.is_none()
-                        && (opts.key.is_some() || in_subtree(&name, &selection.key));
+                    // Marked when convert writes it (a TorchScript module's plain tensor
+                    // attributes, for one, are below the key but left out).
+                    let relative = match &opts.key {
+                        Some(_) => Some(name.as_str()),
+                        None if selection.key.is_empty() => Some(name.as_str()),
+                        None if in_subtree(&name, &selection.key) => {
+                            name.get(selection.key.len() + 1..)
+                        }
+                        None => None,
+                    };
+                    let selected =
+                        selection.error.is_none() && relative.is_some_and(|r| written.contains(r));
                     let row = match leaf {
                         Leaf::Tensor(t) => {
                             storages.insert(t.storage.key.clone());
@@ -404,6 +417,19 @@ fn records(info: &[(String, String)]) -> Vec<InfoRecord> {
         }
     }
     out
+}
+
+impl SelectionSummary {
+    /// Records in `written` every name `sel` writes (tensors and aliases).
+    fn with_names(
+        self,
+        sel: &crate::Selection,
+        written: &mut std::collections::HashSet<String>,
+    ) -> Self {
+        written.extend(sel.tensors.iter().map(|t| t.name.clone()));
+        written.extend(sel.aliases.iter().map(|(alias, _)| alias.clone()));
+        self
+    }
 }
 
 fn in_subtree(name: &str, key: &str) -> bool {

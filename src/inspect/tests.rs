@@ -706,3 +706,31 @@ fn a_key_naming_one_tensor_lists_it_as_tensor_as_convert_names_it() {
     assert_eq!((s.key.as_str(), s.tensors, s.bytes), (key, 1, 48));
     assert!(i.tensors[0].selected);
 }
+
+#[test]
+fn a_torchscript_modules_plain_tensor_attributes_are_listed_but_not_marked_as_converted() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jit/torchscript_attrs.pt");
+    let i = inspect(&path, &InspectOptions::default()).unwrap();
+    let marked = |n: &str| {
+        i.tensors
+            .iter()
+            .find(|t| t.name == n)
+            .unwrap_or_else(|| panic!("no row {n}"))
+            .selected
+    };
+    for n in ["gain", "inner.lin.weight", "rnn.weight_ih_l0"] {
+        assert!(marked(n), "{n} is in state_dict()");
+    }
+    for n in [
+        "_state",
+        "history.0",
+        "inner._context",
+        "rnn._flat_weights.0",
+    ] {
+        assert!(!marked(n), "{n} is a plain attribute, left out by convert");
+    }
+    let selected = i.tensors.iter().filter(|t| t.selected).count();
+    let sel = i.selection.as_ref().unwrap();
+    assert_eq!(selected, sel.tensors + sel.aliases);
+}
