@@ -201,3 +201,30 @@ fn the_declarations_decide_what_is_a_parameter_or_a_buffer() {
     assert!(got.iter().any(|g| g == "_state"), "{got:?}");
     assert!(!got.iter().any(|g| g == "inner._context"), "{got:?}");
 }
+
+#[test]
+fn verify_takes_the_attribute_flag_as_convert_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jit/torchscript_attrs.pt");
+    let out = dir.path().join("o.safetensors");
+    let bin = env!("CARGO_BIN_EXE_safetensorize");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(bin)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let (s, o) = (src.as_os_str(), out.as_os_str());
+    let flag = std::ffi::OsStr::new("--torchscript-attributes");
+    let convert = std::ffi::OsStr::new("convert");
+    let verify = std::ffi::OsStr::new("verify");
+    let dash_o = std::ffi::OsStr::new("-o");
+    let check = std::ffi::OsStr::new("--verify");
+    assert_eq!(run(&[convert, s, dash_o, o, flag, check]), Some(0));
+    assert_eq!(run(&[verify, s, o, flag]), Some(0));
+    // Without the flag the attributes are extra names: a mismatch (exit 4).
+    assert_eq!(run(&[verify, s, o]), Some(4));
+}

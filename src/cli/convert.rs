@@ -47,7 +47,7 @@ pub struct ConvertArgs {
     include_numpy: bool,
     /// TorchScript archives: also write tensor attributes that are not parameters or buffers
     /// (after the `state_dict()` names; without it the output is exactly `state_dict()`).
-    #[arg(long, conflicts_with = "verify")]
+    #[arg(long)]
     torchscript_attributes: bool,
     /// Copy threads (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]

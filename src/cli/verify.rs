@@ -15,7 +15,7 @@ use super::ui::{self, Stream, Style, paint};
 #[command(after_help = "\
 Re-reads both files and compares every tensor name, dtype, shape and byte (streamed and hashed in
 parallel). Aliases recorded in the output's __metadata__ must be the same view as the tensor they
-name. Pass the same --key / --include-numpy as the conversion.
+name. Pass the same --key / --include-numpy / --torchscript-attributes as the conversion.
 
 Examples:
   safetensorize verify pytorch_model.bin model.safetensors
@@ -34,6 +34,10 @@ pub struct VerifyArgs {
     /// The conversion included numpy arrays (`convert --include-numpy`).
     #[arg(long)]
     include_numpy: bool,
+    /// The conversion included a TorchScript module's plain tensor attributes
+    /// (`convert --torchscript-attributes`).
+    #[arg(long)]
+    torchscript_attributes: bool,
     /// Print one JSON document (the full report, with both hashes of every tensor).
     #[arg(long)]
     json: bool,
@@ -50,6 +54,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
     let opts = VerifyOptions {
         key: args.key.clone(),
         include_numpy: args.include_numpy,
+        torchscript_attributes: args.torchscript_attributes,
         threads: args.jobs,
         max_differences: args.max_differences,
         ..Default::default()

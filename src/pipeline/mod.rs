@@ -318,6 +318,7 @@ impl Pipeline {
         let vopts = VerifyOptions {
             key: Some(key.to_string()),
             include_numpy: self.convert.include_numpy,
+            torchscript_attributes: self.convert.torchscript_attributes,
             threads: self.convert.threads,
             open: self.open_options(),
             ..Default::default()

@@ -29,6 +29,9 @@ pub struct VerifyOptions {
     pub key: Option<String>,
     /// Numpy arrays were converted too (`convert --include-numpy`).
     pub include_numpy: bool,
+    /// A TorchScript module's plain tensor attributes were converted too
+    /// (`convert --torchscript-attributes`).
+    pub torchscript_attributes: bool,
     /// Worker threads (0 = one per core).
     pub threads: usize,
     /// Most differences kept in the report (the count is always exact).
@@ -42,6 +45,7 @@ impl Default for VerifyOptions {
         VerifyOptions {
             key: None,
             include_numpy: false,
+            torchscript_attributes: false,
             threads: 0,
             max_differences: 20,
             open: OpenOptions::default(),
@@ -159,6 +163,7 @@ pub fn verify(
         true,
         &FlattenOptions {
             include_numpy: opts.include_numpy,
+            torchscript_attributes: opts.torchscript_attributes,
             ..Default::default()
         },
     )?;
