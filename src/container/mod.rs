@@ -299,13 +299,7 @@ impl Archive {
             None => ByteOrder::Little,
         };
         let mut info = Vec::new();
-        for name in [
-            "version",
-            ".data/version",
-            ".format_version",
-            ".storage_alignment",
-            "byteorder",
-        ] {
+        for name in zip::INFO_RECORDS {
             if let Some(r) = layout.members.get(&format!("{}{name}", layout.prefix))
                 && let Ok(b) = read_record(&file, r, 64)
             {

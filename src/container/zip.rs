@@ -151,12 +151,12 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         let Some(rest) = name.strip_prefix(&prefix) else {
             continue;
         };
-        if let Some(key) = rest.strip_prefix("data/") {
-            if !key.is_empty() {
+        match role(rest) {
+            Role::Storage(key) => {
                 storages.insert(key.to_string(), rec.clone());
             }
-        } else if rest.starts_with("code/") {
-            has_code = true;
+            Role::TorchScript if rest.starts_with("code/") => has_code = true,
+            _ => {}
         }
     }
     let pickle = members[&pickle_name].clone();
@@ -170,6 +170,49 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         members,
         audit: audited,
     })
+}
+
+/// The small text records torch writes beside `data.pkl` that reports show (`version`, …).
+pub const INFO_RECORDS: [&str; 5] = [
+    "version",
+    ".data/version",
+    ".format_version",
+    ".storage_alignment",
+    "byteorder",
+];
+
+/// What a record of a torch zip archive is, by its name below the archive's root folder: the
+/// one description of the layout, for the reader and the scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role<'a> {
+    /// `data.pkl`, the main pickle.
+    Pickle,
+    /// `data/<key>`: the bytes of storage `key`.
+    Storage(&'a str),
+    /// `constants.pkl`: a TorchScript archive's constants (a pickle).
+    Constants,
+    /// TorchScript's other records: `code/…`, `model.json`, `bytecode.pkl`, `extra/…`.
+    TorchScript,
+    /// A small record torch writes ([`INFO_RECORDS`], `.data/serialization_id`).
+    Info,
+    /// Anything else: no torch writer makes it.
+    Other,
+}
+
+/// The [`Role`] of the record `rest` (its name with the root folder removed).
+pub fn role(rest: &str) -> Role<'_> {
+    match rest {
+        "data.pkl" => Role::Pickle,
+        "constants.pkl" => Role::Constants,
+        "model.json" | "bytecode.pkl" => Role::TorchScript,
+        ".data/serialization_id" => Role::Info,
+        r if INFO_RECORDS.contains(&r) => Role::Info,
+        r if r.starts_with("code/") || r.starts_with("extra/") => Role::TorchScript,
+        r => match r.strip_prefix("data/") {
+            Some(key) if !key.is_empty() => Role::Storage(key),
+            _ => Role::Other,
+        },
+    }
 }
 
 /// Parses the `byteorder` record's text.
@@ -1949,5 +1992,35 @@ mod tests {
             },
         );
         assert_eq!(panicking_mutations(&z.bytes), []);
+    }
+
+    #[test]
+    fn every_record_name_torch_writes_has_its_role() {
+        assert_eq!(role("data.pkl"), Role::Pickle);
+        assert_eq!(role("data/0"), Role::Storage("0"));
+        assert_eq!(role("data/140230"), Role::Storage("140230"));
+        assert_eq!(role("constants.pkl"), Role::Constants);
+        for r in [
+            "code/__torch__.py",
+            "code/__torch__/m.py.debug_pkl",
+            "model.json",
+            "bytecode.pkl",
+            "extra/x",
+        ] {
+            assert_eq!(role(r), Role::TorchScript, "{r}");
+        }
+        for r in INFO_RECORDS.iter().chain(&[".data/serialization_id"]) {
+            assert_eq!(role(r), Role::Info, "{r}");
+        }
+        for r in [
+            "data/",
+            "data",
+            "evil.pkl",
+            "Data.pkl",
+            "x/data.pkl",
+            ".data/other",
+        ] {
+            assert_eq!(role(r), Role::Other, "{r}");
+        }
     }
 }
