@@ -227,31 +227,43 @@ fn node_id(v: &Value) -> Option<usize> {
 /// For every container reachable from `root`, whether any tensor-like leaf is below it. Each
 /// distinct container is visited once, so shared containers (memo bombs) cost nothing extra.
 fn tensor_holders(root: &Value, opts: &FlattenOptions) -> HashMap<usize, bool> {
+    /// A container to open, or one whose children (listed once, when it was opened) are done.
+    enum Visit {
+        Open(Value),
+        Close(usize, Vec<Value>),
+    }
     let mut holds: HashMap<usize, bool> = HashMap::new();
-    // (value, children already pushed)
-    let mut stack: Vec<(Value, bool)> = vec![(root.clone(), false)];
-    while let Some((v, expanded)) = stack.pop() {
-        let Some(id) = node_id(&v) else { continue };
-        let kids = children(&v).unwrap_or_default();
-        if expanded {
-            let any = kids.iter().any(|(_, c)| {
-                leaf(c, opts).is_some()
-                    || node_id(c)
-                        .and_then(|i| holds.get(&i).copied())
-                        .unwrap_or(false)
-            });
-            holds.insert(id, any);
-            continue;
-        }
-        if holds.contains_key(&id) {
-            continue;
-        }
-        // Provisional value: a cycle back to an open container adds nothing.
-        holds.insert(id, false);
-        stack.push((v, true));
-        for (_, c) in kids {
-            if node_id(&c).is_some_and(|i| !holds.contains_key(&i)) {
-                stack.push((c, false));
+    let mut stack = vec![Visit::Open(root.clone())];
+    while let Some(visit) = stack.pop() {
+        match visit {
+            Visit::Close(id, kids) => {
+                let any = kids.iter().any(|c| {
+                    leaf(c, opts).is_some()
+                        || node_id(c)
+                            .and_then(|i| holds.get(&i).copied())
+                            .unwrap_or(false)
+                });
+                holds.insert(id, any);
+            }
+            Visit::Open(v) => {
+                let Some(id) = node_id(&v) else { continue };
+                if holds.contains_key(&id) {
+                    continue;
+                }
+                // Provisional value: a cycle back to an open container adds nothing.
+                holds.insert(id, false);
+                let kids: Vec<Value> = children(&v)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, c)| c)
+                    .collect();
+                let open: Vec<Value> = kids
+                    .iter()
+                    .filter(|c| node_id(c).is_some_and(|i| !holds.contains_key(&i)))
+                    .cloned()
+                    .collect();
+                stack.push(Visit::Close(id, kids));
+                stack.extend(open.into_iter().map(Visit::Open));
             }
         }
     }
