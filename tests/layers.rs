@@ -125,9 +125,12 @@ fn nothing_below_the_cli_prints_or_reads_the_environment() {
         "eprintln!",
         "eprint!(",
         "dbg!(",
-        "std::env::var",
+        "std::env::",
         "env::var(",
+        "env::vars(",
         "env::args",
+        "env::temp_dir",
+        "env::current_dir",
         "io::stdout()",
         "io::stderr()",
     ];

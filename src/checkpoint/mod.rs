@@ -515,7 +515,7 @@ impl Checkpoint {
                 RecordMethod::Stored => (main, rec.offset),
                 // Deflated, or a method torch never writes (refused there).
                 RecordMethod::Deflated | RecordMethod::Other(_) => {
-                    sources.push(record_to_temp(&self.archive.file, rec, out_dir)?);
+                    sources.push(record_to_temp(&self.archive.file, rec, Some(out_dir))?);
                     (sources.len() - 1, 0)
                 }
             };

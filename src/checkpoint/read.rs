@@ -83,9 +83,7 @@ impl Checkpoint {
                 },
                 // Deflated, or a method torch never writes (refused there).
                 RecordMethod::Deflated | RecordMethod::Other(_) => {
-                    files.push(
-                        record_to_temp(&archive.file, rec, &std::env::temp_dir()).map_err(err)?,
-                    );
+                    files.push(record_to_temp(&archive.file, rec, None).map_err(err)?);
                     Loc::File {
                         file: files.len() - 1,
                         offset: 0,

@@ -476,13 +476,16 @@ pub fn read_record_capped(file: &File, rec: &Record, cap: u64) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// A deflated (or in-memory) record's bytes in an unnamed temporary file in `dir`, so the copy
-/// pool can read them by offset like any other source.
-pub fn record_to_temp(file: &File, rec: &Record, dir: &Path) -> Result<File, ErrorKind> {
-    let mut tmp = tempfile::tempfile_in(dir).map_err(io(format!(
-        "cannot create a temporary file in {}",
-        dir.display()
-    )))?;
+/// A deflated record's bytes in an unnamed temporary file in `dir` (the system's temporary
+/// folder when `None`), so the copy pool can read them by offset like any other source.
+pub fn record_to_temp(file: &File, rec: &Record, dir: Option<&Path>) -> Result<File, ErrorKind> {
+    let mut tmp = match dir {
+        Some(dir) => tempfile::tempfile_in(dir).map_err(io(format!(
+            "cannot create a temporary file in {}",
+            dir.display()
+        )))?,
+        None => tempfile::tempfile().map_err(io("cannot create a temporary file"))?,
+    };
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut tmp);
     copy_record(file, rec, &mut w)?;
     w.flush().map_err(io("cannot write a temporary file"))?;
