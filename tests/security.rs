@@ -593,3 +593,63 @@ fn a_nested_pickle_over_max_pickle_ops_fails_convert_with_the_flag_named() {
         "{findings:?}"
     );
 }
+
+#[test]
+fn scan_json_names_its_schema_and_sarif_locates_each_finding_by_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = root().join("tests/adversarial/family_torch_compile.pt");
+    let o = run(dir.path(), &["scan", "--json", f.to_str().unwrap()]).unwrap();
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report[0]["schema"], "safetensorize.scan/1");
+    assert_eq!(report[0]["verdict"], "dangerous");
+    let o = run(
+        dir.path(),
+        &["scan", "--format", "sarif", f.to_str().unwrap()],
+    )
+    .unwrap();
+    assert_eq!(exit_code(&o), 3);
+    let log: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(log["version"], "2.1.0");
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    let r = results
+        .iter()
+        .find(|r| {
+            r["message"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("torch.compile")
+        })
+        .expect("a result for torch.compile");
+    assert_eq!(r["level"], "error");
+    let loc = &r["locations"][0]["physicalLocation"];
+    assert!(
+        loc["artifactLocation"]["uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("family_torch_compile.pt")
+    );
+    assert!(loc["region"]["byteOffset"].is_u64());
+}
+
+#[test]
+fn a_folder_is_scanned_in_one_run_with_one_summary_and_the_worst_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["benign_zip.pt", "archive_7z.7z", "npy_float.npy"] {
+        fs::copy(
+            root().join("tests/adversarial").join(name),
+            dir.path().join(name),
+        )
+        .unwrap();
+    }
+    let o = run(dir.path(), &["scan", dir.path().to_str().unwrap()]).unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    // Nothing suspicious or dangerous: the unscannable 7z decides.
+    assert_eq!(exit_code(&o), 5, "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("3 files: 2 safe, 0 suspicious, 0 dangerous, 1 unscannable"),
+        "{text}"
+    );
+}
