@@ -320,13 +320,36 @@ fn scan_npy_bytes(b: &[u8], member: &str, limits: &Limits, r: &mut FileReport) {
 fn scan_npy_file(file: &std::fs::File, len: u64, limits: &Limits, r: &mut FileReport) {
     r.format = "npy".into();
     r.error = None;
-    let n = len.min(limits.max_pickle_bytes.saturating_add(1 << 20)) as usize;
-    let mut buf = vec![0u8; n];
-    if std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, 0).is_err() {
+    use std::os::unix::fs::FileExt;
+    // A numeric array only needs its header; an object array is read as far as the limit.
+    let read = |n: u64| {
+        let mut buf = vec![0u8; len.min(n) as usize];
+        file.read_exact_at(&mut buf, 0).ok().map(|_| buf)
+    };
+    let Some(head) = read(12) else {
         unscannable(r, None, "the .npy file cannot be read".into());
         return;
+    };
+    let header_len = match head.get(6) {
+        Some(1) if head.len() >= 10 => u16::from_le_bytes([head[8], head[9]]) as u64 + 10,
+        Some(2 | 3) if head.len() >= 12 => {
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64 + 12
+        }
+        _ => 12,
+    };
+    let Some(mut buf) = read(header_len.min(limits.max_pickle_bytes)) else {
+        unscannable(r, None, "the .npy file cannot be read".into());
+        return;
+    };
+    if npy::npy_header(&buf).is_ok_and(|h| h.object) {
+        match read(header_len.saturating_add(limits.max_pickle_bytes)) {
+            Some(all) => buf = all,
+            None => {
+                unscannable(r, None, "the .npy file cannot be read".into());
+                return;
+            }
+        }
     }
-    // A numeric array only needs its header; an object array is read as far as the limit.
     scan_npy_bytes(&buf, "npy", limits, r);
 }
 
@@ -368,7 +391,12 @@ fn scan_bytes(b: &[u8], member: &str, limits: &Limits, r: &mut FileReport, depth
             scan_bytes(data, &inner, limits, r, depth + 1);
         }
     } else if looks_like_pickle(b, limits) {
-        walk_pickles(b, member, 1, limits, r, 0);
+        let expected = if crate::container::starts_with_magic(b) {
+            5
+        } else {
+            1
+        };
+        walk_pickles(b, member, expected, limits, r, 0);
     } else if looks_like_text(b) {
     } else if let Some(what) = npy::opaque_format(b) {
         unscannable(
