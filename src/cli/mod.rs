@@ -89,7 +89,7 @@ enum Command {
     /// Convert one checkpoint file into a safetensors file.
     Convert(convert::ConvertArgs),
     /// Report what checkpoint files attempt: globals with their class, odd opcodes, archive
-    /// anomalies, and a verdict (safe, suspicious, dangerous). Nothing is executed.
+    /// anomalies, and a verdict (safe, suspicious, dangerous, unscannable). Nothing is executed.
     Scan(scan::ScanArgs),
     /// Show what a checkpoint or safetensors file holds: format, tensors, selection, globals.
     /// Reads only headers and the pickle.

@@ -111,8 +111,8 @@ Verdicts (nothing is ever executed):
 Exit codes (the worst file wins): 0 all safe, 1 something suspicious, 3 something dangerous,
 5 something unscannable and nothing worse, 2 invalid command line.")]
 pub struct ScanArgs {
-    /// Files or folders (folders are scanned recursively; files that are not checkpoints are
-    /// skipped inside folders).
+    /// Files or folders (folders are scanned recursively and in parallel; text files that are
+    /// not checkpoints are skipped inside folders, unknown binaries are reported unscannable).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Print one JSON document (an array of file reports, each with
