@@ -653,3 +653,29 @@ fn a_folder_is_scanned_in_one_run_with_one_summary_and_the_worst_exit_code() {
         "{text}"
     );
 }
+
+#[test]
+fn formats_that_cannot_carry_code_are_safe_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header);
+    st.extend_from_slice(&[0; 4]);
+    let mut gguf = b"GGUF".to_vec();
+    gguf.extend_from_slice(&3u32.to_le_bytes());
+    gguf.extend_from_slice(&[0; 16]);
+    let files = [
+        ("w.safetensors", st, "safetensors"),
+        ("m.gguf", gguf, "gguf"),
+        ("notes.txt", b"lr = 0.1\n".to_vec(), "text"),
+    ];
+    for (name, bytes, format) in files {
+        let f = dir.path().join(name);
+        fs::write(&f, bytes).unwrap();
+        let o = run(dir.path(), &["scan", "--json", f.to_str().unwrap()]).unwrap();
+        let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(exit_code(&o), 0, "{name}: {report}");
+        assert_eq!(report[0]["verdict"], "safe", "{name}");
+        assert_eq!(report[0]["format"], format, "{name}");
+    }
+}

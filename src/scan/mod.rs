@@ -132,7 +132,8 @@ pub struct FileReport {
     pub schema: &'static str,
     /// The file.
     pub path: PathBuf,
-    /// `zip`, `torchscript`, `legacy`, `pickle`, or `not-a-checkpoint`.
+    /// `zip`, `torchscript`, `legacy`, `pickle`, `tar`, `npy`, `npz`, `gzip` (`gzip+tar`,
+    /// `gzip+npy`), `safetensors`, `gguf`, `text`, `unknown-binary`, or what an unopened format is.
     pub format: String,
     /// The worst of the globals and findings.
     pub verdict: Verdict,
@@ -222,6 +223,13 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                                 scan_gzip(&file, &opts.limits, &mut r);
                                 return r.finish();
                             }
+                            // Formats that cannot carry code: safe, named.
+                            if sniffed.is_err()
+                                && let Some(what) = codeless_format(&file, len, head)
+                            {
+                                r.format = what.into();
+                                return r.finish();
+                            }
                             if sniffed.is_err()
                                 && audit_zip(&file, len, &ZipLimits::default()).is_ok()
                             {
@@ -258,7 +266,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                                     && looks_like_text(&buf)
                                 {
                                     r.findings.clear();
-                                    r.format = "not-a-checkpoint".into();
+                                    r.format = "text".into();
                                 } else if sniffed.is_err()
                                     && r.globals.is_empty()
                                     && undecodable_at_start
@@ -282,6 +290,25 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
         }
     }
     r.finish()
+}
+
+/// `safetensors` (a JSON header, then raw tensor bytes) or `gguf` (llama.cpp's typed key-value
+/// header, then tensors): formats no loader executes.
+fn codeless_format(file: &std::fs::File, len: u64, head: &[u8]) -> Option<&'static str> {
+    if head.len() >= 8
+        && head.starts_with(b"GGUF")
+        && (1..=3).contains(&u32::from_le_bytes([head[4], head[5], head[6], head[7]]))
+    {
+        return Some("gguf");
+    }
+    let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+    if head.get(8) != Some(&b'{') || n > 100 << 20 || n.checked_add(8)? > len {
+        return None;
+    }
+    let mut buf = vec![0u8; n as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, 8).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&buf).ok()?;
+    header.is_object().then_some("safetensors")
 }
 
 /// A finding that the bytes could not be looked into.
@@ -486,8 +513,7 @@ pub fn scan_paths(paths: &[PathBuf], opts: &OpenOptions) -> Vec<FileReport> {
             Ok((p, inside)) => {
                 let r = scan_file(&p, opts);
                 // Inside folders, text files that are not checkpoints at all are left out.
-                (!(inside && r.format == "not-a-checkpoint" && r.verdict == Verdict::Safe))
-                    .then_some(r)
+                (!(inside && r.format == "text" && r.verdict == Verdict::Safe)).then_some(r)
             }
         })
         .collect();
