@@ -28,6 +28,9 @@ pub enum Exit {
     Refused = 3,
     /// `verify` (or `convert --verify`) found differences between a checkpoint and its output.
     Mismatch = 4,
+    /// `scan`: a file the tool cannot look into (a 7z or RAR archive, an unknown binary, a
+    /// compression it does not open), and nothing suspicious or dangerous elsewhere.
+    Unscannable = 5,
     /// Stopped by SIGINT or SIGTERM (`migrate`: finished outputs are complete, run again to
     /// resume).
     Interrupted = 130,
@@ -62,6 +65,7 @@ Exit codes:
   2  invalid command line
   3  the file references dangerous globals (convert refuses it; scan found one)
   4  verify (or convert --verify) found differences
+  5  scan: a file it cannot look into (7z, RAR, an unknown binary), nothing worse
   130  interrupted (SIGINT or SIGTERM; migrate: finished outputs are complete)";
 
 /// Convert PyTorch pickle checkpoints to safetensors without executing any pickle code.
@@ -85,7 +89,7 @@ enum Command {
     /// Convert one checkpoint file into a safetensors file.
     Convert(convert::ConvertArgs),
     /// Report what checkpoint files attempt: globals with their class, odd opcodes, archive
-    /// anomalies, and a verdict (safe, suspicious, dangerous). Nothing is executed.
+    /// anomalies, and a verdict (safe, suspicious, dangerous, unscannable). Nothing is executed.
     Scan(scan::ScanArgs),
     /// Show what a checkpoint or safetensors file holds: format, tensors, selection, globals.
     /// Reads only headers and the pickle.

@@ -92,23 +92,50 @@ impl LimitArgs {
 Examples:
   safetensorize scan pytorch_model.bin       # one file
   safetensorize scan checkpoints/            # every file under a folder
-  safetensorize scan --json model.pt | jq .  # for machines
+  safetensorize scan --json model.pt | jq .  # for machines (schema safetensorize.scan/1)
+  safetensorize scan --format sarif models/ > scan.sarif   # SARIF 2.1.0 for code scanning
 
-Verdicts: safe (only what torch writes), suspicious (an unknown global is called, an opcode or
-archive layout no torch writer produces, a hidden pickle), dangerous (a name that would run code
-or touch the system in a normal unpickler). Nothing is ever executed.
+Verdicts (nothing is ever executed):
+  safe         every byte a loader would execute was understood and every global is one the
+               tool interprets or a known inert data class; or a format that cannot carry code
+               (safetensors, a numeric .npy/.npz, text), named
+  suspicious   anything else no torch writer produces: unknown globals (called or not: importing
+               an unknown module runs its code), memo/DUP expansion and hash bombs, duplicate
+               dict keys, hidden or embedded pickles, malformed pickles, bytes after STOP
+  dangerous    a global that runs code, touches files, processes or the network, loads other
+               code or pickles, or tampers with scanners (picklescan, fickling, modelscan); an
+               opcode shape that only exists to reach one (STACK_GLOBAL on computed operands,
+               attribute chains through modules, BUILD on a module)
+  unscannable  a file the tool cannot look into (7z, RAR, bzip2/xz/zstd, an unknown binary)
 
-Exit codes: 0 all safe, 1 something suspicious, 3 something dangerous, 2 invalid command line.")]
+Exit codes (the worst file wins): 0 all safe, 1 something suspicious, 3 something dangerous,
+5 something unscannable and nothing worse, 2 invalid command line.")]
 pub struct ScanArgs {
-    /// Files or folders (folders are scanned recursively; files that are not checkpoints are
-    /// skipped inside folders).
+    /// Files or folders (folders are scanned recursively and in parallel; text files that are
+    /// not checkpoints are skipped inside folders, unknown binaries are reported unscannable).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Print one JSON document (an array of file reports) instead of text.
+    /// Print one JSON document (an array of file reports, each with
+    /// `"schema": "safetensorize.scan/1"`) instead of text; same as `--format json`.
     #[arg(long)]
     json: bool,
+    /// Output format: text, json, or sarif (SARIF 2.1.0: one result per finding and per
+    /// unknown or dangerous global, with the file and byte offset).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// `scan --format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One line per file, its unknown and dangerous globals and findings, a summary line.
+    Text,
+    /// An array of file reports (schema `safetensorize.scan/1`).
+    Json,
+    /// SARIF 2.1.0.
+    Sarif,
 }
 
 /// Runs `scan`.
@@ -121,8 +148,12 @@ pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
         .max()
         .unwrap_or(Verdict::Safe);
     let mut out = std::io::stdout().lock();
-    if args.json {
+    let format = if args.json { Format::Json } else { args.format };
+    if format == Format::Json {
         serde_json::to_writer_pretty(&mut out, &reports)?;
+        writeln!(out)?;
+    } else if format == Format::Sarif {
+        serde_json::to_writer_pretty(&mut out, &safetensorize::scan::sarif(&reports))?;
         writeln!(out)?;
     } else {
         for r in &reports {
@@ -182,9 +213,13 @@ pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
             }
         }
         let count = |v: Verdict| reports.iter().filter(|r| r.verdict == v).count();
+        let unscannable = match count(Verdict::Unscannable) {
+            0 => String::new(),
+            n => format!(", {n} unscannable"),
+        };
         writeln!(
             out,
-            "{} files: {} safe, {} suspicious, {} dangerous",
+            "{} files: {} safe, {} suspicious, {} dangerous{unscannable}",
             reports.len(),
             count(Verdict::Safe),
             count(Verdict::Suspicious),
@@ -193,6 +228,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<Exit> {
     }
     Ok(match worst {
         Verdict::Safe => Exit::Ok,
+        Verdict::Unscannable => Exit::Unscannable,
         Verdict::Suspicious => Exit::Failed,
         Verdict::Dangerous => Exit::Refused,
     })

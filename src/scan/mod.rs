@@ -22,7 +22,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
 use crate::torch::GlobalClass;
 
+mod npy;
+mod sarif;
 mod walk;
+
+pub use sarif::sarif;
 
 use walk::{looks_like_pickle, push_global, walk_pickles};
 
@@ -30,8 +34,13 @@ use walk::{looks_like_pickle, push_global, walk_pickles};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
-    /// Only what torch writes.
+    /// Every byte a loader would execute was understood, and every global is one the tool
+    /// interprets or a known inert data class; or a format that cannot carry code (safetensors,
+    /// a numeric `.npy`, text), named.
     Safe,
+    /// A file the tool cannot look into (a 7z or RAR archive, an unknown binary, a compression
+    /// it does not open): never safe, but nothing was seen either. Exit code 5.
+    Unscannable,
     /// Something no torch writer produces: a call of an unknown global, an odd opcode, an
     /// ambiguous archive, a hidden pickle.
     Suspicious,
@@ -44,6 +53,7 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Safe => "safe",
+            Verdict::Unscannable => "unscannable",
             Verdict::Suspicious => "suspicious",
             Verdict::Dangerous => "dangerous",
         }
@@ -111,12 +121,19 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// The version of the JSON report (`scan --json`), in every file report. A new field keeps the
+/// version; a changed or removed one bumps it.
+pub const JSON_SCHEMA: &str = "safetensorize.scan/1";
+
 /// The scan of one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
+    /// [`JSON_SCHEMA`].
+    pub schema: &'static str,
     /// The file.
     pub path: PathBuf,
-    /// `zip`, `torchscript`, `legacy`, `pickle`, or `not-a-checkpoint`.
+    /// `zip`, `torchscript`, `legacy`, `pickle`, `tar`, `npy`, `npz`, `gzip` (`gzip+tar`,
+    /// `gzip+npy`), `safetensors`, `gguf`, `text`, `unknown-binary`, or what an unopened format is.
     pub format: String,
     /// The worst of the globals and findings.
     pub verdict: Verdict,
@@ -129,10 +146,23 @@ pub struct FileReport {
 }
 
 impl FileReport {
+    fn new(path: &Path) -> Self {
+        FileReport {
+            schema: JSON_SCHEMA,
+            path: path.to_path_buf(),
+            format: "unknown".into(),
+            verdict: Verdict::Safe,
+            globals: Vec::new(),
+            findings: Vec::new(),
+            error: None,
+        }
+    }
+
     fn finish(mut self) -> Self {
         let g = self.globals.iter().map(|g| match g.class {
             GlobalClass::Dangerous => Verdict::Dangerous,
-            GlobalClass::Unknown if g.is_called() => Verdict::Suspicious,
+            // Resolving an unknown name imports its module, which runs that module's code.
+            GlobalClass::Unknown => Verdict::Suspicious,
             _ => Verdict::Safe,
         });
         let f = self.findings.iter().map(|f| f.severity);
@@ -153,14 +183,7 @@ const KNOWN_RECORDS: &[&str] = &[
 
 /// Opens and scans one file. Never fails: problems become findings or `error`.
 pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
-    let mut r = FileReport {
-        path: path.to_path_buf(),
-        format: "unknown".into(),
-        verdict: Verdict::Safe,
-        globals: Vec::new(),
-        findings: Vec::new(),
-        error: None,
-    };
+    let mut r = FileReport::new(path);
     match Checkpoint::open_with(path, opts) {
         Ok(ckpt) => {
             let main = scan_archive(ckpt.archive(), &opts.limits, &mut r);
@@ -188,6 +211,25 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                         // data prepended, or a broken pickle that CPython would still run up to
                         // the break. Look at both before calling it "not a checkpoint".
                         sniffed => {
+                            let mut head = [0u8; 16];
+                            let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0)
+                                .unwrap_or(0);
+                            let head = &head[..n];
+                            if head.starts_with(npy::NPY_MAGIC) {
+                                scan_npy_file(&file, len, &opts.limits, &mut r);
+                                return r.finish();
+                            }
+                            if head.starts_with(b"\x1f\x8b") {
+                                scan_gzip(&file, &opts.limits, &mut r);
+                                return r.finish();
+                            }
+                            // Formats that cannot carry code: safe, named.
+                            if sniffed.is_err()
+                                && let Some(what) = codeless_format(&file, len, head)
+                            {
+                                r.format = what.into();
+                                return r.finish();
+                            }
                             if sniffed.is_err()
                                 && audit_zip(&file, len, &ZipLimits::default()).is_ok()
                             {
@@ -209,12 +251,33 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                                     .findings
                                     .iter()
                                     .any(|f| f.kind == "undecodable-pickle" && f.offset == Some(0));
-                                if sniffed.is_err()
+                                let opaque = npy::opaque_format(&buf);
+                                if sniffed.is_err() && r.globals.is_empty() && opaque.is_some() {
+                                    r.findings.clear();
+                                    let what = opaque.unwrap_or("unknown");
+                                    r.format = what.into();
+                                    unscannable(
+                                        &mut r,
+                                        None,
+                                        format!("{what}: not opened, so not looked into"),
+                                    );
+                                } else if sniffed.is_err()
                                     && r.globals.is_empty()
-                                    && (undecodable_at_start || looks_like_text(&buf))
+                                    && looks_like_text(&buf)
                                 {
                                     r.findings.clear();
-                                    r.format = "not-a-checkpoint".into();
+                                    r.format = "text".into();
+                                } else if sniffed.is_err()
+                                    && r.globals.is_empty()
+                                    && undecodable_at_start
+                                {
+                                    r.findings.clear();
+                                    r.format = "unknown-binary".into();
+                                    unscannable(
+                                        &mut r,
+                                        None,
+                                        "an unknown binary format: neither a checkpoint, a pickle nor text".into(),
+                                    );
                                 } else {
                                     r.format = Kind::Pickle.as_str().into();
                                 }
@@ -229,14 +292,198 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
     r.finish()
 }
 
-/// Scans every file under `paths` (folders recursively, in name order).
-pub fn scan_paths(paths: &[PathBuf], opts: &OpenOptions) -> Vec<FileReport> {
+/// `safetensors` (a JSON header, then raw tensor bytes) or `gguf` (llama.cpp's typed key-value
+/// header, then tensors): formats no loader executes.
+fn codeless_format(file: &std::fs::File, len: u64, head: &[u8]) -> Option<&'static str> {
+    if head.len() >= 8
+        && head.starts_with(b"GGUF")
+        && (1..=3).contains(&u32::from_le_bytes([head[4], head[5], head[6], head[7]]))
+    {
+        return Some("gguf");
+    }
+    let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+    if head.get(8) != Some(&b'{') || n > 100 << 20 || n.checked_add(8)? > len {
+        return None;
+    }
+    let mut buf = vec![0u8; n as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, 8).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&buf).ok()?;
+    header.is_object().then_some("safetensors")
+}
+
+/// A finding that the bytes could not be looked into.
+fn unscannable(r: &mut FileReport, member: Option<&str>, detail: String) {
+    finding(r, Verdict::Unscannable, "unscannable", member, None, detail);
+}
+
+/// Judges one `.npy` (a file or an `.npz` member): a numeric array cannot carry code; an object
+/// array is a pickle after its header, walked like any other.
+fn scan_npy_bytes(b: &[u8], member: &str, limits: &Limits, r: &mut FileReport) {
+    match npy::npy_header(b) {
+        Ok(h) if h.object => {
+            finding(
+                r,
+                Verdict::Safe,
+                "npy-object-array",
+                Some(member),
+                Some(h.data_start as u64),
+                "an object array: its data is a pickle, walked".into(),
+            );
+            let data = &b[h.data_start..];
+            walk_pickles(data, &format!("{member}@{}", h.data_start), 1, limits, r, 0);
+        }
+        Ok(_) => {}
+        Err(e) => finding(
+            r,
+            Verdict::Suspicious,
+            "malformed-npy",
+            Some(member),
+            Some(0),
+            e,
+        ),
+    }
+}
+
+fn scan_npy_file(file: &std::fs::File, len: u64, limits: &Limits, r: &mut FileReport) {
+    r.format = "npy".into();
+    r.error = None;
+    use std::os::unix::fs::FileExt;
+    // A numeric array only needs its header; an object array is read as far as the limit.
+    let read = |n: u64| {
+        let mut buf = vec![0u8; len.min(n) as usize];
+        file.read_exact_at(&mut buf, 0).ok().map(|_| buf)
+    };
+    let Some(head) = read(12) else {
+        unscannable(r, None, "the .npy file cannot be read".into());
+        return;
+    };
+    let header_len = match head.get(6) {
+        Some(1) if head.len() >= 10 => u16::from_le_bytes([head[8], head[9]]) as u64 + 10,
+        Some(2 | 3) if head.len() >= 12 => {
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64 + 12
+        }
+        _ => 12,
+    };
+    let Some(mut buf) = read(header_len.min(limits.max_pickle_bytes)) else {
+        unscannable(r, None, "the .npy file cannot be read".into());
+        return;
+    };
+    if npy::npy_header(&buf).is_ok_and(|h| h.object) {
+        match read(header_len.saturating_add(limits.max_pickle_bytes)) {
+            Some(all) => buf = all,
+            None => {
+                unscannable(r, None, "the .npy file cannot be read".into());
+                return;
+            }
+        }
+    }
+    scan_npy_bytes(&buf, "npy", limits, r);
+}
+
+/// A gzip-compressed file: inflated up to `--max-pickle-bytes` and judged as what it holds (a
+/// pickle, a tar of pickles, an `.npy`).
+fn scan_gzip(file: &std::fs::File, limits: &Limits, r: &mut FileReport) {
+    use std::io::Read;
+    r.format = "gzip".into();
+    let cap = limits.max_pickle_bytes.min(limits.max_inflated_bytes);
     let mut out = Vec::new();
+    let mut dec = flate2::read::MultiGzDecoder::new(file).take(cap.saturating_add(1));
+    if let Err(e) = dec.read_to_end(&mut out) {
+        unscannable(r, None, format!("the gzip stream cannot be inflated: {e}"));
+        return;
+    }
+    if out.len() as u64 > cap {
+        unscannable(
+            r,
+            None,
+            format!(
+                "the gzip stream inflates past {cap} bytes (--max-pickle-bytes): not looked into"
+            ),
+        );
+        return;
+    }
+    scan_bytes(&out, "gzip", limits, r, 0);
+}
+
+/// Bytes whose container is not known yet (inflated gzip, tar members): a pickle, an `.npy`, a
+/// tar, text, or something not looked into.
+fn scan_bytes(b: &[u8], member: &str, limits: &Limits, r: &mut FileReport, depth: usize) {
+    if b.starts_with(npy::NPY_MAGIC) {
+        r.format = format!("{}+npy", r.format);
+        scan_npy_bytes(b, member, limits, r);
+    } else if b.len() >= 512 && &b[257..262] == b"ustar" && depth < 2 {
+        r.format = format!("{}+tar", r.format);
+        for (name, data) in tar_members(b) {
+            let inner = format!("{member}/{name}");
+            scan_bytes(data, &inner, limits, r, depth + 1);
+        }
+    } else if looks_like_pickle(b, limits) {
+        let expected = if crate::container::starts_with_magic(b) {
+            5
+        } else {
+            1
+        };
+        walk_pickles(b, member, expected, limits, r, 0);
+    } else if looks_like_text(b) {
+    } else if let Some(what) = npy::opaque_format(b) {
+        unscannable(
+            r,
+            Some(member),
+            format!("{what}: not opened, so not looked into"),
+        );
+    } else {
+        unscannable(
+            r,
+            Some(member),
+            "an unknown binary format: not looked into".into(),
+        );
+    }
+}
+
+/// The regular files of a tar held in memory: `(name, bytes)`.
+fn tar_members(b: &[u8]) -> Vec<(String, &[u8])> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 512 <= b.len() {
+        let h = &b[pos..pos + 512];
+        if h.iter().all(|c| *c == 0) {
+            break;
+        }
+        let name_end = h[..100].iter().position(|c| *c == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
+        let size_field = String::from_utf8_lossy(&h[124..136]);
+        let Ok(size) =
+            u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+        else {
+            break;
+        };
+        let start = pos + 512;
+        let Some(end) = usize::try_from(size)
+            .ok()
+            .and_then(|s| start.checked_add(s))
+        else {
+            break;
+        };
+        if end > b.len() {
+            break;
+        }
+        if matches!(h[156], b'0' | 0) {
+            out.push((name, &b[start..end]));
+        }
+        pos = start + (end - start).div_ceil(512) * 512;
+    }
+    out
+}
+
+/// Scans every file under `paths` (folders recursively; reports in name order, files scanned in
+/// parallel).
+pub fn scan_paths(paths: &[PathBuf], opts: &OpenOptions) -> Vec<FileReport> {
+    use rayon::prelude::*;
+    // (path, inside a folder) or an unreadable folder's report.
+    let mut jobs: Vec<std::result::Result<(PathBuf, bool), FileReport>> = Vec::new();
     for p in paths {
-        let mut stack = vec![p.clone()];
-        let mut depth_guard = 0usize;
-        while let Some(p) = stack.pop() {
-            depth_guard += 1;
+        let mut stack = vec![(p.clone(), false)];
+        while let Some((p, inside)) = stack.pop() {
             let is_dir = std::fs::symlink_metadata(&p)
                 .map(|m| m.is_dir())
                 .unwrap_or(false);
@@ -244,31 +491,33 @@ pub fn scan_paths(paths: &[PathBuf], opts: &OpenOptions) -> Vec<FileReport> {
                 let mut kids: Vec<PathBuf> = match std::fs::read_dir(&p) {
                     Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
                     Err(e) => {
-                        out.push(FileReport {
-                            path: p.clone(),
-                            format: "unreadable".into(),
-                            verdict: Verdict::Safe,
-                            globals: Vec::new(),
-                            findings: Vec::new(),
-                            error: Some(format!("cannot list the folder: {e}")),
-                        });
+                        let mut r = FileReport::new(&p);
+                        r.format = "unreadable".into();
+                        r.error = Some(format!("cannot list the folder: {e}"));
+                        jobs.push(Err(r));
                         continue;
                     }
                 };
                 kids.sort();
                 kids.reverse();
-                stack.extend(kids);
+                stack.extend(kids.into_iter().map(|k| (k, true)));
             } else {
-                let r = scan_file(&p, opts);
-                // Inside folders, files that are not checkpoints at all are left out.
-                if depth_guard > 1 && r.format == "not-a-checkpoint" {
-                    continue;
-                }
-                out.push(r);
+                jobs.push(Ok((p, inside)));
             }
         }
     }
-    out
+    let reports: Vec<Option<FileReport>> = jobs
+        .into_par_iter()
+        .map(|j| match j {
+            Err(r) => Some(r),
+            Ok((p, inside)) => {
+                let r = scan_file(&p, opts);
+                // Inside folders, text files that are not checkpoints at all are left out.
+                (!(inside && r.format == "text" && r.verdict == Verdict::Safe)).then_some(r)
+            }
+        })
+        .collect();
+    reports.into_iter().flatten().collect()
 }
 
 /// Plain text that happens to decode as pickle opcodes (a README starting with `I`…) is not a
@@ -386,7 +635,22 @@ fn scan_raw_zip(
             }
         },
     };
+    // A zip with no data.pkl anywhere is not a torch archive (an .npz, a zip of files): torch's
+    // layout rules do not apply to it, but every member is still looked at.
+    let torch_layout = audit
+        .entries
+        .iter()
+        .any(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"));
+    if !torch_layout
+        && !audit.entries.is_empty()
+        && audit.entries.iter().all(|e| e.name.ends_with(".npy"))
+    {
+        r.format = "npz".into();
+    }
     for an in &audit.anomalies {
+        if !torch_layout && an.kind == "several-roots" {
+            continue;
+        }
         finding(
             r,
             Verdict::Suspicious,
@@ -409,6 +673,11 @@ fn scan_raw_zip(
         .map(|e| e.name[..e.name.len() - "data.pkl".len()].to_string())
         .unwrap_or_default();
     let mut crc_bad = 0usize;
+    let first_global = r.globals.len();
+    let torchscript = audit.entries.iter().any(|e| {
+        let rest = e.name.strip_prefix(&prefix).unwrap_or(&e.name);
+        rest == "constants.pkl" || rest.starts_with("code/")
+    });
     for e in &audit.entries {
         let rest = e.name.strip_prefix(&prefix).unwrap_or(&e.name);
         if e.method != 0 && e.method != 8 {
@@ -455,14 +724,14 @@ fn scan_raw_zip(
             if rest == "constants.pkl" || rest == "model.json" {
                 finding(
                     r,
-                    Verdict::Suspicious,
+                    Verdict::Safe,
                     "torchscript",
                     Some(&e.name),
                     Some(e.local_offset),
-                    "a TorchScript archive: torch.jit.load would run its code".into(),
+                    "a TorchScript archive: its pickles are walked like data.pkl; its code (TorchScript, not Python) is never run by convert".into(),
                 );
             }
-        } else if !is_storage && !is_main && !KNOWN_RECORDS.contains(&rest) {
+        } else if !is_storage && !is_main && !KNOWN_RECORDS.contains(&rest) && torch_layout {
             finding(
                 r,
                 Verdict::Safe,
@@ -481,6 +750,22 @@ fn scan_raw_zip(
         };
         if is_main {
             walk_pickles(&bytes, &e.name, 1, limits, r, 0);
+        } else if !torch_layout && bytes.starts_with(npy::NPY_MAGIC) {
+            scan_npy_bytes(&bytes, &e.name, limits, r);
+        } else if !torch_layout && !looks_like_pickle(&bytes, limits) {
+            if e.method != 0 && e.method != 8 {
+                unscannable(
+                    r,
+                    Some(&e.name),
+                    format!("compression method {}: not opened", e.method),
+                );
+            } else if !looks_like_text(&bytes) {
+                unscannable(
+                    r,
+                    Some(&e.name),
+                    "a member in an unknown binary format: not looked into".into(),
+                );
+            }
         } else if looks_like_pickle(&bytes, limits) {
             if rest.starts_with("code/") {
                 // TorchScript debug pickles: already reported with the archive kind.
@@ -493,7 +778,7 @@ fn scan_raw_zip(
                     Some(e.local_offset),
                     "a member that is not data.pkl holds a pickle".into(),
                 );
-            } else if rest != "constants.pkl" {
+            } else if rest != "constants.pkl" && !(torchscript && rest == "bytecode.pkl") {
                 finding(
                     r,
                     Verdict::Suspicious,
@@ -504,6 +789,22 @@ fn scan_raw_zip(
                 );
             }
             walk_pickles(&bytes, &e.name, 1, limits, r, 0);
+        }
+    }
+    if torchscript {
+        torchscript_classes_are_data(r, first_global);
+    }
+}
+
+/// In a TorchScript archive, `__torch__.*` classes are the scripted modules TorchScript always
+/// writes (their code is TorchScript in `code/`, compiled by torch, not Python imported by the
+/// unpickler): data, not unknown imports.
+fn torchscript_classes_are_data(r: &mut FileReport, from: usize) {
+    for g in &mut r.globals[from..] {
+        if g.class == GlobalClass::Unknown
+            && (g.module == "__torch__" || g.module.starts_with("__torch__."))
+        {
+            g.class = GlobalClass::Inert;
         }
     }
 }
@@ -523,14 +824,8 @@ fn read_member(
 /// dangerous global anywhere (including embedded and legacy header pickles), and with `strict`
 /// also one that names an unknown global. The error lists the names and offsets.
 pub fn policy_check(ckpt: &Checkpoint, strict: bool, limits: &Limits) -> Result<()> {
-    let mut r = FileReport {
-        path: ckpt.path().to_path_buf(),
-        format: String::new(),
-        verdict: Verdict::Safe,
-        globals: Vec::new(),
-        findings: Vec::new(),
-        error: None,
-    };
+    let mut r = FileReport::new(ckpt.path());
+    r.format = String::new();
     let a = ckpt.archive();
     let main = match &a.container {
         Container::Legacy => walk_legacy_head(a, limits, &mut r),

@@ -8,14 +8,9 @@ use crate::pickle::{NoHost, load};
 const OS_SYSTEM: &[u8] = b"cos\nsystem\n(S'ls'\ntR";
 
 fn report() -> FileReport {
-    FileReport {
-        path: PathBuf::from("test.pkl"),
-        format: "pickle".into(),
-        verdict: Verdict::Safe,
-        globals: Vec::new(),
-        findings: Vec::new(),
-        error: None,
-    }
+    let mut r = FileReport::new(Path::new("test.pkl"));
+    r.format = "pickle".into();
+    r
 }
 
 fn walk_with(data: &[u8], limits: &Limits) -> FileReport {
@@ -65,8 +60,9 @@ fn a_walk_past_an_underflow_still_sees_a_later_os_system() {
     let r = walk(&data);
     assert!(global(&r, "os.system").is_called());
     assert_eq!(r.verdict, Verdict::Dangerous);
-    // REDUCE of a placeholder is a call of a computed value.
-    assert_eq!(kinds(&r), ["computed-callable"]);
+    // The underflow makes the pickle malformed; REDUCE of a placeholder is a call of a
+    // computed value.
+    assert_eq!(kinds(&r), ["malformed-pickle", "computed-callable"]);
 }
 
 #[test]
@@ -126,7 +122,7 @@ fn a_pickle_embedded_in_bytes_is_walked_as_its_own_member() {
 }
 
 #[test]
-fn load_from_bytes_on_bytes_that_are_not_a_legacy_stream_is_suspicious() {
+fn load_from_bytes_on_bytes_that_are_not_a_legacy_stream_is_dangerous() {
     let data = b"\x80\x02ctorch.storage\n_load_from_bytes\nC\x03abc\x85R.";
     let r = walk(data);
     assert_eq!(kinds(&r), ["embedded-not-checkpoint"]);
@@ -137,7 +133,65 @@ fn load_from_bytes_on_bytes_that_are_not_a_legacy_stream_is_suspicious() {
         "{}",
         r.findings[0].detail
     );
+    assert_eq!(r.verdict, Verdict::Dangerous);
+    // Nor on anything but one byte string.
+    let r = walk(b"\x80\x02ctorch.storage\n_load_from_bytes\nK\x01\x85R.");
+    assert_eq!(kinds(&r), ["embedded-not-checkpoint"]);
+    assert_eq!(r.verdict, Verdict::Dangerous);
+}
+
+#[test]
+fn memo_dags_and_dup_chains_are_expansion_bombs_and_cycles_are_not() {
+    // A tuple doubled 40 times through the memo: 2^40 values from ~200 bytes.
+    let mut d = b"\x80\x02N".to_vec();
+    for _ in 0..40 {
+        d.extend(b"q\x00h\x00\x86");
+    }
+    d.push(b'.');
+    let r = walk(&d);
+    assert!(kinds(&r).contains(&"expansion-bomb"), "{:?}", kinds(&r));
     assert_eq!(r.verdict, Verdict::Suspicious);
+    // The same with DUP.
+    let mut d = b"\x80\x02N".to_vec();
+    for _ in 0..40 {
+        d.extend(b"2\x86");
+    }
+    d.push(b'.');
+    assert!(kinds(&walk(&d)).contains(&"expansion-bomb"));
+    // A list appending itself 100 times is a cycle a loader builds once.
+    let mut d = b"\x80\x02]q\x00".to_vec();
+    for _ in 0..100 {
+        d.extend(b"h\x00a");
+    }
+    d.push(b'.');
+    assert!(walk(&d).findings.is_empty());
+}
+
+#[test]
+fn duplicate_keys_unhashable_keys_and_hash_collisions_are_suspicious() {
+    let r = walk(b"\x80\x02}(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00aK\x02u.");
+    assert_eq!(kinds(&r), ["duplicate-key"]);
+    assert_eq!(r.verdict, Verdict::Suspicious);
+    // In an OrderedDict state dict too.
+    let r = walk(b"\x80\x02ccollections\nOrderedDict\n)R(K\x01K\x01K\x01K\x02u.");
+    assert_eq!(kinds(&r), ["duplicate-key"]);
+    // A dict that is its own key.
+    let r = walk(b"\x80\x02}\x94h\x00X\x01\x00\x00\x00vs.");
+    assert_eq!(kinds(&r), ["unhashable-key"]);
+    // 2000 int keys equal modulo 2^61 - 1: one Python hash bucket.
+    let mut d = b"\x80\x02}(".to_vec();
+    for i in 1..2001i128 {
+        d.push(b'\x8a');
+        d.push(16);
+        d.extend((i * ((1i128 << 61) - 1)).to_le_bytes());
+        d.extend(b"N");
+    }
+    d.extend(b"u.");
+    let r = walk(&d);
+    assert!(kinds(&r).contains(&"hash-bomb"), "{:?}", kinds(&r));
+    assert_eq!(walk::py_big_hash(&(-1i128).to_le_bytes()), -2);
+    assert_eq!(walk::py_big_hash(&((1i128 << 61) + 4).to_le_bytes()), 5);
+    assert_eq!(walk::py_big_hash(&(-7i128).to_le_bytes()), -7);
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! which global is called where. Where the VM would stop at a broken stack, mark or memo rule,
 //! the walk notes it and goes on, so it sees a superset of what `convert` runs.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use super::{Call, FileReport, GlobalRef, Verdict, finding};
@@ -30,7 +32,95 @@ enum Sym<'a> {
     Blob(&'a [u8]),
     /// A one-item tuple of BYTES (the argument tuple of `_load_from_bytes`).
     Args1(&'a [u8]),
+    /// Bytes a protocol-2 pickle builds with `_codecs.encode(str, "latin1")`.
+    Owned(Rc<[u8]>),
+    /// A one-item tuple of such bytes.
+    Args1Owned(Rc<[u8]>),
+    /// A two-item tuple of strings (the argument tuple of `_codecs.encode`).
+    StrPair(Rc<str>, Rc<str>),
+    /// An integer literal (a dict key worth comparing).
+    Int(i64),
+    /// A LONG too large for `i64`: little-endian two's complement.
+    Big(Rc<[u8]>),
+    /// A container: shared by every copy on the stack and in the memo, so what is added to one
+    /// is seen by all.
+    Coll(Rc<Coll>),
     Other,
+}
+
+/// What the walk knows of one container.
+struct Coll {
+    kind: Collection,
+    /// How many values a loader materialises walking it (items of shared sub-containers
+    /// counted once per reference): a DAG built through the memo or DUP expands to this.
+    weight: Cell<u64>,
+    /// The string and integer keys set so far (dicts), to see a key set twice.
+    keys: RefCell<HashSet<Key>>,
+    /// How many integer keys share one Python hash (dicts and sets): a hash-collision bomb.
+    hashes: RefCell<HashMap<i64, u32>>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+enum Key {
+    Str(Rc<str>),
+    Int(i64),
+    Big(Rc<[u8]>),
+}
+
+impl Sym<'_> {
+    fn weight(&self) -> u64 {
+        match self {
+            Sym::Coll(c) => c.weight.get(),
+            _ => 1,
+        }
+    }
+
+    fn new_coll(kind: Collection, weight: u64) -> Self {
+        Sym::Coll(Rc::new(Coll {
+            kind,
+            weight: Cell::new(weight),
+            keys: RefCell::new(HashSet::new()),
+            hashes: RefCell::new(HashMap::new()),
+        }))
+    }
+}
+
+/// Python's `hash()` of an int: its magnitude modulo the Mersenne prime 2^61 - 1, with its sign
+/// (-1 becoming -2).
+fn py_int_hash(i: i64) -> i64 {
+    let neg = i < 0;
+    py_hash_of(neg, (i as i128).unsigned_abs() % HASH_MODULUS)
+}
+
+const HASH_MODULUS: u128 = (1u128 << 61) - 1;
+
+fn py_hash_of(neg: bool, magnitude_mod: u128) -> i64 {
+    let h = magnitude_mod as i64;
+    let h = if neg { -h } else { h };
+    if h == -1 { -2 } else { h }
+}
+
+/// [`py_int_hash`] of a little-endian two's complement integer of any length.
+pub(super) fn py_big_hash(le: &[u8]) -> i64 {
+    let neg = le.last().is_some_and(|b| b & 0x80 != 0);
+    // The magnitude: the bytes themselves, or their two's complement negation.
+    let mut mag: Vec<u8> = le.to_vec();
+    if neg {
+        let mut carry = true;
+        for b in &mut mag {
+            *b = !*b;
+            if carry {
+                let (v, c) = b.overflowing_add(1);
+                *b = v;
+                carry = c;
+            }
+        }
+    }
+    let h = mag
+        .iter()
+        .rev()
+        .fold(0u128, |h, b| (h * 256 + *b as u128) % HASH_MODULUS);
+    py_hash_of(neg, h)
 }
 
 /// The one entry point of every pickle the scan walks (main, legacy head, zip members, tar
@@ -136,10 +226,46 @@ fn walk_one(
         limits,
         r: &mut *r,
         depth,
+        malformed: 0,
+        max_weight: 0,
+        weight_at: 0,
+        collisions: 0,
+        duplicates: 0,
     };
     let mut machine = Machine::new(walk, Mode::Superset, limits);
     let result = machine.run(data, start);
-    drop(machine);
+    let w = machine.into_semantics();
+    let (max_weight, weight_at, collisions) = (w.max_weight, w.weight_at, w.collisions);
+    let end = match &result {
+        Ok(s) => s.end,
+        Err(e) => e.offset.max(start),
+    };
+    let len = (end.saturating_sub(start)).max(1) as u64;
+    if max_weight > EXPANSION_FLOOR && max_weight / len >= EXPANSION_FACTOR {
+        finding(
+            r,
+            Verdict::Suspicious,
+            "expansion-bomb",
+            Some(member),
+            Some(weight_at as u64),
+            format!(
+                "a value shared through the memo or DUP expands to {max_weight} values from {len} bytes (expansion factor {})",
+                max_weight / len
+            ),
+        );
+    }
+    if collisions >= HASH_BOMB_KEYS {
+        finding(
+            r,
+            Verdict::Suspicious,
+            "hash-bomb",
+            Some(member),
+            None,
+            format!(
+                "{collisions} integer keys share a Python hash with another key: inserting them is quadratic"
+            ),
+        );
+    }
     match result {
         Ok(stopped) => Some(stopped.end),
         Err(e) => {
@@ -148,6 +274,13 @@ fn walk_one(
         }
     }
 }
+
+/// A value expanding to more than this many values, at [`EXPANSION_FACTOR`] values per byte of
+/// pickle or more, is a bomb (a real state dict materialises about one value per 10 bytes).
+const EXPANSION_FLOOR: u64 = 1_000_000;
+const EXPANSION_FACTOR: u64 = 100;
+/// Integer keys whose Python hash collides with an earlier key of the same dict or set.
+const HASH_BOMB_KEYS: u64 = 1000;
 
 /// The finding for where the walk had to stop.
 fn halted(r: &mut FileReport, member: &str, e: &PickleError) {
@@ -185,6 +318,15 @@ struct Walk<'p, 'r> {
     r: &'r mut FileReport,
     /// How deep in embedded pickles this one is.
     depth: usize,
+    /// Opcodes met without the values or mark they need (reported once, counted).
+    malformed: u64,
+    /// The largest expansion of any value built, and where.
+    max_weight: u64,
+    weight_at: usize,
+    /// Integer keys colliding in Python's hash with an earlier key of their container.
+    collisions: u64,
+    /// Duplicate keys reported (the first few are).
+    duplicates: u64,
 }
 
 impl Walk<'_, '_> {
@@ -197,6 +339,79 @@ impl Walk<'_, '_> {
             Some(at as u64),
             detail,
         );
+    }
+
+    fn weighed(&mut self, at: usize, w: u64) {
+        if w > self.max_weight {
+            self.max_weight = w;
+            self.weight_at = at;
+        }
+    }
+
+    /// Adds `keys` to a dict or set, reporting keys set twice, unhashable keys and hash
+    /// collisions; grows its weight by `items`.
+    fn insert(&mut self, at: usize, target: &Sym<'_>, keys: &[&Sym<'_>], items: &[Sym<'_>]) {
+        let Sym::Coll(c) = target else {
+            return;
+        };
+        // A container holding itself is a cycle, which a loader builds once: not an expansion.
+        let add: u64 = items.iter().fold(0u64, |a, v| match v {
+            Sym::Coll(x) if Rc::ptr_eq(x, c) => a.saturating_add(1),
+            _ => a.saturating_add(v.weight()),
+        });
+        c.weight.set(c.weight.get().saturating_add(add));
+        let w = c.weight.get();
+        self.weighed(at, w);
+        if !matches!(c.kind, Collection::Dict | Collection::Set) {
+            return;
+        }
+        for k in keys {
+            let key = match k {
+                Sym::Str(s) => Key::Str(s.clone()),
+                Sym::Int(_) | Sym::Big(_) => {
+                    let (h, key) = match k {
+                        Sym::Int(i) => (py_int_hash(*i), Key::Int(*i)),
+                        Sym::Big(b) => (py_big_hash(b), Key::Big(b.clone())),
+                        _ => continue,
+                    };
+                    let mut hs = c.hashes.borrow_mut();
+                    let n = hs.entry(h).or_insert(0);
+                    if *n > 0 {
+                        self.collisions += 1;
+                    }
+                    *n = n.saturating_add(1);
+                    key
+                }
+                Sym::Coll(k) if !matches!(k.kind, Collection::Tuple) => {
+                    self.note(
+                        Verdict::Suspicious,
+                        "unhashable-key",
+                        at,
+                        "a dict, list or set used as a dict key or set item: no unpickler can build this (malformed)".into(),
+                    );
+                    continue;
+                }
+                _ => continue,
+            };
+            if c.kind == Collection::Dict && !c.keys.borrow_mut().insert(key) {
+                self.duplicates += 1;
+                if self.duplicates <= 5 {
+                    let name = match k {
+                        Sym::Str(s) => format!("{:?}", crate::pickle::truncate(s, 100)),
+                        Sym::Int(i) => i.to_string(),
+                        _ => "(an integer)".into(),
+                    };
+                    self.note(
+                        Verdict::Suspicious,
+                        "duplicate-key",
+                        at,
+                        format!(
+                            "the key {name} is set twice in one dict: the later value silently replaces the earlier one"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// An opcode no torch writer emits.
@@ -271,8 +486,19 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
     fn report(&mut self, at: usize, anomaly: Anomaly<'_>) {
         let sus = Verdict::Suspicious;
         match anomaly {
-            // A missing value or mark is already a placeholder; what it leads to is judged.
-            Anomaly::Underflow | Anomaly::NoMark => {}
+            // A missing value or mark: no unpickler runs past it (malformed); the walk goes on
+            // with a placeholder, and what it leads to is judged too.
+            Anomaly::Underflow | Anomaly::NoMark => {
+                self.malformed += 1;
+                if self.malformed == 1 {
+                    let what = if matches!(anomaly, Anomaly::NoMark) {
+                        "an opcode needs a MARK but none is open"
+                    } else {
+                        "an opcode needs more values than the stack holds"
+                    };
+                    self.note(sus, "malformed-pickle", at, format!("{what} (malformed)"));
+                }
+            }
             Anomaly::MemoMiss(i) => self.note(
                 sus,
                 "memo-miss",
@@ -324,9 +550,13 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
 
     fn literal(&mut self, at: usize, end: usize, literal: Literal<'p>) -> Result<Sym<'p>, Refusal> {
         Ok(match literal {
-            Literal::Int(_) | Literal::BigInt(_) => {
+            Literal::Int(i) => {
                 self.check_text_int(at, end);
-                Sym::Other
+                Sym::Int(i)
+            }
+            Literal::BigInt(b) => {
+                self.check_text_int(at, end);
+                Sym::Big(Rc::from(b))
             }
             Literal::Float(_) | Literal::Bool(_) | Literal::None => Sym::Other,
             Literal::Text(b) => {
@@ -366,11 +596,13 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
                 Sym::Global(i)
             }
             _ => {
+                // Only a payload needs a name computed at load time (a call result, a
+                // getattr chain): the name cannot be read, so assume the worst.
                 self.note(
-                    Verdict::Suspicious,
+                    Verdict::Dangerous,
                     "stack-global-operands",
                     at,
-                    "STACK_GLOBAL with operands that are not two strings".into(),
+                    format!("STACK_GLOBAL at byte {at} of {} with operands that are not two strings: a name computed at load time", self.member),
                 );
                 Sym::Other
             }
@@ -389,21 +621,57 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
         match call {
             PickleCall::Reduce { callable, args } => {
                 self.called(at, &callable, "REDUCE");
-                if let (Sym::Global(i), Sym::Args1(bytes)) = (&callable, &args) {
+                if let Sym::Global(i) = &callable {
                     let g = &self.r.globals[*i];
-                    if g.module == "torch.storage"
-                        && g.name == "_load_from_bytes"
-                        && let Some(why) = crate::container::stream_problem(bytes, self.limits)
-                    {
-                        self.note(
-                            Verdict::Suspicious,
-                            "embedded-not-checkpoint",
-                            at,
-                            format!(
-                                "torch.storage._load_from_bytes called by REDUCE at byte {at}: {why}"
-                            ),
-                        );
+                    // `_load_from_bytes` is `torch.load` of its argument: fine on a well-formed
+                    // legacy checkpoint (walked as an embedded pickle), a full unpickler on
+                    // anything else.
+                    if g.module == "torch.storage" && g.name == "_load_from_bytes" {
+                        let why = match &args {
+                            Sym::Args1(bytes) => {
+                                crate::container::stream_problem(bytes, self.limits)
+                            }
+                            Sym::Args1Owned(bytes) => {
+                                crate::container::stream_problem(bytes, self.limits)
+                            }
+                            _ => Some("its argument is not one byte string".into()),
+                        };
+                        if let Some(why) = why {
+                            self.note(
+                                Verdict::Dangerous,
+                                "embedded-not-checkpoint",
+                                at,
+                                format!(
+                                    "torch.storage._load_from_bytes called by REDUCE at byte {at} (torch.load of its argument, which is not a checkpoint): {why}"
+                                ),
+                            );
+                        }
                     }
+                    let g = &self.r.globals[*i];
+                    if g.module == "_codecs"
+                        && g.name == "encode"
+                        && let Sym::StrPair(text, enc) = &args
+                        && matches!(&**enc, "latin1" | "latin-1" | "iso-8859-1")
+                        && let Ok(b) = text
+                            .chars()
+                            .map(|c| u8::try_from(c as u32))
+                            .collect::<Result<Vec<u8>, _>>()
+                    {
+                        nested(&b, at, self.member, self.limits, self.r, self.depth);
+                        return Ok(Sym::Owned(Rc::from(b)));
+                    }
+                    if matches!(
+                        (g.module.as_str(), g.name.as_str()),
+                        ("collections", "OrderedDict" | "defaultdict") | ("builtins", "dict")
+                    ) {
+                        let w = 1 + args.weight();
+                        return Ok(Sym::new_coll(Collection::Dict, w));
+                    }
+                }
+                let w = args.weight().saturating_add(1);
+                if w > 1 {
+                    self.weighed(at, w);
+                    return Ok(Sym::new_coll(Collection::Tuple, w));
                 }
             }
             PickleCall::NewObj { cls, .. } => self.called(at, &cls, "NEWOBJ"),
@@ -422,23 +690,51 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
 
     fn collection(
         &mut self,
-        _at: usize,
+        at: usize,
         kind: Collection,
-        mut items: Vec<Sym<'p>>,
+        items: Vec<Sym<'p>>,
     ) -> Result<Sym<'p>, Refusal> {
-        Ok(match (kind, items.len(), items.pop()) {
-            (Collection::Tuple, 1, Some(Sym::Blob(b))) => Sym::Args1(b),
-            _ => Sym::Other,
-        })
+        match (kind, items.as_slice()) {
+            (Collection::Tuple, [Sym::Blob(b)]) => return Ok(Sym::Args1(b)),
+            (Collection::Tuple, [Sym::Owned(b)]) => return Ok(Sym::Args1Owned(b.clone())),
+            (Collection::Tuple, [Sym::Str(a), Sym::Str(b)]) => {
+                return Ok(Sym::StrPair(a.clone(), b.clone()));
+            }
+            _ => {}
+        }
+        let c = Sym::new_coll(kind, 1);
+        match kind {
+            Collection::Dict => {
+                let keys: Vec<&Sym<'p>> = items.iter().step_by(2).collect();
+                self.insert(at, &c, &keys, &items);
+            }
+            Collection::Set => {
+                let keys: Vec<&Sym<'p>> = items.iter().collect();
+                self.insert(at, &c, &keys, &items);
+            }
+            _ => self.insert(at, &c, &[], &items),
+        }
+        Ok(c)
     }
 
     fn extend(
         &mut self,
-        _at: usize,
-        _target: &Sym<'p>,
-        _kind: Extend,
-        _items: Vec<Sym<'p>>,
+        at: usize,
+        target: &Sym<'p>,
+        kind: Extend,
+        items: Vec<Sym<'p>>,
     ) -> Result<(), Refusal> {
+        match kind {
+            Extend::SetItem | Extend::SetItems => {
+                let keys: Vec<&Sym<'p>> = items.iter().step_by(2).collect();
+                self.insert(at, target, &keys, &items);
+            }
+            Extend::AddItems => {
+                let keys: Vec<&Sym<'p>> = items.iter().collect();
+                self.insert(at, target, &keys, &items);
+            }
+            Extend::Append | Extend::Appends => self.insert(at, target, &[], &items),
+        }
         Ok(())
     }
 

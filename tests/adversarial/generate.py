@@ -104,7 +104,7 @@ def torch_zip(pkl, storages=None, root="archive", extra=(), order=None, method=z
         entries += [(f"{root}/version", b"3\n")]
         entries += list(extra)
         for n, d in order(entries) if order else entries:
-            z.writestr(n, d)
+            z.writestr(zipfile.ZipInfo(n, date_time=(1980, 1, 1, 0, 0, 0)), d, compress_type=method)
     return buf.getvalue()
 
 
@@ -196,6 +196,13 @@ def stack_global(module, name):
     return short_u(module) + short_u(name) + b"\x93"
 
 
+def stack_global_p4_call(module, name, args):
+    """STACK_GLOBAL of `module`, `name` (a protocol 4 opcode in a protocol 2 stream), called with args."""
+    if not args:
+        return short_u(module) + short_u(name) + b"\x93"
+    return short_u(module) + short_u(name) + b"\x93" + tup(*args) + b"R"
+
+
 # Dotted-attribute tricks (protocol 4 resolves `getattr` chains in STACK_GLOBAL names).
 dotted = [
     ("torch_serialization_os_system", "torch.serialization", "os.system"),
@@ -273,7 +280,7 @@ case("memo_miss.pt", torch_zip(b"\x80\x02" + SYSTEM + b"0h\x07" + b"."), 3, "dan
 # ---------------------------------------------------------------- resource exhaustion
 doubling = b"]q\x00" + b"h\x00h\x00\x86q\x00" * 40
 memo_bomb = b"\x80\x02}(" + u("state_dict") + EMPTY_OD + b"(" + u("w") + W + b"u" + u("junk") + doubling + b"u."
-case("memo_bomb.pt", torch_zip(memo_bomb), 0, "safe", "tuple DAG doubling 40 times through the memo (2^40 paths), beside the state_dict")
+case("memo_bomb.pt", torch_zip(memo_bomb), 0, "suspicious", "tuple DAG doubling 40 times through the memo (2^40 paths), beside the state_dict: an expansion bomb")
 case("dup_bomb.pkl", b"\x80\x02N" + b"2" * 200_000 + b".", 1, "suspicious", "200k DUPs and a STOP with leftovers")
 case("deep_lists.pt", torch_zip(state_dict([("w", W), ("x", b"]" * 200_000 + b"a" * 199_999)])), 1, "safe", "200k nested lists")
 case("deep_marks.pkl", b"\x80\x02" + b"(" * 200_000 + b"N.", 1, "suspicious", "200k open MARKs")
@@ -290,7 +297,7 @@ def deflated_zip(entries):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for n, d in entries:
-            z.writestr(n, d)
+            z.writestr(zipfile.ZipInfo(n, date_time=(1980, 1, 1, 0, 0, 0)), d, compress_type=zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 
@@ -352,7 +359,7 @@ def overlapping(data):
 
 
 case("zip_overlapping.pt", overlapping(z), 1, "suspicious", "two central entries share one local header")
-case("zip_torchscript.pt", torch_zip(BENIGN, extra=[("archive/constants.pkl", b"\x80\x02)."), ("archive/code/m.py", b"def f(): pass\n")]), 0, "suspicious", "a TorchScript archive: its code is never run, its weights convert")
+case("zip_torchscript.pt", torch_zip(BENIGN, extra=[("archive/constants.pkl", b"\x80\x02)."), ("archive/code/m.py", b"def f(): pass\n")]), 0, "safe", "a TorchScript archive: its code is never run, its weights convert")
 
 # ---------------------------------------------------------------- tensor metadata
 case("view_stride0.pt", torch_zip(state_dict([("w", tensor("0", 4, (1 << 20, 1 << 20, 1 << 20), (0, 0, 0)))])), 1, "safe", "stride-0 view of 4 floats as 2^60 elements")
@@ -368,6 +375,100 @@ case("name_metadata.pt", torch_zip(state_dict([("__metadata__", W)])), 1, "safe"
 case("name_duplicate_flatten.pt", torch_zip(state_dict([("a.b", W), ("a", b"}" + u("b") + W + b"s")])), 1, "safe", "a.b twice after flattening")
 case("name_empty.pt", torch_zip(state_dict([("", W)])), 0, "safe", "an empty tensor name becomes `tensor`")
 case("name_empty_collides.pt", torch_zip(state_dict([("", W), ("tensor", tensor("1", 4, (4,), (1,)))]), storages={"0": W_BYTES, "1": W_BYTES}), 1, "safe", "an empty name colliding with `tensor`")
+
+# ---------------------------------------------------------------- issue 11: the dangerous families
+# Each a REDUCE (or a reference) in an otherwise valid state dict; none is ever resolved.
+families = [
+    # torch-internal loaders and code runners
+    ("torch_config_module_load_config", "torch.utils._config_module", "ConfigModule.load_config", (b"}", b"C\x00")),
+    ("torch_compile", "torch", "compile", (u("x"),)),
+    ("torch_dynamo_optimize", "torch._dynamo.eval_frame", "optimize", (u("x"),)),
+    ("torch_fx_reduce_graph_module", "torch.fx.graph_module", "reduce_graph_module", (b"}", u("import os")),),
+    ("torch_package_importer", "torch.package.package_importer", "PackageImporter", (u("x.pt"),)),
+    ("torch_hub_load_state_dict_from_url", "torch.hub", "load_state_dict_from_url", (u("http://127.0.0.1:9/x"),)),
+    ("torch_collect_env_run", "torch.utils.collect_env", "run", (u(CANARY),)),
+    # stdlib gadgets from public scanner advisories
+    ("test_support_script_helper", "test.support.script_helper", "assert_python_ok", (u("-c"), u(CANARY))),
+    ("idlelib_pyshell", "idlelib.pyshell", "ModifiedInterpreter.runcode", (u(CANARY),)),
+    ("lib2to3_pgen", "lib2to3.pgen2.pgen", "generate_grammar", (u("x"),)),
+    ("pydoc_pipepager", "pydoc", "pipepager", (u("x"), u(CANARY))),
+    ("code_interact", "code", "InteractiveInterpreter.runsource", (u(CANARY),)),
+    ("timeit_timeit", "timeit", "timeit", (u(CANARY),)),
+    ("cprofile_run", "cProfile", "run", (u(CANARY),)),
+    ("profile_run", "profile", "run", (u(CANARY),)),
+    ("pdb_run", "pdb", "run", (u(CANARY),)),
+    ("bdb_run", "bdb", "Bdb.run", (u(CANARY),)),
+    ("trace_run", "trace", "Trace.run", (u(CANARY),)),
+    ("logging_config_listen", "logging.config", "listen", (intop(9),)),
+    ("linecache_getline", "linecache", "getline", (u("/etc/passwd"), intop(1))),
+    ("asyncio_create_subprocess_shell", "asyncio.subprocess", "create_subprocess_shell", (u(CANARY),)),
+    ("multiprocessing_spawnv_passfds", "multiprocessing.util", "spawnv_passfds", (u("/bin/sh"), tup(u("sh"), u("-c"), u(CANARY)), tup())),
+    ("ctypes_cast", "ctypes", "cast", (intop(0), intop(0))),
+    ("ssl_get_server_certificate", "ssl", "get_server_certificate", (tup(u("127.0.0.1"), intop(9)),)),
+    # scanner modules: switching the scanner off or faking its verdict
+    ("picklescan_scanner", "picklescan.scanner", "scan_pickle_bytes", (u("x"),)),
+    ("fickling_always_safe", "fickling.analysis", "check_safety", (u("x"),)),
+    ("modelscan_settings", "modelscan.settings", "DEFAULT_SETTINGS", ()),
+]
+for name, m, n, args in families:
+    case(f"family_{name}.pt", torch_zip(with_payload(stack_global_p4_call(m, n, args))), 3, "dangerous", f"REDUCE {m}.{n}")
+# A name reached through module objects: an attribute chain from an innocent module.
+case("family_attribute_chain.pt", torch_zip(with_payload(stack_global_p4_call("torch.nn.functional", "torch.load", (u("x"),)))), 3, "dangerous", "torch.nn.functional.torch.load: torch.load reached through a module object")
+# _load_from_bytes on something that is not a byte string holding a checkpoint.
+case("family_load_from_bytes_not_bytes.pt", torch_zip(with_payload(call("torch.storage", "_load_from_bytes", u("not a stream")))), 3, "dangerous", "_load_from_bytes of a str: torch.load of anything")
+# STACK_GLOBAL whose operands are computed: the name cannot be read.
+case("stack_global_computed.pkl", b"\x80\x04" + call("builtins", "str", u("os")) + short_u("system") + b"\x93" + tup(u(CANARY)) + b"R.", 3, "dangerous", "STACK_GLOBAL of a call result")
+# Unknown names stay suspicious, called or not (importing a module runs its code).
+case("unknown_reference_only.pt", torch_zip(with_payload(g("ast", "parse"))), 0, "suspicious", "a reference to ast.parse, never called")
+
+# ---------------------------------------------------------------- bombs and malformed pickles
+dup_dag = b"\x80\x02}(" + u("w") + W + u("x") + b"N" + b"2\x86" * 50 + b"u."
+case("dup_dag_bomb.pt", torch_zip(dup_dag), 0, "suspicious", "a DUP chain doubling a tuple 50 times: 2^50 values")
+hash_keys = b"".join(b"\x8a\x10" + (i * (2**61 - 1)).to_bytes(16, "little") + b"N" for i in range(1, 3001))
+case("hash_bomb.pt", torch_zip(b"\x80\x02}(" + u("w") + W + u("x") + b"}(" + hash_keys + b"uu."), 0, "suspicious", "3000 int keys with one Python hash: a quadratic insert")
+case("duplicate_key.pt", torch_zip(b"\x80\x02" + EMPTY_OD + b"(" + u("w") + W + u("w") + tensor("0", 4, (4,), (1,)) + b"u."), 0, "suspicious", "a state dict setting one key twice (convert keeps the last, as torch.load does)")
+case("unhashable_key.pkl", b"\x80\x02}\x94h\x00X\x01\x00\x00\x00vs.", 1, "suspicious", "a dict that is its own key (malformed)")
+case("missing_mark.pkl", b"\x80\x04t.", 1, "suspicious", "TUPLE without a MARK (malformed)")
+
+# ---------------------------------------------------------------- containers users receive
+def npy(descr, shape, data):
+    h = "{'descr': %s, 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    h += " " * (63 - (len(h) + 10) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode() + data
+
+
+case("npy_float.npy", npy("'<f4'", "(4,)", W_BYTES), 1, "safe", "a numeric .npy cannot carry code")
+npy_payload = b"\x80\x02" + call("ssl", "get_server_certificate", tup(u("127.0.0.1"), intop(9))) + b"."
+case("npy_object_payload.npy", npy("'|O'", "(1,)", npy_payload), 3, "dangerous", "an object .npy whose pickle fetches a certificate (network)")
+case("npz_numeric.npz", deflated_zip([("a.npy", npy("'<f4'", "(4,)", W_BYTES)), ("b.npy", npy("'<i8'", "(2,)", b"\x00" * 16))]), 1, "safe", "an .npz of numeric arrays")
+case("npz_object_payload.npz", deflated_zip([("a.npy", npy("'|O'", "(1,)", b"\x80\x02" + SYSTEM + b"."))]), 3, "dangerous", "an .npz member that is an object array calling os.system")
+import gzip as _gzip
+case("gzip_pickle.pkl.gz", _gzip.compress(b"\x80\x02" + SYSTEM + b".", mtime=0), 3, "dangerous", "a gzip-compressed pickle calling os.system")
+
+
+def tar_of(entries):
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for n, d in entries:
+            ti = tarfile.TarInfo(n)
+            ti.size = len(d)
+            ti.mtime = 0
+            t.addfile(ti, io.BytesIO(d))
+    return buf.getvalue()
+
+
+case("gzip_tar_pickles.tar.gz", _gzip.compress(tar_of([("model/config.txt", b"lr=1\n"), ("model/data.pkl", b"\x80\x02" + SYSTEM + b".")]), mtime=0), 3, "dangerous", "a .tar.gz whose member pickle calls os.system")
+case("archive_7z.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\x00" * 24, 1, "unscannable", "a 7z archive: not opened, never safe")
+case("compressed_bz2.pkl.bz2", b"BZh91AY&SY" + b"\x00" * 24, 1, "unscannable", "a bzip2 stream: not opened, never safe")
+case("unknown_binary.bin", b"\x00\xff\xfe\x01" * 16, 1, "unscannable", "an unknown binary: never safe")
+# TorchScript: __torch__ classes and torch.jit._pickle builders are what torch.jit.save writes.
+ts_pkl = (
+    b"\x80\x02" + g("__torch__", "MyModule") + b")\x81}(" + u("training") + b"\x88" + u("w") + W
+    + u("sizes") + g("torch.jit._pickle", "build_intlist") + tup(b"]" + b"(" + intop(1) + intop(2) + b"e") + b"R"
+    + b"ub."
+)
+case("torchscript_classes.pt", torch_zip(ts_pkl, extra=[("archive/constants.pkl", b"\x80\x02)."), ("archive/code/__torch__.py", b"class MyModule(Module):\n  pass\n")]), 0, "safe", "a TorchScript archive of a __torch__ class")
 
 with open(os.path.join(HERE, "manifest.json"), "w") as f:
     json.dump({"canary": "safetensorize-canary", "cases": CASES}, f, indent=1)
