@@ -468,7 +468,7 @@ ts_pkl = (
     + u("sizes") + g("torch.jit._pickle", "build_intlist") + tup(b"]" + b"(" + intop(1) + intop(2) + b"e") + b"R"
     + b"ub."
 )
-case("torchscript_classes.pt", torch_zip(ts_pkl, extra=[("archive/constants.pkl", b"\x80\x02)."), ("archive/code/__torch__.py", b"class MyModule(Module):\n  pass\n")]), 0, "safe", "a TorchScript archive of a __torch__ class")
+case("torchscript_classes.pt", torch_zip(ts_pkl, extra=[("archive/constants.pkl", b"\x80\x02)."), ("archive/code/__torch__.py", b"class MyModule(Module):\n  __parameters__ = [\"w\", ]\n  __buffers__ = []\n  w : Tensor\n  training : bool\n")]), 0, "safe", "a TorchScript archive of a __torch__ class")
 
 with open(os.path.join(HERE, "manifest.json"), "w") as f:
     json.dump({"canary": "safetensorize-canary", "cases": CASES}, f, indent=1)
