@@ -17,8 +17,8 @@ pub use legacy::{LEGACY_MAGIC, starts_with_magic, stream_problem};
 pub use sniff::sniff;
 pub use torchscript::{ScriptClass, ScriptClasses};
 pub use zip::{
-    AuditEntry, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip, audit_with as audit_zip_with,
-    crc_matches,
+    AuditEntry, INFO_RECORDS, Role, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip,
+    audit_with as audit_zip_with, crc_matches, role,
 };
 
 use crate::error::{ErrorKind, io};

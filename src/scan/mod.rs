@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::{
-    Archive, Container, Kind, StorageIndex, ZipLimits, audit_zip, crc_matches, sniff,
+    Archive, Container, Kind, Role, StorageIndex, ZipLimits, audit_zip, crc_matches, role, sniff,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
@@ -170,16 +170,6 @@ impl FileReport {
         self
     }
 }
-
-/// Records torch writes into its zips besides `data.pkl` and `data/<key>`.
-const KNOWN_RECORDS: &[&str] = &[
-    "version",
-    ".data/version",
-    ".format_version",
-    ".storage_alignment",
-    "byteorder",
-    ".data/serialization_id",
-];
 
 /// Opens and scans one file. Never fails: problems become findings or `error`.
 pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
@@ -676,7 +666,7 @@ fn scan_raw_zip(
     let first_global = r.globals.len();
     let torchscript = audit.entries.iter().any(|e| {
         let rest = e.name.strip_prefix(&prefix).unwrap_or(&e.name);
-        rest == "constants.pkl" || rest.starts_with("code/")
+        role(rest) == Role::Constants || rest.starts_with("code/")
     });
     for e in &audit.entries {
         let rest = e.name.strip_prefix(&prefix).unwrap_or(&e.name);
@@ -713,14 +703,11 @@ fn scan_raw_zip(
                 );
             }
         }
-        let is_storage = rest.starts_with("data/");
-        let is_main = rest == "data.pkl" && !pickles.is_empty();
-        if rest == "constants.pkl"
-            || rest.starts_with("code/")
-            || rest == "model.json"
-            || rest == "bytecode.pkl"
-            || rest.starts_with("extra/")
-        {
+        let kind = role(rest);
+        // `data/` itself (no key) is no storage to the reader, but nothing to walk either.
+        let is_storage = matches!(kind, Role::Storage(_)) || rest == "data/";
+        let is_main = kind == Role::Pickle && !pickles.is_empty();
+        if matches!(kind, Role::Constants | Role::TorchScript) {
             if rest == "constants.pkl" || rest == "model.json" {
                 finding(
                     r,
@@ -731,7 +718,7 @@ fn scan_raw_zip(
                     "a TorchScript archive: its pickles are walked like data.pkl; its code (TorchScript, not Python) is never run by convert".into(),
                 );
             }
-        } else if !is_storage && !is_main && !KNOWN_RECORDS.contains(&rest) && torch_layout {
+        } else if kind == Role::Other && !is_storage && torch_layout {
             finding(
                 r,
                 Verdict::Safe,
