@@ -80,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--quick] [--size-gb N] [--runs N (>=3)] [--warm] [--reference] [--keep] [--bin PATH] [--only CASE]...\n\
-                     cases: zip legacy transposed small moe million big (big only with --size-gb N, N != 1)"
+                     cases: zip legacy transposed small moe million big scan-tree (big only with --size-gb N, N != 1)"
                 );
                 std::process::exit(0);
             }
@@ -678,6 +678,57 @@ fn run(args: &Args) -> io::Result<()> {
     for case in cases(args) {
         rows.push(run_case(&case, args, &bin, &dir, cold, py.as_deref())?);
     }
-    print_table(&rows, cold, args.runs);
+    if !rows.is_empty() {
+        print_table(&rows, cold, args.runs);
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == "scan-tree") {
+        scan_tree(args, &bin, &dir)?;
+    }
+    Ok(())
+}
+
+/// Files a folder scan must reach per second (issue #11's target, on 2 cores).
+const MIN_SCAN_FILES_PER_SEC: f64 = 1000.0;
+
+/// `scan DIR` over a tree of 10,000 small checkpoints (warm cache: the scan is CPU-bound).
+fn scan_tree(args: &Args, bin: &Path, dir: &Path) -> io::Result<()> {
+    let n = 10_000;
+    let tree = dir.join("scan-tree");
+    let last = tree.join(format!("{:02}/{:05}.pt", (n - 1) % 100, n - 1));
+    if !last.exists() {
+        let t = Instant::now();
+        let tensors = synth::many_small(4, 64);
+        for i in 0..n {
+            let sub = tree.join(format!("{:02}", i % 100));
+            std::fs::create_dir_all(&sub)?;
+            synth::write_zip(&sub.join(format!("{i:05}.pt")), &format!("m{i}"), &tensors)?;
+        }
+        eprintln!(
+            "[scan-tree] generated {n} checkpoints in {:.1}s",
+            secs(t.elapsed())
+        );
+    }
+    let scan: &std::ffi::OsStr = "scan".as_ref();
+    let _ = measure(bin, &[scan, tree.as_os_str()])?;
+    let mut walls = Vec::new();
+    for run in 1..=args.runs {
+        let s = measure(bin, &[scan, tree.as_os_str()])?;
+        eprintln!("[scan-tree] run {run}: {:.3}s", secs(s.wall));
+        walls.push(s.wall);
+    }
+    let m = median(&walls);
+    let rate = n as f64 / secs(m);
+    println!();
+    println!(
+        "scan of a folder of {n} small checkpoints (warm cache, median of {}): {:.3}s, {:.0} files/s; >= {MIN_SCAN_FILES_PER_SEC} files/s {}",
+        args.runs,
+        secs(m),
+        rate,
+        if rate >= MIN_SCAN_FILES_PER_SEC {
+            "ok"
+        } else {
+            "MISSED"
+        }
+    );
     Ok(())
 }
