@@ -316,17 +316,15 @@ impl From<&crate::pickle::Limits> for ZipLimits {
     fn from(l: &crate::pickle::Limits) -> Self {
         ZipLimits {
             max_entries: l.max_zip_entries,
-            ..ZipLimits::default()
+            // A central directory entry is at least 46 bytes: 256 MiB holds over 5 million.
+            max_directory_bytes: (l.max_zip_entries.saturating_mul(128)).max(256 << 20),
         }
     }
 }
 
 impl Default for ZipLimits {
     fn default() -> Self {
-        ZipLimits {
-            max_entries: 1_000_000,
-            max_directory_bytes: 256 << 20,
-        }
+        ZipLimits::from(&crate::pickle::Limits::default())
     }
 }
 
@@ -1294,10 +1292,18 @@ mod tests {
     }
 
     #[test]
-    fn the_default_limits_are_a_million_entries_and_256_mib_of_directory() {
+    fn the_default_limits_are_ten_million_entries_and_128_bytes_of_directory_each() {
         let d = ZipLimits::default();
-        assert_eq!(d.max_entries, 1_000_000);
-        assert_eq!(d.max_directory_bytes, 256 << 20);
+        assert_eq!(d.max_entries, 10_000_000);
+        assert_eq!(d.max_directory_bytes, 1_280_000_000);
+        let small = ZipLimits::from(&crate::pickle::Limits {
+            max_zip_entries: 10,
+            ..Default::default()
+        });
+        assert_eq!(
+            (small.max_entries, small.max_directory_bytes),
+            (10, 256 << 20)
+        );
     }
 
     #[test]
@@ -1636,7 +1642,7 @@ mod tests {
         let cd_size = loc - 56 - z.cd_offset;
         assert_eq!(
             audit_bytes(&z.bytes).unwrap_err().to_string(),
-            "the zip central directory is 4294967295 bytes, more than the limit of 268435456"
+            "the zip central directory is 4294967295 bytes, more than the limit of 1280000000"
         );
         // With real values in the end record, the audit goes on and flags the locator.
         set16(&mut z.bytes, z.eocd + 8, 3);

@@ -37,7 +37,7 @@ impl Default for Limits {
             max_memo: 10_000_000,
             max_string: 1 << 32,
             max_pickle_bytes: 256 << 20,
-            max_zip_entries: 1_000_000,
+            max_zip_entries: 10_000_000,
             max_inflated_bytes: 1 << 40,
             max_tensors: 10_000_000,
             max_tensor_elements: 1 << 40,
