@@ -7,6 +7,7 @@
 //! never written through, and a file another writer finished first is never clobbered unless
 //! asked.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
@@ -14,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::{ErrorKind, io};
 
@@ -165,6 +167,40 @@ pub fn remove_stale_partials(target: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// [`remove_stale_partials`] for an output about to be written, listing each folder once per
+/// process: a migration writing thousands of outputs into one folder must not list it once per
+/// output. Stale temporaries that appear after the first listing (a writer that died since) are
+/// left to the next run.
+fn remove_stale_partials_once(target: &Path) {
+    type Seen = HashMap<PathBuf, Vec<(PathBuf, String)>>;
+    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+    let dir = dir_of(target);
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let listed = seen.entry(dir.to_path_buf()).or_insert_with(|| {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        writer_of_name(&name).map(|_| (e.path(), name))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    listed.retain(|(path, name)| match writer_of(target, name) {
+        Some(w) if is_stale(path, &w) => {
+            let _ = std::fs::remove_file(path);
+            false
+        }
+        _ => true,
+    });
+}
+
 /// Removes this process's own temporary files of `target` (an interrupted run cleaning up).
 /// Returns how many were removed.
 pub fn remove_partials(target: &Path) -> usize {
@@ -250,7 +286,7 @@ impl Partial {
     /// Creates the file for `target` in the target's folder (removing stale temporary files
     /// of `target` left by writers that are gone).
     pub fn beside(target: &Path) -> Result<Partial, ErrorKind> {
-        remove_stale_partials(target);
+        remove_stale_partials_once(target);
         let inner = match unnamed_in(dir_of(target)) {
             Some(f) => Inner::Unnamed(f),
             None => Inner::Named(named_beside(target)?),
