@@ -640,7 +640,7 @@ fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKi
     Ok(tmp)
 }
 
-/// Options of [`convert`].
+/// Options of [`crate::convert`] and of a [`crate::Pipeline`]'s write.
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
     /// Dotted path of the subtree to convert (`Some("")` = the whole tree; `None` = default rule).
