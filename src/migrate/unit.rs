@@ -14,7 +14,7 @@ use super::{Control, MigrateOptions, Observer};
 use crate::checkpoint::{Checkpoint, ConvertOptions, Selection};
 use crate::error::{Error, ErrorKind, Result, io};
 use crate::pipeline::shard::{index_json, plan_shards, split};
-use crate::pipeline::shard::{index_name, shard_name};
+use crate::pipeline::shard::{index_name, output_file_name};
 use crate::pipeline::{self, Pipeline, Policy};
 use crate::writer::atomic;
 
@@ -30,8 +30,14 @@ pub(super) struct Context<'a> {
 }
 
 /// An output written for `blob` earlier in this run, hard-linked at `out` when `out` does not
-/// exist yet and the earlier output holds exactly `sel`. Returns its bytes.
-fn reuse(ctx: &Context, blob: &Path, out: &Path, sel: &Selection, source: &Path) -> Option<u64> {
+/// exist yet and the earlier output holds exactly `sel`. Returns its bytes and its path.
+fn reuse(
+    ctx: &Context,
+    blob: &Path,
+    out: &Path,
+    sel: &Selection,
+    source: &Path,
+) -> Option<(u64, PathBuf)> {
     let earlier = ctx.converted_blob(blob, &file_name(out))?;
     if earlier == out || std::fs::symlink_metadata(out).is_ok() {
         return None;
@@ -39,12 +45,11 @@ fn reuse(ctx: &Context, blob: &Path, out: &Path, sel: &Selection, source: &Path)
     let Freshness::UpToDate { bytes } = freshness_merged(&earlier, sel, &[source]) else {
         return None;
     };
-    if ctx.opts.dry_run {
-        return Some(bytes);
+    if !ctx.opts.dry_run {
+        std::fs::create_dir_all(atomic::dir_of(out)).ok()?;
+        std::fs::hard_link(&earlier, out).ok()?;
     }
-    std::fs::create_dir_all(atomic::dir_of(out)).ok()?;
-    std::fs::hard_link(&earlier, out).ok()?;
-    Some(bytes)
+    Some((bytes, earlier))
 }
 
 impl Context<'_> {
@@ -367,26 +372,15 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
     let mut rec = FileRecord::new(src.clone(), Kind::Checkpoint, Status::Converted);
     rec.tensors = sel.tensors.len();
     rec.aliases = sel.aliases.clone();
-    let name = file_name(source);
+    let base = shard_base(&file_name(source));
     let groups = split(&sel, o.max_shard_size);
     let n = groups.len();
-    let (parts, index): (Vec<(PathBuf, Selection)>, Option<PathBuf>) = if n <= 1 {
-        (
-            groups
-                .into_iter()
-                .map(|g| (out_dir.join(output_name(&name)), g))
-                .collect(),
-            None,
-        )
-    } else {
-        let base = shard_base(&name);
-        let parts = groups
-            .into_iter()
-            .enumerate()
-            .map(|(i, g)| (out_dir.join(shard_name(&base, i + 1, n)), g))
-            .collect();
-        (parts, Some(out_dir.join(index_name(&base))))
-    };
+    let parts: Vec<(PathBuf, Selection)> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| (out_dir.join(output_file_name(&base, i + 1, n)), g))
+        .collect();
+    let index = (n > 1).then(|| out_dir.join(index_name(&base)));
     rec.outputs = parts
         .iter()
         .map(|(p, _)| p.clone())
@@ -401,7 +395,7 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
     // Face cache) was converted already: link its output instead of converting again.
     let blob = std::fs::canonicalize(source).ok();
     if let ([(out, sel)], None, Some(blob)) = (&parts[..], &index, &blob)
-        && let Some(bytes) = reuse(ctx, blob, out, sel, source)
+        && let Some((bytes, earlier)) = reuse(ctx, blob, out, sel, source)
     {
         rec.bytes = bytes;
         rec.status = if o.dry_run {
@@ -409,7 +403,7 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
         } else {
             Status::Converted
         };
-        rec.reused = ctx.converted_blob(blob, &file_name(out));
+        rec.reused = Some(earlier);
         return rec;
     }
     let (mut status, bytes) = match write_parts(&ckpt, source, &parts, ctx, credit) {
@@ -611,11 +605,7 @@ fn sharded(
                     .into_iter()
                     .enumerate()
                     .map(|(k, parts)| Planned {
-                        path: out_dir.join(if n == 1 {
-                            format!("{base}.safetensors")
-                        } else {
-                            shard_name(base, k + 1, n)
-                        }),
+                        path: out_dir.join(output_file_name(base, k + 1, n)),
                         parts,
                     })
                     .collect()

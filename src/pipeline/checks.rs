@@ -1,16 +1,22 @@
 //! The checks a conversion makes before any output is opened: the resource limits (each named
-//! with the flag that raises it), measured on the container before unpickling, on the opened
-//! pickle, and on the selected tensors.
+//! with the flag that raises it), measured on the container before unpickling and on the
+//! selected tensors. (The opened pickle needs no check of its own: the container refuses one
+//! over `--max-pickle-bytes` before reading it.)
 
 use std::path::Path;
 
 use crate::checkpoint::{Checkpoint, Selection};
-use crate::container::{Kind, ZipLimits, audit_zip_with, sniff};
+use crate::container::{Kind, ZipLimits, audit_zip_with, pickle_too_large, sniff};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
 
 fn limit_err(path: &Path, what: String) -> Error {
     Error::new(path, ErrorKind::LimitExceeded(what))
+}
+
+/// A pickle over `--max-pickle-bytes`, worded as the container words it when it opens one.
+fn too_large(path: &Path, what: &str, bytes: u64, limits: &Limits) -> Error {
+    Error::new(path, pickle_too_large(what, bytes, limits))
 }
 
 /// Checks the container against `limits` before anything is unpickled: zip entry count,
@@ -19,15 +25,10 @@ pub fn preflight(path: &Path, limits: &Limits) -> Result<()> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::new(path, crate::error::io("cannot open the file")(e)))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let Ok(Kind::Zip) = sniff(&file, len) else {
-        if len > limits.max_pickle_bytes && !matches!(sniff(&file, len), Ok(Kind::Legacy)) {
-            return Err(limit_err(
-                path,
-                format!(
-                    "the pickle is {len} bytes, more than the limit of {} (--max-pickle-bytes)",
-                    limits.max_pickle_bytes
-                ),
-            ));
+    let kind = sniff(&file, len);
+    let Ok(Kind::Zip) = kind else {
+        if len > limits.max_pickle_bytes && !matches!(kind, Ok(Kind::Legacy)) {
+            return Err(too_large(path, "the pickle", len, limits));
         }
         return Ok(());
     };
@@ -46,13 +47,7 @@ pub fn preflight(path: &Path, limits: &Limits) -> Result<()> {
             inflated = inflated.saturating_add(e.size);
         }
         if e.name.ends_with("/data.pkl") && e.size > limits.max_pickle_bytes {
-            return Err(limit_err(
-                path,
-                format!(
-                    "{} is {} bytes, more than the limit of {} (--max-pickle-bytes)",
-                    e.name, e.size, limits.max_pickle_bytes
-                ),
-            ));
+            return Err(too_large(path, &e.name, e.size, limits));
         }
     }
     if inflated > limits.max_inflated_bytes {
@@ -61,21 +56,6 @@ pub fn preflight(path: &Path, limits: &Limits) -> Result<()> {
             format!(
                 "compressed zip members inflate to {inflated} bytes, more than the limit of {} (--max-inflated-bytes)",
                 limits.max_inflated_bytes
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks an opened checkpoint's pickle size (legacy streams are only measured once read).
-pub fn check_opened(ckpt: &Checkpoint, limits: &Limits) -> Result<()> {
-    let n = ckpt.archive().pickle.len() as u64;
-    if n > limits.max_pickle_bytes {
-        return Err(limit_err(
-            ckpt.path(),
-            format!(
-                "the main pickle is {n} bytes, more than the limit of {} (--max-pickle-bytes)",
-                limits.max_pickle_bytes
             ),
         ));
     }

@@ -27,7 +27,7 @@ pub mod shard;
 use std::path::{Path, PathBuf};
 
 pub use crate::pickle::Limits;
-pub use checks::{check_opened, check_selection, preflight};
+pub use checks::{check_selection, preflight};
 
 use crate::checkpoint::{Checkpoint, ConvertOptions, ConvertReport, OpenOptions, Selection};
 use crate::error::{Error, ErrorKind, Result};
@@ -177,7 +177,6 @@ impl Pipeline {
         };
         preflight(input, &self.limits).map_err(refused)?;
         let checkpoint = Checkpoint::open_with(input, &opts).map_err(refused)?;
-        check_opened(&checkpoint, &self.limits)?;
         let allowed = match policy_check(&checkpoint, strict, &self.limits) {
             Ok(()) => None,
             Err(e) if allow_dangerous => Some(e),
@@ -232,14 +231,7 @@ impl Pipeline {
                 split
                     .iter()
                     .enumerate()
-                    .map(|(i, g)| {
-                        let name = if n <= 1 {
-                            format!("{base}.safetensors")
-                        } else {
-                            shard::shard_name(base, i + 1, n)
-                        };
-                        (dir.join(name), g)
-                    })
+                    .map(|(i, g)| (dir.join(shard::output_file_name(base, i + 1, n)), g))
                     .collect()
             }
         };

@@ -117,6 +117,16 @@ pub fn shard_name(base: &str, i: usize, n: usize) -> String {
     format!("{base}-{i:05}-of-{n:05}.safetensors")
 }
 
+/// The name of output `i` (from 1) of `n`: `{base}.safetensors` when there is only one (and no
+/// index), else [`shard_name`].
+pub fn output_file_name(base: &str, i: usize, n: usize) -> String {
+    if n <= 1 {
+        format!("{base}.safetensors")
+    } else {
+        shard_name(base, i, n)
+    }
+}
+
 /// `{base}.safetensors.index.json`.
 pub fn index_name(base: &str) -> String {
     format!("{base}.safetensors.index.json")
