@@ -1,11 +1,10 @@
 //! `safetensorize convert`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::ui::bar;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensorize::pipeline::{Event, Pipeline, Policy, Target};
 use safetensorize::{ConvertOptions, default_output};
 
@@ -71,18 +70,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
     safetensorize::pipeline::shard::parse_size(s)
 }
 
-/// A bar on stderr when it is a terminal (and not `--quiet`), hidden otherwise.
-fn bar(template: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() || super::ui::get().quiet {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        b.set_style(style);
-    }
-    b
-}
-
 /// Runs `convert`.
 pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
@@ -107,8 +94,14 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
         verify: args.verify,
     };
     let target = Target::for_output(&output, args.max_shard_size);
-    let write_bar = bar("{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}");
-    let verify_bar = bar("verify {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}");
+    let write_bar = bar(
+        0,
+        "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+    );
+    let verify_bar = bar(
+        0,
+        "verify {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+    );
     let done = pipeline.run(&args.input, &target, &|event| match event {
         Event::Allowed(e) => eprintln!(
             "warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed"

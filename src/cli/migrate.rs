@@ -1,13 +1,13 @@
 //! `safetensorize migrate`: whole folders, with a progress bar on a terminal, plain log lines
 //! otherwise, a summary, an optional JSON report, and Ctrl-C cleanup.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use safetensorize::migrate::{
     self, Control, FileRecord, Kind, MigrateOptions, Observer, Partition, Report, Status,
 };
@@ -269,18 +269,13 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<Exit> {
         eprintln!("note: --dry-run deletes nothing; listing what would be converted");
     }
     let quiet = ui::get().quiet;
-    let bar = if std::io::stderr().is_terminal() && !quiet {
-        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        ) {
-            b.set_style(style);
-        }
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = ui::bar(
+        0,
+        "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    );
+    if !bar.is_hidden() {
+        bar.enable_steady_tick(Duration::from_millis(200));
+    }
     let control = Arc::new(Control::new());
     let report_to = if args.json {
         Some(PathBuf::from("-"))

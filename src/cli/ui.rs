@@ -78,3 +78,17 @@ pub fn paint(text: &str, style: Style, stream: Stream) -> String {
     };
     format!("\x1b[{code}m{text}\x1b[0m")
 }
+
+/// A progress bar of `len` bytes drawn on stderr with `template` when stderr is a terminal and
+/// `--quiet` is off; hidden otherwise.
+pub fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if !std::io::stderr().is_terminal() || get().quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        b.set_style(style);
+    }
+    b
+}

@@ -1,10 +1,9 @@
 //! `safetensorize verify`: compare a checkpoint with the safetensors file made from it.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensorize::verify::{VerifyOptions, VerifyReport, verify};
 
 use super::Exit;
@@ -83,17 +82,10 @@ pub fn run_verify(
     opts: &VerifyOptions,
 ) -> anyhow::Result<VerifyReport> {
     let total = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-    let bar = if std::io::stderr().is_terminal() && !ui::get().quiet {
-        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "verify {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
-        ) {
-            b.set_style(style);
-        }
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = ui::bar(
+        total,
+        "verify {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+    );
     let report = verify(source, output, opts, &|n| bar.inc(n));
     bar.finish_and_clear();
     Ok(report?)

@@ -39,7 +39,13 @@ fn temp_prefix(target: &Path) -> String {
 }
 
 /// This machine's name, as the temporary names record it (`-` and `.` kept; `/` never occurs).
-fn host() -> String {
+/// Asked of the system once per process.
+fn host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(read_host)
+}
+
+fn read_host() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
     // truncates, and we stop at the first NUL.
@@ -215,18 +221,18 @@ pub fn remove_partials(target: &Path) -> usize {
 /// The name a temporary file of `target` written by `pid` on this machine gets, with `random`
 /// for the random part (for tests and tools that need to recognise one).
 pub fn partial_name(target: &Path, pid: u32, random: &str) -> String {
-    format!("{}{}-{pid}.{random}.partial", temp_prefix(target), host())
+    format!("{}{random}.partial", owner_prefix(target, pid))
+}
+
+/// `.NAME.HOST-PID.`: how the temporary files of `target` written by `pid` here start.
+fn owner_prefix(target: &Path, pid: u32) -> String {
+    format!("{}{}-{pid}.", temp_prefix(target), host())
 }
 
 fn named_beside(target: &Path) -> Result<tempfile::NamedTempFile, ErrorKind> {
     let dir = dir_of(target);
     tempfile::Builder::new()
-        .prefix(&format!(
-            "{}{}-{}.",
-            temp_prefix(target),
-            host(),
-            std::process::id()
-        ))
+        .prefix(&owner_prefix(target, std::process::id()))
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(io(format!(
