@@ -2,7 +2,8 @@
 //! machine, so for every fixture, every adversarial file and every file in
 //! `../shared/external/` (when present):
 //! - every global `inspect --json` lists (what the VM ran) is among those `scan --json` lists;
-//! - a file `convert` refuses as dangerous (exit code 3) is `dangerous` in `scan`.
+//! - a file `convert` refuses as dangerous (exit code 3) is `dangerous` in `scan`, and a file
+//!   `scan` calls `dangerous` is never converted.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -118,16 +119,22 @@ fn check(file: &Path, out_dir: &Path) -> Result<bool, String> {
             ));
         }
     }
-    if convert_exit(file, out_dir)? == Some(3) && verdict != "dangerous" {
+    let code = convert_exit(file, out_dir)?;
+    if code == Some(3) && verdict != "dangerous" {
         return Err(format!(
             "convert refuses it as dangerous but scan says {verdict}"
         ));
+    }
+    // And the converse: the policy (its own walk, which tracks only what can make a file
+    // dangerous) lets through nothing scan calls dangerous.
+    if code == Some(0) && verdict == "dangerous" {
+        return Err("scan says dangerous but convert wrote it".into());
     }
     Ok(inspected.is_some())
 }
 
 #[test]
-fn scan_sees_every_global_the_vm_runs_and_every_file_convert_refuses_is_dangerous() {
+fn scan_sees_every_global_the_vm_runs_and_convert_agrees_with_scan_on_dangerous_files() {
     let files = corpus();
     assert!(files.len() > 100, "only {} files found", files.len());
     let results: Vec<Result<bool, String>> = files

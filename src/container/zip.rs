@@ -354,6 +354,52 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, ErrorKind> {
     Ok(buf)
 }
 
+/// Reads small pieces of the file through one window: the local headers of an archive of many
+/// small records sit a few hundred bytes apart, and one read of [`LocalReader::WINDOW`] bytes
+/// serves dozens of them (100,000 records took 100,000 reads).
+struct LocalReader<'f> {
+    file: &'f File,
+    file_len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'f> LocalReader<'f> {
+    const WINDOW: u64 = 16 << 10;
+
+    fn new(file: &'f File, file_len: u64) -> Self {
+        LocalReader {
+            file,
+            file_len,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Up to `len` bytes at `offset` (fewer at the end of the file), or `None` when they
+    /// cannot be read.
+    fn get(&mut self, offset: u64, len: usize) -> Option<&[u8]> {
+        use std::os::unix::fs::FileExt;
+        let len = self.file_len.saturating_sub(offset).min(len as u64);
+        let end = offset.checked_add(len)?;
+        let inside = offset >= self.start && end <= self.start + self.buf.len() as u64;
+        if !inside {
+            let n = self
+                .file_len
+                .saturating_sub(offset)
+                .min(len.max(Self::WINDOW));
+            self.buf.resize(usize::try_from(n).ok()?, 0);
+            if self.file.read_exact_at(&mut self.buf, offset).is_err() {
+                self.buf.clear();
+                return None;
+            }
+            self.start = offset;
+        }
+        let from = usize::try_from(offset - self.start).ok()?;
+        self.buf.get(from..from + usize::try_from(len).ok()?)
+    }
+}
+
 /// Reads the archive's structure byte by byte (EOCD, zip64 records, central directory, every
 /// local header) and lists every ambiguity: duplicate or case-variant names, local/central
 /// disagreement, overlapping entries, data before the first entry or after the directory,
@@ -481,6 +527,7 @@ pub fn audit_with(
         );
     }
     let cd = read_at(file, cd_offset, cd_size as usize)?;
+    let mut local = LocalReader::new(file, file_len);
     let mut p = 0usize;
     for i in 0..count {
         if !cd[p.min(cd.len())..].starts_with(b"PK\x01\x02") || p + 46 > cd.len() {
@@ -535,15 +582,18 @@ pub fn audit_with(
         let mut data_offset = None;
         if local_headers {
             // The local header and (usually) its name in one read.
-            let want = (30 + nlen) as u64;
-            let have = file_len.saturating_sub(local_offset).min(want) as usize;
-            match read_at(file, local_offset, have) {
-                Ok(lh) if lh.len() >= 30 && lh.starts_with(b"PK\x03\x04") => {
-                    let (lnlen, lxlen) = (le16(&lh, 26) as usize, le16(&lh, 28) as usize);
-                    let lname = match lh.get(30..30 + lnlen) {
-                        Some(n) => n.to_vec(),
-                        None => read_at(file, local_offset + 30, lnlen).unwrap_or_default(),
-                    };
+            match local.get(local_offset, 30 + nlen) {
+                Some(lh) if lh.len() >= 30 && lh.starts_with(b"PK\x03\x04") => {
+                    let (lnlen, lxlen) = (le16(lh, 26) as usize, le16(lh, 28) as usize);
+                    let mut head = [0u8; 30];
+                    head.copy_from_slice(&lh[..30]);
+                    let lh = head;
+                    // A name cut short by the end of the file is no name.
+                    let lname = local
+                        .get(local_offset + 30, lnlen)
+                        .filter(|n| n.len() == lnlen)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default();
                     let (lflags, lmethod, lcrc, lcsize, lsize) = (
                         le16(&lh, 6),
                         le16(&lh, 8),

@@ -280,9 +280,8 @@ pub struct Stopped<V> {
     pub protocol: u8,
 }
 
-/// Hashes memo indices (small integers, mostly in sequence) by one multiplication: SipHash's
-/// protection against chosen keys is not needed, because the memo's size is bounded by
-/// `--max-memo` whatever the keys, and it cost a tenth of the time of a 100,000-tensor pickle.
+/// Hashes memo indices by one multiplication: SipHash's protection against chosen keys is not
+/// needed, because the memo's size is bounded by `--max-memo` whatever the keys.
 #[derive(Default, Clone, Copy)]
 struct MemoHash;
 
@@ -310,6 +309,65 @@ impl std::hash::Hasher for MemoHasher {
     }
 }
 
+/// The memo. Picklers number their entries 0, 1, 2, ... in order, so those live in a vector
+/// (`dense[i]` is entry `i`); any other index (a gap, a huge number) goes to a map. Invariant:
+/// every key of `sparse` is at least `dense.len()`, so each index lives in one place.
+struct Memo<V> {
+    dense: Vec<V>,
+    sparse: HashMap<u32, V, MemoHash>,
+}
+
+impl<V> Memo<V> {
+    fn new() -> Self {
+        Memo {
+            dense: Vec::new(),
+            sparse: HashMap::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.dense.len() + self.sparse.len()
+    }
+
+    fn get(&self, i: u32) -> Option<&V> {
+        match self.dense.get(i as usize) {
+            Some(v) => Some(v),
+            None => self.sparse.get(&i),
+        }
+    }
+
+    fn contains(&self, i: u32) -> bool {
+        (i as usize) < self.dense.len() || self.sparse.contains_key(&i)
+    }
+
+    fn insert(&mut self, i: u32, v: V) {
+        let n = self.dense.len();
+        if let Some(slot) = self.dense.get_mut(i as usize) {
+            *slot = v;
+        } else if i as usize == n {
+            self.dense.push(v);
+            if !self.sparse.is_empty() {
+                self.sparse.remove(&i);
+                // Entries written ahead of the sequence join it once it reaches them.
+                while let Some(next) = u32::try_from(self.dense.len())
+                    .ok()
+                    .and_then(|k| self.sparse.remove(&k))
+                {
+                    self.dense.push(next);
+                }
+            }
+        } else {
+            self.sparse.insert(i, v);
+        }
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = V> + '_ {
+        self.dense
+            .drain(..)
+            .chain(self.sparse.drain().map(|(_, v)| v))
+    }
+}
+
 /// The pickle machine: a value stack, a mark stack and a memo, driven by decoded opcodes.
 pub struct Machine<'l, 'p, S: Semantics<'p>> {
     sem: S,
@@ -317,7 +375,7 @@ pub struct Machine<'l, 'p, S: Semantics<'p>> {
     limits: &'l Limits,
     stack: Vec<S::Value>,
     marks: Vec<usize>,
-    memo: HashMap<u32, S::Value, MemoHash>,
+    memo: Memo<S::Value>,
     protocol: u8,
     /// Offset of the opcode being executed.
     at: usize,
@@ -332,7 +390,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
             limits,
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::default(),
+            memo: Memo::new(),
             protocol: 0,
             at: 0,
         }
@@ -352,7 +410,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
     /// Takes every value still on the stack or in the memo (to drop them as the caller likes).
     pub fn take_values(&mut self) -> Vec<S::Value> {
         let mut rest = std::mem::take(&mut self.stack);
-        rest.extend(self.memo.drain().map(|(_, v)| v));
+        rest.extend(self.memo.drain());
         self.marks.clear();
         rest
     }
@@ -542,7 +600,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
     }
 
     fn memo_put(&mut self, idx: u32, v: S::Value) -> Result<(), PickleError> {
-        if self.memo.len() >= self.limits.max_memo && !self.memo.contains_key(&idx) {
+        if self.memo.len() >= self.limits.max_memo && !self.memo.contains(idx) {
             return Err(PickleError::limit(
                 self.at,
                 Limit::Memo,
@@ -683,7 +741,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
                 self.collection(at, Collection::Tuple, items)?;
             }
             Op::Get(i) => {
-                let v = match self.memo.get(&i) {
+                let v = match self.memo.get(i) {
                     Some(v) => v.clone(),
                     None => self.broken(
                         Anomaly::MemoMiss(i),

@@ -373,7 +373,7 @@ fn dict_from_pairs(src: &Value) -> Result<Value, String> {
 
 /// Plain-Python constructors whose result is data. Nothing is called: the VM builds the value.
 fn builtin_call(g: &Global, args: &Value, origin: ObjectOrigin) -> Result<Option<Value>, String> {
-    let a = args.as_seq().unwrap_or_default();
+    let a = args.items().unwrap_or_default();
     let name = (g.module.as_str(), g.name.as_str());
     Ok(Some(match (name, origin) {
         (("collections", "OrderedDict") | ("builtins", "dict"), _) => match a.first() {

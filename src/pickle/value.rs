@@ -262,6 +262,16 @@ impl Value {
         }
     }
 
+    /// The items, if this is a tuple (borrowed) or a list (a snapshot): [`Value::as_seq`]
+    /// without copying a tuple.
+    pub fn items(&self) -> Option<std::borrow::Cow<'_, [Value]>> {
+        match self {
+            Value::Tuple(t) => Some(std::borrow::Cow::Borrowed(&t.0)),
+            Value::List(l) => Some(std::borrow::Cow::Owned(l.borrow().0.clone())),
+            _ => None,
+        }
+    }
+
     /// The extension value of type `T`, if this is one.
     pub fn ext<T: 'static>(&self) -> Option<&T> {
         match self {

@@ -143,6 +143,10 @@ pub struct FileReport {
     pub findings: Vec<Finding>,
     /// Why `convert` could not read the file, when it cannot.
     pub error: Option<String>,
+    /// The walk gathers only what can make the file dangerous (the policy's question): no
+    /// expansion weights, no duplicate-key or hash tracking.
+    #[serde(skip)]
+    dangerous_only: bool,
 }
 
 impl FileReport {
@@ -155,6 +159,7 @@ impl FileReport {
             globals: Vec::new(),
             findings: Vec::new(),
             error: None,
+            dangerous_only: false,
         }
     }
 
@@ -813,6 +818,7 @@ fn read_member(
 pub fn policy_check(ckpt: &Checkpoint, strict: bool, limits: &Limits) -> Result<()> {
     let mut r = FileReport::new(ckpt.path());
     r.format = String::new();
+    r.dangerous_only = true;
     let a = ckpt.archive();
     let main = match &a.container {
         Container::Legacy => walk_legacy_head(a, limits, &mut r),

@@ -220,6 +220,7 @@ fn walk_one(
     r: &mut FileReport,
     depth: usize,
 ) -> Option<usize> {
+    let dangerous_only = r.dangerous_only;
     let walk = Walk {
         data,
         member,
@@ -231,6 +232,7 @@ fn walk_one(
         weight_at: 0,
         collisions: 0,
         duplicates: 0,
+        dangerous_only,
     };
     let mut machine = Machine::new(walk, Mode::Superset, limits);
     let result = machine.run(data, start);
@@ -327,6 +329,9 @@ struct Walk<'p, 'r> {
     collisions: u64,
     /// Duplicate keys reported (the first few are).
     duplicates: u64,
+    /// Only what can make the file dangerous is tracked (see `FileReport::dangerous_only`):
+    /// containers are not followed (no weights, no keys).
+    dangerous_only: bool,
 }
 
 impl Walk<'_, '_> {
@@ -663,13 +668,14 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
                     if matches!(
                         (g.module.as_str(), g.name.as_str()),
                         ("collections", "OrderedDict" | "defaultdict") | ("builtins", "dict")
-                    ) {
+                    ) && !self.dangerous_only
+                    {
                         let w = 1 + args.weight();
                         return Ok(Sym::new_coll(Collection::Dict, w));
                     }
                 }
                 let w = args.weight().saturating_add(1);
-                if w > 1 {
+                if w > 1 && !self.dangerous_only {
                     self.weighed(at, w);
                     return Ok(Sym::new_coll(Collection::Tuple, w));
                 }
@@ -701,6 +707,9 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
                 return Ok(Sym::StrPair(a.clone(), b.clone()));
             }
             _ => {}
+        }
+        if self.dangerous_only {
+            return Ok(Sym::Other);
         }
         let c = Sym::new_coll(kind, 1);
         match kind {

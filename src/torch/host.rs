@@ -116,7 +116,7 @@ fn int_tuple(v: Option<&Value>, what: &str) -> Result<Vec<u64>, String> {
     let v = v.ok_or_else(|| format!("{what}: missing"))?;
     let items = match v {
         // `torch.Size` objects are rebuilt as tuples by `call` below.
-        Value::Tuple(_) | Value::List(_) => v.as_seq().unwrap_or_default(),
+        Value::Tuple(_) | Value::List(_) => v.items().unwrap_or_default(),
         other => {
             return Err(format!(
                 "{what}: expected a tuple of ints, found {}",
@@ -589,14 +589,14 @@ impl Host for TorchHost {
             return Ok(self.tar_pid(&pid)?);
         }
         let items = pid
-            .as_seq()
+            .items()
             .ok_or_else(|| format!("persistent id: expected a tuple, found {}", describe(&pid)))?;
-        let tag = match items.first() {
-            Some(Value::Str(s)) => s.to_string(),
-            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-            _ => String::new(),
+        let tag: std::borrow::Cow<'_, str> = match items.first() {
+            Some(Value::Str(s)) => std::borrow::Cow::Borrowed(s),
+            Some(Value::Bytes(b)) => String::from_utf8_lossy(b),
+            _ => std::borrow::Cow::Borrowed(""),
         };
-        match tag.as_str() {
+        match &*tag {
             "storage" => Ok(self.storage_pid(&items)?),
             // Whole modules saved in the legacy format: the class, kept as an inert name.
             "module" => Ok(items.get(1).cloned().unwrap_or(Value::None)),
@@ -617,7 +617,7 @@ impl Host for TorchHost {
         let Value::Global(g) = callable else {
             return Ok(None);
         };
-        let a = args.as_seq().unwrap_or_default();
+        let a = args.items().unwrap_or_default();
         if g.module == "torch._utils" {
             return Ok(self.rebuild(g, &a)?);
         }

@@ -626,22 +626,63 @@ impl ViewKey {
     }
 }
 
+/// [`ViewKey`] borrowed from its tensor, for [`dedupe`]'s one pass.
+#[derive(PartialEq, Eq, Hash)]
+struct ViewRef<'a> {
+    storage: &'a str,
+    base: u64,
+    dtype: &'static str,
+    offset: u64,
+    shape: &'a [u64],
+    stride: &'a [u64],
+    conj: bool,
+    neg: bool,
+}
+
+impl<'a> ViewRef<'a> {
+    fn of(t: &'a TensorRef) -> Self {
+        ViewRef {
+            storage: &t.storage.key,
+            base: t
+                .storage
+                .view
+                .map_or(0, |v| v.0.saturating_mul(t.storage.unit())),
+            dtype: t.dtype.name(),
+            offset: t.offset,
+            shape: &t.shape,
+            stride: &t.stride,
+            conj: t.conj,
+            neg: t.neg,
+        }
+    }
+}
+
 /// A tensor with its output name.
 pub type Named = (String, Rc<TensorRef>);
 
 /// Splits named tensors into those to write and aliases (`alias name -> kept name`). The kept
 /// name is the one met first.
 pub fn dedupe(tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
-    let mut seen: HashMap<ViewKey, String> = HashMap::new();
-    let mut keep = Vec::new();
+    // For each tensor, the index of the first tensor with its view (itself when it is first).
+    let first_of: Vec<usize> = {
+        let mut first: HashMap<ViewRef<'_>, usize> = HashMap::with_capacity(tensors.len());
+        tensors
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| *first.entry(ViewRef::of(t)).or_insert(i))
+            .collect()
+    };
+    let mut keep: Vec<Named> = Vec::with_capacity(tensors.len());
+    // Where each kept tensor landed in `keep`.
+    let mut slot = vec![usize::MAX; tensors.len()];
     let mut aliases = Vec::new();
-    for (name, t) in tensors {
-        match seen.get(&ViewKey::of(&t)) {
-            Some(kept) => aliases.push((name, kept.clone())),
-            None => {
-                seen.insert(ViewKey::of(&t), name.clone());
-                keep.push((name, t));
-            }
+    for (i, (name, t)) in tensors.into_iter().enumerate() {
+        let f = first_of[i];
+        if f == i {
+            slot[i] = keep.len();
+            keep.push((name, t));
+        } else if let Some((kept, _)) = keep.get(slot[f]) {
+            aliases.push((name, kept.clone()));
         }
     }
     (keep, aliases)

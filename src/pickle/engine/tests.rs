@@ -337,3 +337,30 @@ fn a_refusal_stops_both_modes_and_one_that_names_a_limit_is_a_limit_error() {
         assert_eq!(e.kind(), PickleErrorKind::Limit(Limit::Ops));
     }
 }
+
+#[test]
+fn the_memo_keeps_every_index_in_one_place_whatever_the_order() {
+    // Against a plain map: sequential, overwritten, ahead of the sequence, huge.
+    let mut m: Memo<u32> = Memo::new();
+    let mut reference = std::collections::HashMap::new();
+    let ops: [u32; 14] = [0, 1, 2, 5, 4, 3, 1, 6, u32::MAX, 9, 7, 8, 0, 10];
+    for (n, &i) in ops.iter().enumerate() {
+        m.insert(i, n as u32);
+        reference.insert(i, n as u32);
+        assert_eq!(m.len(), reference.len(), "after inserting {i}");
+        for k in 0..12u32 {
+            assert_eq!(m.get(k), reference.get(&k), "index {k} after inserting {i}");
+            assert_eq!(m.contains(k), reference.contains_key(&k));
+        }
+        assert_eq!(m.get(u32::MAX), reference.get(&u32::MAX));
+    }
+    // Everything ahead of the sequence has joined it.
+    assert_eq!(m.dense.len(), 11);
+    assert_eq!(m.sparse.len(), 1);
+    let mut drained: Vec<u32> = m.drain().collect();
+    let mut want: Vec<u32> = reference.into_values().collect();
+    drained.sort();
+    want.sort();
+    assert_eq!(drained, want);
+    assert_eq!(m.len(), 0);
+}
