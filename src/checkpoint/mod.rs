@@ -180,37 +180,47 @@ impl Checkpoint {
     ) -> Result<Selection> {
         let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
         let flat = self.flatten(&sub, fopts).map_err(|k| self.err(k))?;
-        let mut names = HashSet::new();
-        let mut tensors = Vec::new();
-        for (name, leaf) in flat.leaves {
-            let name = if name.is_empty() {
+        let shown = |name: &str| -> String {
+            if name.is_empty() {
                 "tensor".to_string()
             } else {
-                name
-            };
-            if !names.insert(name.clone()) {
-                return Err(self.err(ErrorKind::Tensor {
-                    name,
-                    storage: None,
-                    msg: "two tensors get this same name after flattening".into(),
-                }));
+                name.to_string()
             }
-            match leaf {
-                Leaf::Tensor(t) => tensors.push((name, t)),
-                Leaf::NotATensor(n) => {
+        };
+        {
+            let mut names: HashSet<&str> = HashSet::with_capacity(flat.leaves.len());
+            for (name, leaf) in &flat.leaves {
+                let name = if name.is_empty() { "tensor" } else { name };
+                if !names.insert(name) {
+                    return Err(self.err(ErrorKind::Tensor {
+                        name: name.to_string(),
+                        storage: None,
+                        msg: "two tensors get this same name after flattening".into(),
+                    }));
+                }
+                if let Leaf::NotATensor(n) = leaf {
                     let dtype = n
                         .dtype
                         .as_deref()
                         .map(|d| format!(" with dtype {d}"))
                         .unwrap_or_default();
                     return Err(self.err(ErrorKind::Tensor {
-                        name,
+                        name: name.to_string(),
                         storage: None,
                         msg: format!("a {} tensor{dtype}, which safetensors cannot hold", n.kind),
                     }));
                 }
             }
         }
+        // Every leaf is a tensor now.
+        let tensors: Vec<tree::Named> = flat
+            .leaves
+            .into_iter()
+            .filter_map(|(name, leaf)| match leaf {
+                Leaf::Tensor(t) => Some((shown(&name), t)),
+                Leaf::NotATensor(_) => None,
+            })
+            .collect();
         if tensors.is_empty() {
             if key.is_empty() && self.archive.container == Container::Pickle {
                 return Err(self.err(ErrorKind::NotACheckpoint(format!(
@@ -234,8 +244,8 @@ impl Checkpoint {
             tree::dedupe(tensors)
         };
         let tensors = kept
-            .iter()
-            .map(|(n, t)| self.check_tensor(n, t))
+            .into_iter()
+            .map(|(n, t)| self.check_tensor(n, &t))
             .collect::<Result<Vec<_>>>()?;
         Ok(Selection {
             key,
@@ -272,10 +282,10 @@ impl Checkpoint {
         }
     }
 
-    fn check_tensor(&self, name: &str, t: &TensorRef) -> Result<TensorInfo> {
+    fn check_tensor(&self, name: String, t: &TensorRef) -> Result<TensorInfo> {
         let fail = |msg: String| {
             self.err(ErrorKind::Tensor {
-                name: name.to_string(),
+                name: name.clone(),
                 storage: Some(t.storage.key.clone()),
                 msg,
             })
@@ -352,7 +362,7 @@ impl Checkpoint {
             expect = expect.saturating_mul(n);
         }
         Ok(TensorInfo {
-            name: name.to_string(),
+            name,
             dtype: t.dtype,
             shape: t.shape.clone(),
             stride: t.stride.clone(),
@@ -372,30 +382,38 @@ impl Checkpoint {
     }
 
     /// Locates the storages of `sel` and checks each declared size against its record.
-    pub(crate) fn records(&self, sel: &Selection) -> Result<HashMap<String, Record>> {
+    pub(crate) fn records(
+        &self,
+        sel: &Selection,
+    ) -> Result<std::borrow::Cow<'_, HashMap<String, Record>>> {
         let mut declared: HashMap<String, (u64, u64)> = HashMap::new();
-        for s in &self.storages {
-            declared.entry(s.key.clone()).or_insert((s.unit(), s.numel));
+        if self.archive.storages_need_sizes() {
+            for s in &self.storages {
+                declared.entry(s.key.clone()).or_insert((s.unit(), s.numel));
+            }
         }
         let mut records = self
             .archive
             .locate_storages(&declared)
             .map_err(|k| self.err(k))?;
-        for (key, bytes) in &self.memory {
-            let len = bytes.len() as u64;
-            records.insert(
-                key.clone(),
-                Record {
-                    name: key.clone(),
-                    offset: 0,
-                    stored_len: len,
-                    len,
-                    method: RecordMethod::Stored,
-                },
-            );
+        if !self.memory.is_empty() {
+            let records = records.to_mut();
+            for (key, bytes) in &self.memory {
+                let len = bytes.len() as u64;
+                records.insert(
+                    key.clone(),
+                    Record {
+                        name: key.clone(),
+                        offset: 0,
+                        stored_len: len,
+                        len,
+                        method: RecordMethod::Stored,
+                    },
+                );
+            }
         }
         // Declared size per key; every reference to a key must agree on it.
-        let mut sizes: HashMap<&str, &Rc<StorageRef>> = HashMap::new();
+        let mut sizes: HashMap<&str, &Rc<StorageRef>> = HashMap::with_capacity(self.storages.len());
         let mut conflicts: HashMap<&str, (Option<u64>, Option<u64>)> = HashMap::new();
         for s in &self.storages {
             let first = sizes.entry(s.key.as_str()).or_insert(s);
@@ -484,12 +502,12 @@ impl Checkpoint {
     /// Opens the files holding `sel`'s storages (the checkpoint itself, plus temp files for
     /// deflated records and in-pickle data) and appends them to `sources`. Returns, per storage
     /// key, the source index and the offset of the storage's bytes in it.
-    fn open_sources(
+    fn open_sources<'s>(
         &self,
-        sel: &Selection,
+        sel: &'s Selection,
         out_dir: &Path,
         sources: &mut Vec<File>,
-    ) -> std::result::Result<HashMap<String, (usize, u64)>, ErrorKind> {
+    ) -> std::result::Result<HashMap<&'s str, (usize, u64)>, ErrorKind> {
         let records = self.records(sel).map_err(|e| e.kind)?;
         let main = sources.len();
         sources.push(
@@ -498,14 +516,14 @@ impl Checkpoint {
                 .try_clone()
                 .map_err(io("cannot reopen the input"))?,
         );
-        let mut source_of: HashMap<String, (usize, u64)> = HashMap::new();
+        let mut source_of: HashMap<&str, (usize, u64)> = HashMap::with_capacity(sel.tensors.len());
         for t in &sel.tensors {
-            if source_of.contains_key(&t.storage) {
+            if source_of.contains_key(t.storage.as_str()) {
                 continue;
             }
             if let Some(bytes) = self.memory.get(&t.storage) {
                 sources.push(memory_to_temp(bytes, out_dir)?);
-                source_of.insert(t.storage.clone(), (sources.len() - 1, 0));
+                source_of.insert(&t.storage, (sources.len() - 1, 0));
                 continue;
             }
             let rec = records.get(&t.storage).ok_or_else(|| {
@@ -519,7 +537,7 @@ impl Checkpoint {
                     (sources.len() - 1, 0)
                 }
             };
-            source_of.insert(t.storage.clone(), src);
+            source_of.insert(&t.storage, src);
         }
         Ok(source_of)
     }
@@ -591,7 +609,7 @@ pub fn write_merged(
         }
         let &(source, rec_off) = source_of
             .get(p)
-            .and_then(|m| m.get(&t.storage))
+            .and_then(|m| m.get(t.storage.as_str()))
             .ok_or_else(|| internal("the storage"))?;
         let base = rec_off + t.storage_base;
         let transform = t.transform(parts[p].0.archive.byte_order);

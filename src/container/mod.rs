@@ -342,13 +342,22 @@ impl Archive {
     pub fn locate_storages(
         &self,
         declared: &HashMap<String, (u64, u64)>,
-    ) -> Result<HashMap<String, Record>, ErrorKind> {
+    ) -> Result<std::borrow::Cow<'_, HashMap<String, Record>>, ErrorKind> {
         match &self.storages {
-            StorageIndex::Zip(records) | StorageIndex::Tar { records, .. } => Ok(records.clone()),
+            StorageIndex::Zip(records) | StorageIndex::Tar { records, .. } => {
+                Ok(std::borrow::Cow::Borrowed(records))
+            }
             StorageIndex::Legacy { keys, data_start } => {
                 legacy::walk_storages(&self.file, self.file_len, keys, *data_start, declared)
+                    .map(std::borrow::Cow::Owned)
             }
         }
+    }
+
+    /// True when [`Archive::locate_storages`] needs the declared storage sizes (a legacy stream,
+    /// whose storages are found by walking them in order).
+    pub fn storages_need_sizes(&self) -> bool {
+        matches!(self.storages, StorageIndex::Legacy { .. })
     }
 }
 

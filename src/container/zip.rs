@@ -22,7 +22,7 @@ pub struct ZipLayout {
     pub has_code: bool,
     /// Storage records by key.
     pub storages: HashMap<String, Record>,
-    /// Every record by full name (for small members such as `byteorder`).
+    /// Every other record by full name (for small members such as `byteorder`).
     pub members: HashMap<String, Record>,
     /// The structural audit the layout was checked with.
     pub audit: ZipAudit,
@@ -30,7 +30,8 @@ pub struct ZipLayout {
 
 /// Reads the central directory and classifies the records.
 pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
-    let reader = BufReader::new(file);
+    // The central directory of a million records is tens of megabytes: read it in large pieces.
+    let reader = BufReader::with_capacity(1 << 20, file);
     let config = Config {
         archive_offset: ArchiveOffset::Known(0),
     };
@@ -145,20 +146,26 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         }
     };
     let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_string();
-    let mut storages = HashMap::new();
+    // Storage records move to `storages` (a checkpoint of many tensors has as many records:
+    // one copy of each, not two).
+    let mut storages = HashMap::with_capacity(members.len());
     let mut has_code = false;
-    for (name, rec) in &members {
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
+    let mut others = HashMap::new();
+    for (name, rec) in members {
+        let rest = name.strip_prefix(&prefix).unwrap_or("");
         match role(rest) {
-            Role::Storage(key) => {
-                storages.insert(key.to_string(), rec.clone());
+            Role::Storage(key) if name.starts_with(&prefix) => {
+                storages.insert(key.to_string(), rec);
+                continue;
             }
-            Role::TorchScript if rest.starts_with("code/") => has_code = true,
+            Role::TorchScript if name.starts_with(&prefix) && rest.starts_with("code/") => {
+                has_code = true
+            }
             _ => {}
         }
+        others.insert(name, rec);
     }
+    let members = others;
     let pickle = members[&pickle_name].clone();
     let constants = members.get(&format!("{prefix}constants.pkl")).cloned();
     Ok(ZipLayout {
@@ -1117,7 +1124,9 @@ mod tests {
             &z.bytes[s.offset as usize..(s.offset + s.len) as usize],
             &[1, 2, 3, 4, 5, 6, 7, 8]
         );
-        assert_eq!(l.members.len(), 3);
+        // The other records; the storage is in `storages` only.
+        assert_eq!(l.members.len(), 2);
+        assert!(!l.members.contains_key("archive/data/0"));
         assert_eq!(l.members["archive/byteorder"].len, 6);
         assert_eq!(l.audit.entries.len(), 3);
     }

@@ -191,7 +191,9 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                 Ok(file) => {
                     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                     match sniff(&file, len) {
-                        Ok(Kind::Zip) => scan_raw_zip(&file, len, &opts.limits, &mut r, true, None),
+                        Ok(Kind::Zip) => {
+                            scan_raw_zip(&file, len, &opts.limits, &mut r, true, None, None)
+                        }
                         // A tar (torch <= 0.1.9) the converter refused: walk the pickles of its
                         // members that can still be found.
                         Ok(Kind::Tar) => {
@@ -228,7 +230,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                             if sniffed.is_err()
                                 && audit_zip(&file, len, &ZipLimits::default()).is_ok()
                             {
-                                scan_raw_zip(&file, len, &opts.limits, &mut r, true, None);
+                                scan_raw_zip(&file, len, &opts.limits, &mut r, true, None, None);
                             } else {
                                 let n = len.min(opts.limits.max_pickle_bytes) as usize;
                                 let mut buf = vec![0u8; n];
@@ -546,7 +548,15 @@ fn scan_archive(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String, us
     r.format = a.container.kind().as_str().into();
     match &a.container {
         Container::Zip { .. } | Container::TorchScript { .. } => {
-            scan_raw_zip(&a.file, a.file_len, limits, r, true, a.zip_audit.as_ref());
+            scan_raw_zip(
+                &a.file,
+                a.file_len,
+                limits,
+                r,
+                true,
+                a.zip_audit.as_ref(),
+                Some((&a.pickle_name, &a.pickle)),
+            );
             (a.pickle_name.clone(), 0)
         }
         Container::Legacy => walk_legacy_head(a, limits, r),
@@ -605,6 +615,8 @@ fn scan_raw_zip(
     r: &mut FileReport,
     check_crc: bool,
     known: Option<&crate::container::ZipAudit>,
+    // The main pickle as the VM read it (name, bytes): judged as it ran, not read again.
+    main: Option<(&str, &[u8])>,
 ) {
     if r.format == "unknown" {
         r.format = Kind::Zip.as_str().into();
@@ -737,8 +749,12 @@ fn scan_raw_zip(
             continue;
         }
         // Read the member (bounded) and walk it if it is a pickle.
-        let Some(bytes) = read_member(file, e, limits) else {
-            continue;
+        let bytes: std::borrow::Cow<'_, [u8]> = match main {
+            Some((name, b)) if is_main && e.name == name => std::borrow::Cow::Borrowed(b),
+            _ => match read_member(file, e, limits) {
+                Some(b) => std::borrow::Cow::Owned(b),
+                None => continue,
+            },
         };
         if is_main {
             walk_pickles(&bytes, &e.name, 1, limits, r, 0);
@@ -831,6 +847,7 @@ pub fn policy_check(ckpt: &Checkpoint, strict: bool, limits: &Limits) -> Result<
                 &mut r,
                 false,
                 a.zip_audit.as_ref(),
+                Some((&a.pickle_name, &a.pickle)),
             );
             (a.pickle_name.clone(), 0)
         }
