@@ -33,6 +33,20 @@ pub struct Checkpoint {
     pub protocol: u8,
     /// Globals the main pickle names.
     pub globals: Vec<GlobalUse>,
+    /// What the run of the main pickle showed besides its value.
+    pub main_run: MainRun,
+}
+
+/// What the VM saw running the main pickle, beyond the value it built: enough for the policy
+/// to tell whether the run alone answers its question (see `scan::policy_check`).
+#[derive(Debug, Clone, Copy)]
+pub struct MainRun {
+    /// Offset just past the STOP opcode (the pickle's length when nothing follows it).
+    pub end: usize,
+    /// String or bytes values that could themselves be pickles.
+    pub embedded_pickles: usize,
+    /// A Python 2 module name was mapped to its Python 3 name.
+    pub renamed_globals: bool,
 }
 
 /// One tensor of a selection, checked against its storage.
@@ -138,6 +152,11 @@ impl Checkpoint {
             memory: host.memory,
             protocol: loaded.protocol,
             globals: loaded.globals,
+            main_run: MainRun {
+                end: loaded.end,
+                embedded_pickles: loaded.embedded_pickles,
+                renamed_globals: loaded.renamed_globals,
+            },
             archive,
         })
     }
@@ -157,9 +176,16 @@ impl Checkpoint {
         &self.archive.container
     }
 
-    /// The unpickled object tree.
+    /// The unpickled object tree (`None` after [`Checkpoint::release_tree`]).
     pub fn root(&self) -> &Value {
         &self.root
+    }
+
+    /// Drops the unpickled object tree once a selection is made: writing needs only the
+    /// selection, the storages and the archive, and the tree of a checkpoint of many tensors
+    /// is most of its memory. [`Checkpoint::root`] is `None` afterwards.
+    pub fn release_tree(&mut self) {
+        self.root = Value::None;
     }
 
     fn err(&self, kind: ErrorKind) -> Error {

@@ -7,6 +7,7 @@ use super::engine::{
     Anomaly, Call, Collection, Exotic, Extend, Limits, Literal, Machine, Mode, PersistentId,
     Semantics, py3_module,
 };
+use super::ops::could_be_pickle;
 use super::value::{Global, Object, ObjectOrigin, Seq, Value};
 use super::{PickleError, Refusal};
 
@@ -29,6 +30,11 @@ pub struct Loaded {
     pub protocol: u8,
     /// Every global named, in order.
     pub globals: Vec<GlobalUse>,
+    /// How many string or bytes values could themselves be pickles
+    /// ([`super::ops::could_be_pickle`]): a scanner must look into those.
+    pub embedded_pickles: usize,
+    /// True when a Python 2 module name was mapped to its Python 3 name.
+    pub renamed_globals: bool,
 }
 
 /// What a higher layer contributes: the meaning of persistent ids and of some calls. A
@@ -75,18 +81,28 @@ pub fn load(
     let vm = Vm {
         host,
         globals: Vec::new(),
+        max_string: limits.max_string,
+        embedded_pickles: 0,
+        renamed_globals: false,
     };
     let mut m = Machine::new(vm, Mode::Strict, limits);
     let r = m.run(data, start);
     // Drop what is left without recursion, whatever happened.
     drop(Seq(m.take_values()));
     let stopped = r?;
-    let Vm { globals, .. } = m.into_semantics();
+    let Vm {
+        globals,
+        embedded_pickles,
+        renamed_globals,
+        ..
+    } = m.into_semantics();
     Ok(Loaded {
         value: stopped.value,
         end: stopped.end,
         protocol: stopped.protocol,
         globals,
+        embedded_pickles,
+        renamed_globals,
     })
 }
 
@@ -94,6 +110,9 @@ pub fn load(
 struct Vm<'h> {
     host: &'h mut dyn Host,
     globals: Vec<GlobalUse>,
+    max_string: u64,
+    embedded_pickles: usize,
+    renamed_globals: bool,
 }
 
 fn text(b: &[u8]) -> Value {
@@ -106,7 +125,9 @@ fn text(b: &[u8]) -> Value {
 
 impl Vm<'_> {
     fn named(&mut self, at: usize, module: &str, name: &str) -> Value {
-        let g = Global::new(py3_module(module), name);
+        let m3 = py3_module(module);
+        self.renamed_globals |= m3 != module;
+        let g = Global::new(m3, name);
         self.globals.push(GlobalUse {
             global: g.clone(),
             offset: at,
@@ -149,8 +170,14 @@ impl<'p> Semantics<'p> for Vm<'_> {
             Literal::Float(f) => Value::Float(f),
             Literal::Bool(b) => Value::Bool(b),
             Literal::None => Value::None,
-            Literal::Text(b) => text(&b),
-            Literal::Bytes(b) => Value::Bytes(Rc::from(b)),
+            Literal::Text(b) => {
+                self.embedded_pickles += usize::from(could_be_pickle(&b, self.max_string));
+                text(&b)
+            }
+            Literal::Bytes(b) => {
+                self.embedded_pickles += usize::from(could_be_pickle(b, self.max_string));
+                Value::Bytes(Rc::from(b))
+            }
         })
     }
 

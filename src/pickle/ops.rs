@@ -559,6 +559,17 @@ fn raw_unicode_unescape(l: &[u8]) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// True when a string or bytes value could itself be a pickle (`pickle.loads(b"…")`, an
+/// embedded legacy stream): it decodes exactly as one whole pickle, or starts with a protocol
+/// 2-5 header and decodes up to a STOP. Random tensor bytes and names rarely do either.
+pub fn could_be_pickle(b: &[u8], max_len: u64) -> bool {
+    if b.len() < 2 {
+        return false;
+    }
+    let proto = b[0] == 0x80 && (2..=5).contains(&b[1]);
+    matches!(pickle_end(b, 0, max_len), Ok(Some(e)) if e == b.len() || proto)
+}
+
 /// Finds where the pickle starting at `pos` ends (the offset just past its STOP), without
 /// building any value. `Ok(None)` means the data ends before the STOP.
 pub fn pickle_end(data: &[u8], pos: usize, max_len: u64) -> Result<Option<usize>, PickleError> {

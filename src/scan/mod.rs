@@ -20,7 +20,7 @@ use crate::container::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
-use crate::torch::GlobalClass;
+use crate::torch::{GlobalClass, classify_global};
 
 mod npy;
 mod sarif;
@@ -191,9 +191,15 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                 Ok(file) => {
                     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                     match sniff(&file, len) {
-                        Ok(Kind::Zip) => {
-                            scan_raw_zip(&file, len, &opts.limits, &mut r, true, None, None)
-                        }
+                        Ok(Kind::Zip) => scan_raw_zip(
+                            &file,
+                            len,
+                            &opts.limits,
+                            &mut r,
+                            true,
+                            None,
+                            MainPickle::Read,
+                        ),
                         // A tar (torch <= 0.1.9) the converter refused: walk the pickles of its
                         // members that can still be found.
                         Ok(Kind::Tar) => {
@@ -230,7 +236,15 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                             if sniffed.is_err()
                                 && audit_zip(&file, len, &ZipLimits::default()).is_ok()
                             {
-                                scan_raw_zip(&file, len, &opts.limits, &mut r, true, None, None);
+                                scan_raw_zip(
+                                    &file,
+                                    len,
+                                    &opts.limits,
+                                    &mut r,
+                                    true,
+                                    None,
+                                    MainPickle::Read,
+                                );
                             } else {
                                 let n = len.min(opts.limits.max_pickle_bytes) as usize;
                                 let mut buf = vec![0u8; n];
@@ -555,7 +569,7 @@ fn scan_archive(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String, us
                 r,
                 true,
                 a.zip_audit.as_ref(),
-                Some((&a.pickle_name, &a.pickle)),
+                MainPickle::Bytes(&a.pickle_name, &a.pickle),
             );
             (a.pickle_name.clone(), 0)
         }
@@ -572,13 +586,17 @@ fn scan_archive(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String, us
 /// Adds whatever the VM named that the walk did not (it never should), so the report is a
 /// superset of what `convert` ran.
 fn union_vm_globals(ckpt: &Checkpoint, main: &(String, usize), r: &mut FileReport) {
+    // Offsets of the main pickle's globals already reported (a set: a pickle can name
+    // globals without memoizing them, a million times).
+    let mut seen: std::collections::HashSet<usize> = r
+        .globals
+        .iter()
+        .filter(|x| x.member == main.0)
+        .map(|x| x.offset)
+        .collect();
     for g in &ckpt.globals {
         let off = g.offset + main.1;
-        if !r
-            .globals
-            .iter()
-            .any(|x| x.member == main.0 && x.offset == off)
-        {
+        if seen.insert(off) {
             push_global(
                 &mut r.globals,
                 &g.global.module,
@@ -607,6 +625,17 @@ fn walk_legacy_head(a: &Archive, limits: &Limits, r: &mut FileReport) -> (String
     ("legacy stream".into(), starts.get(3).copied().unwrap_or(0))
 }
 
+/// What [`scan_raw_zip`] knows of the archive's main pickle.
+#[derive(Clone, Copy)]
+enum MainPickle<'a> {
+    /// Nothing: read it from the file like every member.
+    Read,
+    /// The bytes the VM ran (name, bytes): walked as they ran, not read again.
+    Bytes(&'a str, &'a [u8]),
+    /// The VM's run answered for it (see [`vm_answers_the_policy`]): not walked.
+    Judged(&'a str),
+}
+
 /// A zip: its structure, then every member that is (or could be read as) a pickle.
 fn scan_raw_zip(
     file: &std::fs::File,
@@ -615,8 +644,7 @@ fn scan_raw_zip(
     r: &mut FileReport,
     check_crc: bool,
     known: Option<&crate::container::ZipAudit>,
-    // The main pickle as the VM read it (name, bytes): judged as it ran, not read again.
-    main: Option<(&str, &[u8])>,
+    main: MainPickle<'_>,
 ) {
     if r.format == "unknown" {
         r.format = Kind::Zip.as_str().into();
@@ -750,7 +778,10 @@ fn scan_raw_zip(
         }
         // Read the member (bounded) and walk it if it is a pickle.
         let bytes: std::borrow::Cow<'_, [u8]> = match main {
-            Some((name, b)) if is_main && e.name == name => std::borrow::Cow::Borrowed(b),
+            MainPickle::Judged(name) if is_main && e.name == name => continue,
+            MainPickle::Bytes(name, b) if is_main && e.name == name => {
+                std::borrow::Cow::Borrowed(b)
+            }
             _ => match read_member(file, e, limits) {
                 Some(b) => std::borrow::Cow::Owned(b),
                 None => continue,
@@ -836,10 +867,16 @@ pub fn policy_check(ckpt: &Checkpoint, strict: bool, limits: &Limits) -> Result<
     r.format = String::new();
     r.dangerous_only = true;
     let a = ckpt.archive();
+    let judged = vm_answers_the_policy(ckpt);
     let main = match &a.container {
         Container::Legacy => walk_legacy_head(a, limits, &mut r),
         // Every pickle in the archive, hidden ones included (not the storages).
         Container::Zip { .. } | Container::TorchScript { .. } => {
+            let main = if judged {
+                MainPickle::Judged(&a.pickle_name)
+            } else {
+                MainPickle::Bytes(&a.pickle_name, &a.pickle)
+            };
             scan_raw_zip(
                 &a.file,
                 a.file_len,
@@ -847,17 +884,39 @@ pub fn policy_check(ckpt: &Checkpoint, strict: bool, limits: &Limits) -> Result<
                 &mut r,
                 false,
                 a.zip_audit.as_ref(),
-                Some((&a.pickle_name, &a.pickle)),
+                main,
             );
             (a.pickle_name.clone(), 0)
         }
         Container::Pickle | Container::Tar => {
-            walk_pickles(&a.pickle, &a.pickle_name, 1, limits, &mut r, 0);
+            if !judged {
+                walk_pickles(&a.pickle, &a.pickle_name, 1, limits, &mut r, 0);
+            }
             (a.pickle_name.clone(), 0)
         }
     };
     union_vm_globals(ckpt, &main, &mut r);
     refuse(ckpt.path(), &r, strict)
+}
+
+/// True when the VM's own run of the main pickle answers the policy's question for it, so
+/// the walk would find nothing dangerous there that the VM's globals do not show: the run
+/// reached a STOP at the pickle's end (no trailing pickle), no string or bytes value could be
+/// an embedded pickle, no Python 2 name was mapped, and every global is one the VM interprets
+/// other than the two the walk looks behind (`_load_from_bytes`, `_codecs.encode`). Whatever
+/// the strict VM would have refused (STACK_GLOBAL on computed operands, BUILD on a global) it
+/// did refuse, or there would be no checkpoint.
+fn vm_answers_the_policy(ckpt: &Checkpoint) -> bool {
+    let run = &ckpt.main_run;
+    run.end == ckpt.archive().pickle.len()
+        && run.embedded_pickles == 0
+        && !run.renamed_globals
+        && ckpt.globals.iter().all(|g| {
+            let g = &g.global;
+            classify_global(g) == GlobalClass::Interpreted
+                && !g.is("torch.storage", "_load_from_bytes")
+                && !g.is("_codecs", "encode")
+        })
 }
 
 /// The policy's decision on a report: an error listing the dangerous globals and opcode shapes

@@ -275,3 +275,29 @@ fn stop_with_leftovers_and_odd_opcodes_are_findings() {
     assert_eq!(kinds(&r), ["opcode-inst"]);
     assert_eq!(global(&r, "os.system").opcode, "INST");
 }
+
+/// The policy skips its walk of the main pickle only where the VM's run answers for it; every
+/// file the walk finds dangerous is still refused, whichever way the policy took.
+#[test]
+fn the_policy_relies_on_the_vm_run_only_where_it_answers_for_the_pickle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let open = |p: &str| Checkpoint::open(&root.join(p)).expect(p);
+    // A plain state dict: the run answers.
+    let plain = open("tests/fixtures/ckpt/many_tensors.pt");
+    assert!(vm_answers_the_policy(&plain));
+    assert!(policy_check(&plain, false, &Limits::default()).is_ok());
+    // A pickle in a string, `_codecs.encode`, a payload after STOP: the walk must run, and it
+    // finds what the VM did not look at.
+    for p in [
+        "tests/adversarial/nested_pickle_loads.pt",
+        "tests/adversarial/nested_via_codecs.pt",
+        "tests/adversarial/zip_payload_after_stop.pt",
+    ] {
+        // The VM reads each of them (their payloads are data to it).
+        let c = open(p);
+        assert!(!vm_answers_the_policy(&c), "{p}");
+        let r = scan_file(&root.join(p), &OpenOptions::default());
+        assert_eq!(r.verdict, Verdict::Dangerous, "{p}");
+        assert!(policy_check(&c, false, &Limits::default()).is_err(), "{p}");
+    }
+}

@@ -793,14 +793,7 @@ impl<'p> Semantics<'p> for Walk<'p, '_> {
 /// A BYTES/STRING argument that is itself a pickle (`pickle.loads(b"…")`, an embedded legacy
 /// stream): walk it as its own member.
 fn nested(b: &[u8], at: usize, member: &str, limits: &Limits, r: &mut FileReport, depth: usize) {
-    if depth >= 4 || b.len() < 2 {
-        return;
-    }
-    // A pickle header, or bytes that decode exactly as one whole pickle; random tensor bytes
-    // rarely do either.
-    let proto = b[0] == 0x80 && (2..=5).contains(&b[1]);
-    let exact = matches!(crate::pickle::ops::pickle_end(b, 0, limits.max_string), Ok(Some(e)) if e == b.len());
-    if !(exact || proto && looks_like_pickle(b, limits)) {
+    if depth >= 4 || !crate::pickle::ops::could_be_pickle(b, limits.max_string) {
         return;
     }
     let inner = format!("{member}@{at} (embedded)");
