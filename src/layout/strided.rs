@@ -158,6 +158,18 @@ pub fn stream_strided(
     if compact > SPAN_IN_MEMORY.max(4 * out_bytes) {
         return gather_by_element(src, v, dtype, t, sink);
     }
+    if let Some((rows, cols, col_stride)) = v.as_transposed_2d()
+        && out_bytes <= KEEP as u64
+    {
+        let m = Matrix {
+            start: v.base + v.offset * v.itemsize,
+            rows,
+            cols,
+            col_stride,
+            item: v.itemsize as usize,
+        };
+        return transpose_from_file(src, &m, dtype, t, sink);
+    }
     // Read one segment per index tuple of the other dimensions (row-major order) into `c`,
     // `pitch` elements apart (see `pitch`).
     let seg_bytes = (seg * v.itemsize) as usize;
@@ -202,6 +214,122 @@ pub fn stream_strided(
         }
         Ok(())
     })
+}
+
+/// A transposed matrix in a file: output element `(i, j)` is the item at byte
+/// `start + (i + j * col_stride) * item`.
+struct Matrix {
+    start: u64,
+    rows: u64,
+    cols: u64,
+    col_stride: u64,
+    item: usize,
+}
+
+/// Source bytes read at once by [`transpose_from_file`]: a group of columns that stays in the
+/// core's own L2 cache while it is transposed.
+const COLUMN_GROUP: usize = 256 << 10;
+
+/// Transposes `m` (at most [`KEEP`] output bytes) straight from the file: a group of columns
+/// at a time is read into a small buffer (still in cache from the read) and scattered into the
+/// whole output, which is then handed to `sink` in bands of about [`CACHE_SLICE`].
+///
+/// Reading every column first into one compact buffer of the piece's size and transposing
+/// afterwards made each element a cache miss: by then the buffer had left the cache, and the
+/// transpose reads it across the grain.
+fn transpose_from_file(
+    src: &File,
+    m: &Matrix,
+    dtype: DType,
+    t: &Transform,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let item = m.item;
+    let (rows, cols) = (m.rows as usize, m.cols as usize);
+    let seg_bytes = rows * item;
+    let pitch = pitch(m.rows, m.item as u64) as usize;
+    let pitch_bytes = pitch * item;
+    let row_bytes = cols * item;
+    let group = (COLUMN_GROUP / pitch_bytes.max(1)).clamp(1, cols);
+    with_scratch(OUT_SLOT, rows * row_bytes, |out| {
+        with_scratch(SPAN_SLOT, group * pitch_bytes, |cb| {
+            let mut j0 = 0;
+            while j0 < cols {
+                let gn = group.min(cols - j0);
+                for jj in 0..gn {
+                    let at = m.start + ((j0 + jj) as u64 * m.col_stride) * item as u64;
+                    src.read_exact_at(&mut cb[jj * pitch_bytes..jj * pitch_bytes + seg_bytes], at)?;
+                }
+                let b = Block {
+                    rows,
+                    gn,
+                    j0,
+                    pitch,
+                    row_bytes,
+                };
+                match item {
+                    1 => b.copy::<1>(cb, out),
+                    2 => b.copy::<2>(cb, out),
+                    4 => b.copy::<4>(cb, out),
+                    8 => b.copy::<8>(cb, out),
+                    16 => b.copy::<16>(cb, out),
+                    _ => b.copy_any(item, cb, out),
+                }
+                j0 += gn;
+            }
+            Ok::<(), std::io::Error>(())
+        })?;
+        let band = (CACHE_SLICE as usize / row_bytes.max(1)).clamp(1, rows.max(1)) * row_bytes;
+        for piece in out.chunks_mut(band.max(1)) {
+            flush_slice(piece, dtype, t, sink)?;
+        }
+        Ok(())
+    })
+}
+
+/// Columns `j0..j0 + gn` of a [`transpose_from_file`] output, from a buffer holding column
+/// `j0 + jj` at element `jj * pitch`.
+struct Block {
+    rows: usize,
+    gn: usize,
+    j0: usize,
+    pitch: usize,
+    row_bytes: usize,
+}
+
+impl Block {
+    /// Row by row: a row reads one item of each of the group's columns, and the next rows read
+    /// the same cache lines (at an odd-line pitch they stay in L1), while each row writes one
+    /// contiguous stretch of the output.
+    fn copy<const N: usize>(&self, cb: &[u8], out: &mut [u8]) {
+        for i in 0..self.rows {
+            let o = i * self.row_bytes + self.j0 * N;
+            let Some(dst) = out.get_mut(o..o + self.gn * N) else {
+                return;
+            };
+            for (jj, d) in dst.chunks_exact_mut(N).enumerate() {
+                let s = (i + jj * self.pitch) * N;
+                if let Some(el) = cb.get(s..s + N) {
+                    d.copy_from_slice(el);
+                }
+            }
+        }
+    }
+
+    fn copy_any(&self, item: usize, cb: &[u8], out: &mut [u8]) {
+        for i in 0..self.rows {
+            let o = i * self.row_bytes + self.j0 * item;
+            let Some(dst) = out.get_mut(o..o + self.gn * item) else {
+                return;
+            };
+            for (jj, d) in dst.chunks_exact_mut(item).enumerate() {
+                let s = (i + jj * self.pitch) * item;
+                if let Some(el) = cb.get(s..s + item) {
+                    d.copy_from_slice(el);
+                }
+            }
+        }
+    }
 }
 
 /// [`with_scratch`]'s buffer for source bytes (a span, or compact segments).
