@@ -2,7 +2,7 @@
 //! same checkpoint, on synthetic torch.save files written by [`synth`] (no torch needed).
 //!
 //! ```sh
-//! cargo run --release --example bench -- [--quick] [--size-gb N] [--runs N] [--warm] [--reference]
+//! cargo run --release --example bench -- [--quick] [--size-gb N] [--runs N] [--warm] [--reference] [--only CASE]...
 //! ```
 //!
 //! Cases: a transformer-like zip checkpoint (~1 GB, 123 tensors, f32 and bf16), its legacy twin,
@@ -13,6 +13,15 @@
 //! Peak RSS comes from `wait4` of each child, spawned by a fresh helper process (see
 //! [`measure`]). Files live under `target/bench` and are deleted after each case unless `--keep`.
 //! Before timing, one conversion per case is spot-checked against the generator.
+//!
+//! Two tree cases follow the table. `scan-tree`: `scan` of 10,000 small checkpoints (warm).
+//! `migrate`: a tree of 40 Hugging Face-like model folders (~1 GB, ~0.25 GB with `--quick`:
+//! single `pytorch_model.bin` files of sizes over two orders of magnitude, four sharded models
+//! with their `pytorch_model.bin.index.json`, four legacy-format files, three of 4,000 tensors of
+//! 1 KB, diffusers-like `unet/` folders, a `config.json` in each), timed as
+//! `migrate TREE --output-dir OUT --jobs 2` against `cp -r TREE DST && sync -f DST`, alternating,
+//! OUT and DST removed before each run, same cold/warm rule; the first migration's report and
+//! outputs are checked (every checkpoint converted, tensors spot-checked, indexes complete).
 
 mod synth;
 
@@ -80,7 +89,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--quick] [--size-gb N] [--runs N (>=3)] [--warm] [--reference] [--keep] [--bin PATH] [--only CASE]...\n\
-                     cases: zip legacy transposed small moe million big scan-tree (big only with --size-gb N, N != 1)"
+                     cases: zip legacy transposed small moe million big scan-tree migrate (big only with --size-gb N, N != 1)"
                 );
                 std::process::exit(0);
             }
@@ -684,6 +693,9 @@ fn run(args: &Args) -> io::Result<()> {
     if args.only.is_empty() || args.only.iter().any(|o| o == "scan-tree") {
         scan_tree(args, &bin, &dir)?;
     }
+    if args.only.is_empty() || args.only.iter().any(|o| o == "migrate") {
+        migrate(args, &bin, &dir, cold)?;
+    }
     Ok(())
 }
 
@@ -731,4 +743,191 @@ fn scan_tree(args: &Args, bin: &Path, dir: &Path) -> io::Result<()> {
         }
     );
     Ok(())
+}
+
+/// Folders in the migrate case's tree.
+const MIGRATE_MODELS: usize = 40;
+/// Issue #13's target: `migrate --jobs 2` of the tree at this share of the throughput of
+/// `cp -r TREE DST && sync`, i.e. copy time / migrate time at least this.
+const MIN_MIGRATE_THROUGHPUT: f64 = 0.9;
+
+/// Checks a migrated tree against the generator: every model's outputs exist with the right
+/// tensors (spot-checked as [`check_output`] does) and sharded models have their new index.
+fn check_migrated(out: &Path, models: &[synth::ModelDir]) -> io::Result<()> {
+    for m in models {
+        let dir = out.join(&m.name).join(m.sub);
+        if !dir.join("config.json").exists() && !out.join(&m.name).join("config.json").exists() {
+            return Err(io::Error::other(format!(
+                "{}: config.json not copied",
+                m.name
+            )));
+        }
+        for f in &m.files {
+            let name = f.name.replace(".bin", ".safetensors");
+            let name = name.strip_prefix("pytorch_").unwrap_or(&name);
+            check_output(&dir.join(name), &f.tensors)
+                .map_err(|e| io::Error::other(format!("{}/{name}: {e}", m.name)))?;
+        }
+        if m.sharded() {
+            let stem = if m.sub.is_empty() {
+                "model"
+            } else {
+                "diffusion_pytorch_model"
+            };
+            let index = dir.join(format!("{stem}.safetensors.index.json"));
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&index)?)
+                .map_err(|e| io::Error::other(format!("{}: {e}", index.display())))?;
+            let n = v["weight_map"].as_object().map_or(0, |m| m.len());
+            let want: usize = m.files.iter().map(|f| f.tensors.len()).sum();
+            if n != want {
+                return Err(io::Error::other(format!(
+                    "{}: {n} tensors in the weight_map, {want} expected",
+                    index.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `migrate TREE --output-dir OUT --jobs 2` over a tree of 40 mixed model folders against
+/// `cp -r TREE DST && sync -f DST`, alternating, with OUT and DST removed before every run.
+fn migrate(args: &Args, bin: &Path, dir: &Path, cold: bool) -> io::Result<()> {
+    let base = if args.quick { 0.25 } else { 1.0 };
+    let models = synth::migrate_tree(MIGRATE_MODELS, (base * GB) as u64);
+    let tree = dir.join("migrate-tree");
+    let out = dir.join("migrate-out");
+    let dst = dir.join("migrate-copy");
+    let _ = std::fs::remove_dir_all(&tree);
+    let t = Instant::now();
+    for m in &models {
+        synth::write_model_dir(&tree, m)?;
+    }
+    let tree_bytes = dir_bytes(&tree)?;
+    let files: usize = models.iter().map(|m| m.files.len()).sum();
+    let sharded = models.iter().filter(|m| m.sharded()).count();
+    let legacy = models
+        .iter()
+        .filter(|m| m.files.iter().any(|f| f.legacy))
+        .count();
+    eprintln!(
+        "[migrate] generated {} ({MIGRATE_MODELS} models, {files} checkpoints, {sharded} sharded, {legacy} legacy, {:.2} GB) in {:.1}s",
+        tree.display(),
+        tree_bytes as f64 / GB,
+        secs(t.elapsed())
+    );
+    let run_migrate = |report: Option<&Path>| -> io::Result<Sample> {
+        let mut a: Vec<&std::ffi::OsStr> = vec![
+            "migrate".as_ref(),
+            tree.as_os_str(),
+            "--output-dir".as_ref(),
+            out.as_os_str(),
+            "--jobs".as_ref(),
+            "2".as_ref(),
+            "--quiet".as_ref(),
+        ];
+        if let Some(r) = report {
+            a.extend(["--report".as_ref(), r.as_os_str()]);
+        }
+        measure(bin, &a)
+    };
+    let copy = || -> io::Result<Sample> {
+        let cp = measure(
+            Path::new("cp"),
+            &["-r".as_ref(), tree.as_os_str(), dst.as_os_str()],
+        )?;
+        // syncfs of the filesystem holding DST: `sync DST` would fsync the folder alone.
+        let sync = measure(Path::new("sync"), &["-f".as_ref(), dst.as_os_str()])?;
+        Ok(Sample {
+            wall: cp.wall + sync.wall,
+            max_rss_kib: cp.max_rss_kib.max(sync.max_rss_kib),
+        })
+    };
+
+    // One untimed migration, checked.
+    let _ = std::fs::remove_dir_all(&out);
+    let report = dir.join("migrate-report.json");
+    run_migrate(Some(&report))?;
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)
+        .map_err(|e| io::Error::other(format!("{}: {e}", report.display())))?;
+    let converted = r["summary"]["converted"].as_u64().unwrap_or(0) as usize;
+    let failed = r["summary"]["failed"].as_u64().unwrap_or(0);
+    // Checkpoints plus one new index per sharded model.
+    if converted != files + sharded || failed != 0 {
+        return Err(io::Error::other(format!(
+            "migrate converted {converted} and failed {failed}, expected {} converted",
+            files + sharded
+        )));
+    }
+    check_migrated(&out, &models)?;
+    let _ = std::fs::remove_file(&report);
+
+    let (mut mig, mut cp) = (Vec::new(), Vec::new());
+    let (mut rss, mut cp_rss) = (0u64, 0u64);
+    for r in 0..args.runs {
+        for step in 0..2 {
+            let migrating = (r + step) % 2 == 0;
+            let _ = std::fs::remove_dir_all(if migrating { &out } else { &dst });
+            if cold {
+                drop_caches();
+            }
+            if migrating {
+                let s = run_migrate(None)?;
+                rss = rss.max(s.max_rss_kib);
+                mig.push(s.wall);
+            } else {
+                let s = copy()?;
+                cp_rss = cp_rss.max(s.max_rss_kib);
+                cp.push(s.wall);
+            }
+        }
+        eprintln!(
+            "[migrate] run {}: migrate {:.3}s, copy {:.3}s",
+            r + 1,
+            secs(mig[r]),
+            secs(cp[r])
+        );
+    }
+    if !args.keep {
+        for p in [&tree, &out, &dst] {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+    let (m, c) = (median(&mig), median(&cp));
+    let share = secs(c) / secs(m);
+    println!();
+    println!(
+        "migrate of a tree of {MIGRATE_MODELS} models ({files} checkpoints, {:.2} GB; {} page cache, medians of {}): `migrate TREE --output-dir OUT --jobs 2` {:.3}s ({:.0} MB/s, RSS {:.1} MiB), `cp -r TREE DST && sync -f DST` {:.3}s ({:.0} MB/s, RSS {:.1} MiB); throughput {:.2} of cp's; >= {MIN_MIGRATE_THROUGHPUT} {}",
+        tree_bytes as f64 / GB,
+        if cold { "cold" } else { "warm" },
+        args.runs,
+        secs(m),
+        tree_bytes as f64 / secs(m) / 1e6,
+        rss as f64 / 1024.0,
+        secs(c),
+        tree_bytes as f64 / secs(c) / 1e6,
+        cp_rss as f64 / 1024.0,
+        share,
+        if share >= MIN_MIGRATE_THROUGHPUT {
+            "ok"
+        } else {
+            "MISSED"
+        }
+    );
+    Ok(())
+}
+
+/// Bytes of the regular files under `dir`.
+fn dir_bytes(dir: &Path) -> io::Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            n += dir_bytes(&e.path())?;
+        } else if t.is_file() {
+            n += e.metadata()?.len();
+        }
+    }
+    Ok(n)
 }

@@ -569,3 +569,143 @@ pub fn write_legacy(path: &Path, tensors: &[TensorSpec]) -> io::Result<()> {
     w.flush()?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
+
+/// One file of a model folder.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    /// Name inside the folder.
+    pub name: String,
+    /// Written as a legacy stream instead of a zip archive.
+    pub legacy: bool,
+    /// Its tensors (storage `i` of the file is tensor `i`).
+    pub tensors: Vec<TensorSpec>,
+}
+
+/// A Hugging Face-like model folder: `config.json` plus one checkpoint, or shards and their
+/// `pytorch_model.bin.index.json`.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    /// Folder name.
+    pub name: String,
+    /// The checkpoint files (several: shards named by an index).
+    pub files: Vec<ModelFile>,
+    /// Sub-folder the weights live in (`""`, or `unet` for a diffusers-like layout).
+    pub sub: &'static str,
+}
+
+impl ModelDir {
+    /// True when the files are shards of one model, with an index.
+    pub fn sharded(&self) -> bool {
+        self.files.len() > 1
+    }
+}
+
+/// A tree of `n` model folders of mixed shapes totalling about `total` bytes: mostly single
+/// `pytorch_model.bin` zip files of sizes spread over two orders of magnitude, every 8th sharded
+/// in 2 to 4 shards with an index, every 10th in the legacy format, every 13th (from the 6th)
+/// 4,000 tensors of 1 KB, and every 9th (from the 4th) a diffusers-like `unet/` sub-folder.
+pub fn migrate_tree(n: usize, total: u64) -> Vec<ModelDir> {
+    // Relative sizes 1, 2, 4, ..., 64, cycling (small models dominate in count, large in bytes).
+    let weight = |k: usize| 1u64 << (k % 7);
+    let small = |k: usize| k % 13 == 5;
+    let small_bytes = 4_000 * 1024;
+    let budget: u64 =
+        total.saturating_sub((0..n).filter(|&k| small(k)).count() as u64 * small_bytes);
+    let sum: u64 = (0..n)
+        .filter(|&k| !small(k))
+        .map(weight)
+        .sum::<u64>()
+        .max(1);
+    (0..n)
+        .map(|k| {
+            let name = format!("m{k:02}");
+            let sub = if k % 9 == 3 { "unet" } else { "" };
+            let stem = if sub.is_empty() {
+                "pytorch_model"
+            } else {
+                "diffusion_pytorch_model"
+            };
+            if small(k) {
+                return ModelDir {
+                    name,
+                    sub,
+                    files: vec![ModelFile {
+                        name: format!("{stem}.bin"),
+                        legacy: false,
+                        tensors: many_small(4_000, 1024),
+                    }],
+                };
+            }
+            let tensors = model_like(budget * weight(k) / sum);
+            let legacy = k % 10 == 7;
+            if k % 8 == 2 {
+                let shards = 2 + k % 3;
+                let per = tensors.len().div_ceil(shards);
+                let files = tensors
+                    .chunks(per)
+                    .enumerate()
+                    .map(|(i, c)| ModelFile {
+                        name: format!("{stem}-{:05}-of-{shards:05}.bin", i + 1),
+                        legacy,
+                        tensors: c.to_vec(),
+                    })
+                    .collect::<Vec<_>>();
+                debug_assert_eq!(files.len(), shards);
+                return ModelDir { name, sub, files };
+            }
+            ModelDir {
+                name,
+                sub,
+                files: vec![ModelFile {
+                    name: format!("{stem}.bin"),
+                    legacy,
+                    tensors,
+                }],
+            }
+        })
+        .collect()
+}
+
+/// Writes `model` under `root`: `config.json`, its checkpoint files and, when sharded, the
+/// index (`metadata.total_size` and a `weight_map` naming every tensor's shard).
+pub fn write_model_dir(root: &Path, model: &ModelDir) -> io::Result<()> {
+    let top = root.join(&model.name);
+    let dir = top.join(model.sub);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        top.join("config.json"),
+        format!(
+            "{{\"model_type\": \"synthetic\", \"name\": \"{}\"}}\n",
+            model.name
+        ),
+    )?;
+    for f in &model.files {
+        let path = dir.join(&f.name);
+        if f.legacy {
+            write_legacy(&path, &f.tensors)?;
+        } else {
+            write_zip(&path, "archive", &f.tensors)?;
+        }
+    }
+    if model.sharded() {
+        let mut map = serde_json::Map::new();
+        let mut total = 0;
+        for f in &model.files {
+            for t in &f.tensors {
+                map.insert(t.name.clone(), f.name.clone().into());
+                total += t.storage_bytes();
+            }
+        }
+        let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": map});
+        let stem = model.files[0]
+            .name
+            .split('-')
+            .next()
+            .unwrap_or("pytorch_model");
+        std::fs::write(
+            dir.join(format!("{stem}.bin.index.json")),
+            serde_json::to_vec_pretty(&index).map_err(io::Error::other)?,
+        )?;
+    }
+    Ok(())
+}
