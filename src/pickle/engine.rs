@@ -361,10 +361,9 @@ impl<V> Memo<V> {
         }
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = V> + '_ {
-        self.dense
-            .drain(..)
-            .chain(self.sparse.drain().map(|(_, v)| v))
+    fn clear(&mut self) {
+        self.dense = Vec::new();
+        self.sparse = HashMap::default();
     }
 }
 
@@ -401,18 +400,18 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         &self.sem
     }
 
-    /// Gives the semantics back (drop or [`Machine::take_values`] the values first if they
+    /// Gives the semantics back (drop or [`Machine::clear_values`] the values first if they
     /// need care).
     pub fn into_semantics(self) -> S {
         self.sem
     }
 
-    /// Takes every value still on the stack or in the memo (to drop them as the caller likes).
-    pub fn take_values(&mut self) -> Vec<S::Value> {
-        let mut rest = std::mem::take(&mut self.stack);
-        rest.extend(self.memo.drain());
+    /// Drops every value still on the stack or in the memo, one at a time (each container
+    /// drops its own children without recursion), without gathering them first.
+    pub fn clear_values(&mut self) {
+        self.stack.clear();
         self.marks.clear();
-        rest
+        self.memo.clear();
     }
 
     /// Runs the pickle that starts at `start` in `data` up to its STOP, from the machine's

@@ -88,7 +88,7 @@ pub fn load(
     let mut m = Machine::new(vm, Mode::Strict, limits);
     let r = m.run(data, start);
     // Drop what is left without recursion, whatever happened.
-    drop(Seq(m.take_values()));
+    m.clear_values();
     let stopped = r?;
     let Vm {
         globals,
