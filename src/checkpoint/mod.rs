@@ -457,7 +457,10 @@ impl Checkpoint {
                     msg: "internal: the storage was never declared".into(),
                 }));
             };
-            if let Some((a, b)) = conflicts.get(t.storage.as_str()) {
+            if let Some((a, b)) = (!conflicts.is_empty())
+                .then(|| conflicts.get(t.storage.as_str()))
+                .flatten()
+            {
                 return Err(self.err(ErrorKind::Tensor {
                     name: t.name.clone(),
                     storage: Some(t.storage.clone()),

@@ -417,7 +417,8 @@ pub fn audit(file: &File, file_len: u64, limits: &ZipLimits) -> Result<ZipAudit,
 }
 
 /// [`audit`], optionally without reading the local headers (the end records and the central
-/// directory only: enough for entry counts and sizes).
+/// directory only: enough for entry counts and sizes; the name and layout checks, which need
+/// the local headers or serve only the full audit, are then skipped).
 pub fn audit_with(
     file: &File,
     file_len: u64,
@@ -676,8 +677,13 @@ pub fn audit_with(
             true,
         );
     }
+    // Without the local headers the audit is for counts and sizes (the preflight's): the name
+    // and layout checks are left to the full audit the container makes.
+    if !local_headers {
+        return Ok(out);
+    }
     // Names: exact duplicates, case variants, one root folder.
-    let mut seen: HashMap<String, &str> = HashMap::new();
+    let mut seen: HashMap<String, &str> = HashMap::with_capacity(out.entries.len());
     let mut dup = Vec::new();
     for e in &out.entries {
         if let Some(prev) = seen.insert(e.name.to_lowercase(), &e.name) {
