@@ -126,19 +126,11 @@ pub fn plan_header(
     })
 }
 
-/// `entries` in `safetensors::serialize`'s order, stably (equal keys keep their order). Sorts
-/// indices rather than the entries themselves, which are large to move.
-fn sorted(entries: Vec<HeaderEntry>) -> Vec<HeaderEntry> {
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_unstable_by(|&l, &r| {
-        let (a, b) = (&entries[l], &entries[r]);
-        b.dtype
-            .cmp(&a.dtype)
-            .then_with(|| a.name.cmp(&b.name))
-            .then(l.cmp(&r))
-    });
-    let mut slots: Vec<Option<HeaderEntry>> = entries.into_iter().map(Some).collect();
-    order.iter().filter_map(|&i| slots[i].take()).collect()
+/// `entries` in `safetensors::serialize`'s order, stably. (Sorting indices instead measured
+/// 2.5 times slower: the comparisons then chase pointers to the entries as well as the names.)
+fn sorted(mut entries: Vec<HeaderEntry>) -> Vec<HeaderEntry> {
+    entries.sort_by(|l, r| r.dtype.cmp(&l.dtype).then_with(|| l.name.cmp(&r.name)));
+    entries
 }
 
 /// Appends `s` as a JSON string; names that need no escape (the usual case) are copied as is.
@@ -336,13 +328,17 @@ mod tests {
         let tensors = [("w".to_string(), Raw(Dtype::F32, vec![1], vec![0; 4]))];
         let plan = plan_of(&tensors, &md);
         let json = std::str::from_utf8(&plan.bytes[8..]).unwrap();
-        assert!(json.starts_with(
-            "{\"__metadata__\":{\"\":\"\",\"format\":\"pt\",\"k\\\"\\\\\\n\":\"v\\u0000é🦀\"},"
-        ), "{json}");
+        assert!(
+            json.starts_with(
+                "{\"__metadata__\":{\"\":\"\",\"format\":\"pt\",\"k\\\"\\\\\\n\":\"v\\u0000é🦀\"},"
+            ),
+            "{json}"
+        );
         let mut file = plan.bytes.clone();
         file.extend_from_slice(&[0; 4]);
         let (_, parsed) = safetensors::SafeTensors::read_metadata(&file).unwrap();
-        let back: BTreeMap<String, String> = parsed.metadata().clone().unwrap().into_iter().collect();
+        let back: BTreeMap<String, String> =
+            parsed.metadata().clone().unwrap().into_iter().collect();
         assert_eq!(back, md);
     }
 
@@ -357,7 +353,18 @@ mod tests {
 
     #[test]
     fn integers_are_written_as_serde_json_writes_them() {
-        for n in [0, 1, 9, 10, 99, 100, 12345, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            u32::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let mut out = b"x".to_vec();
             push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());
