@@ -4,7 +4,7 @@
 //! checkpoint holds many small tensors. Here small copies are taken in output order, in windows
 //! of bounded output span: each window's pieces are read into one buffer laid out as the output,
 //! in source order, the pieces a few bytes apart in the source (torch zip records are separated
-//! by their local headers) with one `preadv` that reads the gaps into a scratch buffer, and the
+//! by their local headers) with one `pread` of their whole span into a staging buffer, and the
 //! window is written with one `pwrite` per run of pieces adjacent in the output (one for a
 //! window of copies only).
 //!
@@ -15,7 +15,6 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use super::{Job, JobKind};
@@ -29,9 +28,10 @@ pub const SMALL: u64 = 256 << 10;
 pub const WINDOW: u64 = 4 << 20;
 /// A source gap up to this long between two pieces of a window is read through: reading it
 /// from the page cache costs less than another system call.
-const GAP: usize = 4096;
-/// Largest number of buffers handed to one `preadv` (Linux's `IOV_MAX`).
-const IOV_MAX: usize = 1024;
+const GAP: u64 = 4096;
+/// Largest source span read at once into the staging buffer (a single piece may be longer, up
+/// to [`SMALL`]).
+const STAGE: u64 = 256 << 10;
 
 fn src_off(j: &Job) -> Option<u64> {
     match j.kind {
@@ -72,18 +72,15 @@ pub fn group(jobs: &[Job], window: u64) -> Vec<Range<usize>> {
 #[derive(Default)]
 pub struct Batcher {
     buf: Vec<u8>,
-    junk: Vec<u8>,
+    stage: Vec<u8>,
     order: Vec<(usize, u64, usize)>,
-    iov: Vec<libc::iovec>,
 }
 
 impl Batcher {
     /// Copies every job of one window (from [`group`]). When the batched path fails the jobs
     /// are run again one by one, so that the error names the tensor whose bytes failed.
     pub fn run(&mut self, jobs: &[Job], sources: &[File], out: &File) -> Result<(), ErrorKind> {
-        let r = self.try_run(jobs, sources, out);
-        self.iov.clear();
-        if r.is_err() {
+        if self.try_run(jobs, sources, out).is_err() {
             for j in jobs {
                 j.run(sources, out)?;
             }
@@ -114,42 +111,33 @@ impl Batcher {
         if self.buf.len() < span {
             self.buf.resize(span, 0);
         }
-        if self.junk.len() < GAP {
-            self.junk.resize(GAP, 0);
-        }
         self.order.sort_unstable();
-        // Read, in source order, each run of pieces at most GAP apart in one call.
-        let base = self.buf.as_mut_ptr();
-        let junk = self.junk.as_mut_ptr();
+        // Read, in source order, each run of pieces at most GAP apart with one call into the
+        // staging buffer, and place its pieces in the window.
         let mut k = 0;
         while let Some(&(source, at, _)) = self.order.get(k) {
             let src = sources.get(source).ok_or_else(|| bad("no such source"))?;
             let mut next = at;
-            self.iov.clear();
+            let first = k;
             while let Some(&(s_idx, s, i)) = self.order.get(k) {
-                let gap = s.wrapping_sub(next);
-                if s_idx != source || s < next || gap > GAP as u64 || self.iov.len() + 2 > IOV_MAX {
+                let e = s + jobs[i].len;
+                if s_idx != source || s < next || s - next > GAP || (k > first && e - at > STAGE) {
                     break;
                 }
-                if gap > 0 {
-                    self.iov.push(libc::iovec {
-                        iov_base: junk.cast(),
-                        iov_len: gap as usize,
-                    });
-                }
-                let j = &jobs[i];
-                // In bounds: start <= j.dst and j.dst + j.len <= end (checked above).
-                let off = (j.dst - start) as usize;
-                self.iov.push(libc::iovec {
-                    // SAFETY: off + j.len <= span <= buf.len(); no reference to the buffer is
-                    // alive while the kernel writes through these pointers.
-                    iov_base: unsafe { base.add(off) }.cast(),
-                    iov_len: j.len as usize,
-                });
-                next = s + j.len;
+                next = e;
                 k += 1;
             }
-            preadv_exact(src, &mut self.iov, at)?;
+            let n = (next - at) as usize;
+            if self.stage.len() < n {
+                self.stage.resize(n, 0);
+            }
+            src.read_exact_at(&mut self.stage[..n], at)?;
+            for &(_, s, i) in &self.order[first..k] {
+                let j = &jobs[i];
+                let (from, to) = ((s - at) as usize, (j.dst - start) as usize);
+                let len = j.len as usize;
+                self.buf[to..to + len].copy_from_slice(&self.stage[from..from + len]);
+            }
         }
         // Write each run of pieces adjacent in the output with one call.
         let buf = &self.buf[..span];
@@ -171,40 +159,6 @@ impl Batcher {
         }
         Ok(())
     }
-}
-
-/// Fills every buffer of `iov` from `src` at `off`, through short reads and interruptions.
-fn preadv_exact(src: &File, mut iov: &mut [libc::iovec], mut off: u64) -> io::Result<()> {
-    while !iov.is_empty() {
-        let pos = libc::off_t::try_from(off).map_err(io::Error::other)?;
-        // SAFETY: every iovec points into a live buffer of at least its length, and the
-        // descriptor is open; the count is at most IOV_MAX.
-        let n = unsafe { libc::preadv(src.as_raw_fd(), iov.as_ptr(), iov.len() as i32, pos) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let mut n = n as usize;
-        off += n as u64;
-        let mut done = 0;
-        while done < iov.len() && n >= iov[done].iov_len {
-            n -= iov[done].iov_len;
-            done += 1;
-        }
-        iov = &mut iov[done..];
-        if let Some(first) = iov.first_mut() {
-            // SAFETY: n is less than this buffer's length.
-            first.iov_base = unsafe { first.iov_base.cast::<u8>().add(n) }.cast();
-            first.iov_len -= n;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -311,22 +265,26 @@ mod tests {
     }
 
     #[test]
-    fn more_pieces_than_one_preadv_takes() {
-        // 3000 one-byte pieces, two bytes apart in the source, contiguous in the output.
-        let src_bytes: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fn runs_longer_than_the_staging_buffer() {
+        // 3000 pieces of 100 bytes, 10 bytes apart in the source (330,000 bytes, more than
+        // STAGE), contiguous in the output.
+        let src_bytes: Vec<u8> = (0..330_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let src = source(&src_bytes);
         let jobs: Vec<Job> = (0..3000)
-            .map(|i| copy(&format!("t{i}"), 2 * i, i, 1))
+            .map(|i| copy(&format!("t{i}"), 110 * i, 100 * i, 100))
             .collect();
         let groups = group(&jobs, WINDOW);
         assert_eq!(groups, vec![0..3000]);
         let out = tempfile::tempfile().unwrap();
-        out.set_len(3000).unwrap();
+        out.set_len(300_000).unwrap();
         Batcher::default()
             .run(&jobs, std::slice::from_ref(&src), &out)
             .unwrap();
-        let want: Vec<u8> = src_bytes.iter().step_by(2).copied().collect();
-        assert_eq!(read_all(&out), want);
+        let want: Vec<u8> = src_bytes
+            .chunks(110)
+            .flat_map(|c| c[..100].to_vec())
+            .collect();
+        assert!(read_all(&out) == want);
     }
 
     #[test]

@@ -126,8 +126,9 @@ pub fn plan_header(
     })
 }
 
-/// `entries` in `safetensors::serialize`'s order, stably. (Sorting indices instead measured
-/// 2.5 times slower: the comparisons then chase pointers to the entries as well as the names.)
+/// `entries` in `safetensors::serialize`'s order, stably. Sorting the entries themselves
+/// measured fastest at 100,000 entries: sorting bare indices (two pointers chased per
+/// comparison) took 2.5 times as long, sorting (dtype, name, index) keys 1.2 times.
 fn sorted(mut entries: Vec<HeaderEntry>) -> Vec<HeaderEntry> {
     entries.sort_by(|l, r| r.dtype.cmp(&l.dtype).then_with(|| l.name.cmp(&r.name)));
     entries
