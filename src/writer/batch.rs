@@ -50,7 +50,7 @@ pub fn batchable(j: &Job) -> bool {
 
 /// Groups batchable `jobs` (sorted by output offset) into windows of consecutive jobs spanning
 /// at most `window` bytes of output (a job alone may span up to [`SMALL`]).
-pub fn group(jobs: &[Job], window: u64) -> Vec<Range<usize>> {
+pub fn group(jobs: &[&Job], window: u64) -> Vec<Range<usize>> {
     let mut groups = Vec::new();
     let mut i = 0;
     while let Some(first) = jobs.get(i) {
@@ -79,7 +79,7 @@ pub struct Batcher {
 impl Batcher {
     /// Copies every job of one window (from [`group`]). When the batched path fails the jobs
     /// are run again one by one, so that the error names the tensor whose bytes failed.
-    pub fn run(&mut self, jobs: &[Job], sources: &[File], out: &File) -> Result<(), ErrorKind> {
+    pub fn run(&mut self, jobs: &[&Job], sources: &[File], out: &File) -> Result<(), ErrorKind> {
         if self.try_run(jobs, sources, out).is_err() {
             for j in jobs {
                 j.run(sources, out)?;
@@ -88,7 +88,7 @@ impl Batcher {
         Ok(())
     }
 
-    fn try_run(&mut self, jobs: &[Job], sources: &[File], out: &File) -> io::Result<()> {
+    fn try_run(&mut self, jobs: &[&Job], sources: &[File], out: &File) -> io::Result<()> {
         let bad = |what: &str| io::Error::other(what.to_string());
         let Some(start) = jobs.iter().map(|j| j.dst).min() else {
             return Ok(());
@@ -195,6 +195,10 @@ mod tests {
         }
     }
 
+    fn refs(jobs: &[Job]) -> Vec<&Job> {
+        jobs.iter().collect()
+    }
+
     fn read_all(f: &File) -> Vec<u8> {
         let mut out = vec![0; f.metadata().unwrap().len() as usize];
         f.read_exact_at(&mut out, 0).unwrap();
@@ -250,14 +254,14 @@ mod tests {
         for window in [1, 512, 64 << 10, WINDOW] {
             let out = tempfile::tempfile().unwrap();
             out.set_len(dst).unwrap();
-            let groups = group(&jobs, window);
+            let groups = group(&refs(&jobs), window);
             assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), jobs.len());
             if window == WINDOW {
                 assert!(groups.len() < jobs.len() / 20, "{} windows", groups.len());
             }
             let mut b = Batcher::default();
             for g in &groups {
-                b.run(&jobs[g.clone()], std::slice::from_ref(&src), &out)
+                b.run(&refs(&jobs[g.clone()]), std::slice::from_ref(&src), &out)
                     .unwrap();
             }
             assert!(read_all(&out) == expected, "window {window}");
@@ -273,12 +277,12 @@ mod tests {
         let jobs: Vec<Job> = (0..3000)
             .map(|i| copy(&format!("t{i}"), 110 * i, 100 * i, 100))
             .collect();
-        let groups = group(&jobs, WINDOW);
+        let groups = group(&refs(&jobs), WINDOW);
         assert_eq!(groups, vec![0..3000]);
         let out = tempfile::tempfile().unwrap();
         out.set_len(300_000).unwrap();
         Batcher::default()
-            .run(&jobs, std::slice::from_ref(&src), &out)
+            .run(&refs(&jobs), std::slice::from_ref(&src), &out)
             .unwrap();
         let want: Vec<u8> = src_bytes
             .chunks(110)
@@ -302,10 +306,10 @@ mod tests {
         assert!(!batchable(&strided));
         // A window's output span is bounded.
         let jobs: Vec<Job> = (0..100).map(|i| copy("x", 0, i * 100, 100)).collect();
-        let groups = group(&jobs, 1000);
+        let groups = group(&refs(&jobs), 1000);
         assert_eq!(groups.len(), 10);
         assert!(groups.iter().all(|g| g.len() == 10), "{groups:?}");
-        assert_eq!(group(&jobs, WINDOW), vec![0..100]);
+        assert_eq!(group(&refs(&jobs), WINDOW), vec![0..100]);
     }
 
     #[test]
@@ -325,7 +329,9 @@ mod tests {
         }
         let out = tempfile::tempfile().unwrap();
         out.set_len(2000).unwrap();
-        Batcher::default().run(&jobs, &sources, &out).unwrap();
+        Batcher::default()
+            .run(&refs(&jobs), &sources, &out)
+            .unwrap();
         assert_eq!(read_all(&out), want);
     }
 
@@ -339,11 +345,11 @@ mod tests {
             copy("second", 200, 100, 100),
             copy("beyond", 950, 200, 100),
         ];
-        assert_eq!(group(&jobs, WINDOW), vec![0..3]);
+        assert_eq!(group(&refs(&jobs), WINDOW), vec![0..3]);
         let out = tempfile::tempfile().unwrap();
         out.set_len(300).unwrap();
         let e = Batcher::default()
-            .run(&jobs, std::slice::from_ref(&src), &out)
+            .run(&refs(&jobs), std::slice::from_ref(&src), &out)
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"beyond\""), "{e}");
@@ -359,7 +365,7 @@ mod tests {
         let read_only = File::open(&path).unwrap();
         let jobs = vec![copy("first", 0, 0, 100), copy("second", 200, 100, 100)];
         let e = Batcher::default()
-            .run(&jobs, std::slice::from_ref(&src), &read_only)
+            .run(&refs(&jobs), std::slice::from_ref(&src), &read_only)
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"first\""), "{e}");

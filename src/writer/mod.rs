@@ -224,20 +224,24 @@ pub fn write_file(
     // with half the system time. Small ones go in windows in output order, a few system calls
     // per window (see `batch`); large ones are one in-kernel copy each, in file order. Gathers,
     // byte swaps and inflated data need CPU: they run on the whole pool, beside the copy stream.
+    // Sorted through (key, index) pairs and borrowed: the jobs are large to move.
     let mut small = Vec::with_capacity(jobs.len());
     let mut large = Vec::new();
     let mut work = Vec::new();
-    for j in jobs {
+    for (i, j) in jobs.iter().enumerate() {
+        let file_order = ((j.source, j.src_start(), j.dst), i);
         match j.kind {
-            JobKind::Copy { .. } if batch::batchable(&j) => small.push(j),
-            JobKind::Copy { .. } => large.push(j),
-            _ => work.push(j),
+            JobKind::Copy { .. } if batch::batchable(j) => small.push((j.dst, i)),
+            JobKind::Copy { .. } => large.push(file_order),
+            _ => work.push(file_order),
         }
     }
-    let small = sorted_by(small, |j| j.dst);
-    let file_order = |j: &Job| (j.source, j.src_start(), j.dst);
-    let large = sorted_by(large, file_order);
-    let work = sorted_by(work, file_order);
+    small.sort_unstable();
+    large.sort_unstable();
+    work.sort_unstable();
+    let small: Vec<&Job> = small.iter().map(|&(_, i)| &jobs[i]).collect();
+    let large: Vec<&Job> = large.iter().map(|&(_, i)| &jobs[i]).collect();
+    let work: Vec<&Job> = work.iter().map(|&(_, i)| &jobs[i]).collect();
     let run = |j: &Job| {
         j.run(sources, out)?;
         progress(j.len);
@@ -251,9 +255,10 @@ pub fn write_file(
             progress(window.iter().map(|j| j.len).sum());
         }
         drop(batcher);
-        large.iter().try_for_each(run)
+        large.iter().try_for_each(|j| run(j))
     };
-    let (a, b) = pool.install(|| rayon::join(copy_stream, || work.par_iter().try_for_each(run)));
+    let (a, b) =
+        pool.install(|| rayon::join(copy_stream, || work.par_iter().try_for_each(|j| run(j))));
     a?;
     b?;
     tmp.persist(target, opts.overwrite)
