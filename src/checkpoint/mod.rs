@@ -671,6 +671,7 @@ pub fn write_merged(
     let wopts = writer::WriteOptions {
         overwrite: opts.overwrite,
         threads: opts.threads,
+        sync_folder: !opts.defer_folder_sync,
     };
     writer::write_file(output, &plan, jobs, &sources, wopts, progress).map_err(out_err)?;
     Ok(plan.total_len)
@@ -703,6 +704,10 @@ pub struct ConvertOptions {
     /// TorchScript archives: also write tensor attributes that are not parameters or buffers
     /// (after the `state_dict()` entries).
     pub torchscript_attributes: bool,
+    /// Leave flushing the output's folder to the caller (`migrate` flushes each folder once,
+    /// at the end and before removing any source): a crash before then can lose a new name,
+    /// never leave a partial file under it.
+    pub defer_folder_sync: bool,
 }
 
 /// What a conversion did.

@@ -85,6 +85,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
             threads: args.jobs,
             include_numpy: args.include_numpy,
             torchscript_attributes: args.torchscript_attributes,
+            defer_folder_sync: false,
         },
         policy: Policy {
             strict: args.policy.strict,

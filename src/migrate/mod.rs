@@ -242,6 +242,7 @@ pub fn run(
         control,
         threads: (total_threads / jobs).max(1),
         blobs: Default::default(),
+        folders: Default::default(),
     };
     control.plan(
         started,
@@ -265,5 +266,7 @@ pub fn run(
             });
         }
     });
+    // The outputs' names are durable before the run reports them.
+    ctx.sync_folders();
     Ok(control.report())
 }

@@ -27,6 +27,10 @@ pub(super) struct Context<'a> {
     /// Outputs converted so far, by (canonical source, output file name): a file reached
     /// through several links is converted once.
     pub blobs: std::sync::Mutex<HashMap<(PathBuf, String), PathBuf>>,
+    /// Folders written in and not flushed yet: outputs are linked into place without flushing
+    /// their folder, which [`Context::sync_folders`] does once per folder (at the end of the
+    /// run and before any source is removed) instead of once per file.
+    pub folders: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 /// An output written for `blob` earlier in this run, hard-linked at `out` when `out` does not
@@ -53,6 +57,14 @@ fn reuse(
 }
 
 impl Context<'_> {
+    /// Flushes every folder written in so far (see [`Context::folders`]).
+    pub fn sync_folders(&self) {
+        let folders = std::mem::take(&mut *self.folders.lock().unwrap_or_else(|p| p.into_inner()));
+        for f in folders {
+            atomic::sync_folder(&f);
+        }
+    }
+
     /// The output converted in this run from `blob` under the file name `name`, if any.
     fn converted_blob(&self, blob: &Path, name: &str) -> Option<PathBuf> {
         let seen = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,6 +86,7 @@ impl Context<'_> {
                 overwrite: o.overwrite,
                 threads: self.threads,
                 keep_aliases: o.keep_aliases,
+                defer_folder_sync: true,
                 ..ConvertOptions::default()
             },
             policy: Policy {
@@ -239,6 +252,10 @@ fn create_folder(out: &Path) -> Result<()> {
 
 /// Registers `out` as being written, unless the run was interrupted.
 fn begin<'c>(ctx: &'c Context, out: &Path) -> Result<super::control::InFlight<'c>> {
+    ctx.folders
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(atomic::dir_of(out).to_path_buf());
     ctx.control
         .begin(out)
         .ok_or_else(|| Error::new(out, ErrorKind::Interrupted))
@@ -327,12 +344,14 @@ fn write_index(
         return Ok((Status::Planned, n, total));
     }
     let _in_flight = begin(ctx, index)?;
-    atomic::write_atomic(index, text.as_bytes(), o.overwrite).map_err(|k| Error::new(index, k))?;
+    atomic::write_atomic_with(index, text.as_bytes(), o.overwrite, false)
+        .map_err(|k| Error::new(index, k))?;
     Ok((Status::Converted, n, total))
 }
 
-/// Re-reads every part, then removes `source`.
+/// Re-reads every part, then removes `source` (its outputs' folders flushed first).
 fn verify_then_delete(
+    ctx: &Context,
     ckpt: &Checkpoint,
     source: &Path,
     parts: &[(PathBuf, Selection)],
@@ -342,6 +361,7 @@ fn verify_then_delete(
         reread(ckpt, sel, out)?;
     }
     if delete {
+        ctx.sync_folders();
         std::fs::remove_file(source)
             .map_err(|e| Error::new(source, io("converted, but cannot remove the source")(e)))?;
     }
@@ -424,7 +444,7 @@ fn checkpoint_inner(source: &Path, out_dir: &Path, ctx: &Context, credit: &Credi
         ctx.remember_blob(blob, out);
     }
     if o.delete_source && !o.dry_run {
-        match verify_then_delete(&ckpt, source, &parts, true) {
+        match verify_then_delete(ctx, &ckpt, source, &parts, true) {
             Ok(d) => rec.source_deleted = d,
             Err(msg) => return fail(rec, msg),
         }
@@ -757,6 +777,7 @@ fn sharded(
         }
     }
     if o.delete_source && !o.dry_run && irec.status != Status::Failed {
+        ctx.sync_folders();
         for &i in &converted {
             let s = recs[i].source.clone();
             match std::fs::remove_file(&s) {
@@ -815,7 +836,8 @@ fn copy(source: &Path, dest: &Path, ctx: &Context) -> FileRecord {
         let _in_flight = begin(ctx, dest)?;
         Ok((
             Status::Copied,
-            atomic::copy_atomic(source, dest, o.overwrite).map_err(|k| Error::new(dest, k))?,
+            atomic::copy_atomic_with(source, dest, o.overwrite, false)
+                .map_err(|k| Error::new(dest, k))?,
         ))
     })();
     credit.settle();

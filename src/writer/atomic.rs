@@ -324,6 +324,18 @@ impl Partial {
     /// Flushes the file to disk and puts it at `target` (replacing what is there only with
     /// `overwrite`), then flushes the folder so the new name survives a crash.
     pub fn persist(self, target: &Path, overwrite: bool) -> Result<(), ErrorKind> {
+        self.persist_with(target, overwrite, true)
+    }
+
+    /// [`Partial::persist`]; with `sync_folder` false the folder is not flushed: the caller
+    /// does it once for many files ([`sync_folder`]). Until then a crash can lose the new
+    /// name, never leave a partial file under it.
+    pub fn persist_with(
+        self,
+        target: &Path,
+        overwrite: bool,
+        sync_folder: bool,
+    ) -> Result<(), ErrorKind> {
         let file = self.file();
         file.sync_all()
             .map_err(io("cannot flush the output to disk"))?;
@@ -357,29 +369,57 @@ impl Partial {
                 done.map_err(|e| moved(e.error))?;
             }
         }
-        if let Ok(d) = File::open(dir_of(target)) {
-            let _ = d.sync_all();
+        if sync_folder {
+            self::sync_folder(dir_of(target));
         }
         Ok(())
     }
 }
 
+/// Flushes a folder's entries to disk, so names linked into it survive a crash (best effort:
+/// a folder that cannot be opened or flushed is left as it is).
+pub fn sync_folder(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 /// Writes `bytes` to `target` atomically.
 pub fn write_atomic(target: &Path, bytes: &[u8], overwrite: bool) -> Result<(), ErrorKind> {
+    write_atomic_with(target, bytes, overwrite, true)
+}
+
+/// [`write_atomic`], flushing the folder only with `sync_folder` (see [`Partial::persist_with`]).
+pub fn write_atomic_with(
+    target: &Path,
+    bytes: &[u8],
+    overwrite: bool,
+    sync_folder: bool,
+) -> Result<(), ErrorKind> {
     let mut p = Partial::beside(target)?;
     p.file_mut()
         .write_all(bytes)
         .map_err(io("cannot write the temporary file"))?;
-    p.persist(target, overwrite)
+    p.persist_with(target, overwrite, sync_folder)
 }
 
 /// Copies `source` to `target` atomically. Returns the bytes copied.
 pub fn copy_atomic(source: &Path, target: &Path, overwrite: bool) -> Result<u64, ErrorKind> {
+    copy_atomic_with(source, target, overwrite, true)
+}
+
+/// [`copy_atomic`], flushing the folder only with `sync_folder` (see [`Partial::persist_with`]).
+pub fn copy_atomic_with(
+    source: &Path,
+    target: &Path,
+    overwrite: bool,
+    sync_folder: bool,
+) -> Result<u64, ErrorKind> {
     let mut from = File::open(source).map_err(io(format!("cannot open {}", source.display())))?;
     let mut p = Partial::beside(target)?;
     let n = std::io::copy(&mut from, p.file_mut())
         .map_err(io(format!("cannot copy {}", source.display())))?;
-    p.persist(target, overwrite)?;
+    p.persist_with(target, overwrite, sync_folder)?;
     Ok(n)
 }
 
@@ -389,6 +429,24 @@ mod tests {
 
     fn count(dir: &Path) -> usize {
         std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn files_persisted_without_a_folder_flush_are_complete_and_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.json");
+        write_atomic_with(&target, b"{\"a\":1}", false, false).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}");
+        let copy = dir.path().join("b.json");
+        assert_eq!(copy_atomic_with(&target, &copy, false, false).unwrap(), 7);
+        assert_eq!(std::fs::read(&copy).unwrap(), b"{\"a\":1}");
+        // No clobbering either way, and no temporary left behind.
+        assert!(matches!(
+            write_atomic_with(&target, b"{}", false, false),
+            Err(ErrorKind::OutputExists(_))
+        ));
+        sync_folder(dir.path());
+        assert_eq!(count(dir.path()), 2);
     }
 
     #[test]

@@ -191,6 +191,9 @@ pub struct WriteOptions {
     pub overwrite: bool,
     /// Worker threads (0 = one per core).
     pub threads: usize,
+    /// Flush the output's folder once the file is in place (false: the caller flushes it, see
+    /// [`atomic::Partial::persist_with`]).
+    pub sync_folder: bool,
 }
 
 /// Writes `header` then runs `jobs` into a temp file beside `target`, fsyncs and renames it.
@@ -261,7 +264,7 @@ pub fn write_file(
         pool.install(|| rayon::join(copy_stream, || work.par_iter().try_for_each(|j| run(j))));
     a?;
     b?;
-    tmp.persist(target, opts.overwrite)
+    tmp.persist_with(target, opts.overwrite, opts.sync_folder)
 }
 
 #[cfg(test)]
@@ -340,6 +343,7 @@ mod tests {
         let opts = WriteOptions {
             overwrite: false,
             threads: 2,
+            sync_folder: true,
         };
         let done = std::sync::atomic::AtomicU64::new(0);
         let progress = |n: u64| {
@@ -382,6 +386,7 @@ mod tests {
         let opts = WriteOptions {
             overwrite: false,
             threads: 1,
+            sync_folder: true,
         };
         let e = write_file(&target, &plan, jobs, &[src], opts, &|_| {})
             .unwrap_err()
