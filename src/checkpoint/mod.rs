@@ -586,28 +586,45 @@ pub fn write_merged(
     metadata.insert("format".to_string(), "pt".to_string());
     let mut entries = Vec::new();
     // Name -> (part, tensor).
-    let mut by_name: HashMap<&str, (usize, &TensorInfo)> = HashMap::new();
+    // Every tensor of every part, in the order the entries are listed.
+    let mut all: Vec<(usize, &TensorInfo)> = Vec::new();
+    let st_dtype = |t: &TensorInfo| {
+        // `check_tensor` refused every dtype without a safetensors type.
+        t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8)
+    };
+    // Names are unique within a selection; across parts they must be checked.
+    let mut names: HashSet<&str> = HashSet::new();
     for (p, (ckpt, sel)) in parts.iter().enumerate() {
         for (alias, kept) in &sel.aliases {
             metadata.insert(alias.clone(), kept.clone());
         }
         for t in &sel.tensors {
-            if by_name.insert(t.name.as_str(), (p, t)).is_some() {
+            if parts.len() > 1 && !names.insert(t.name.as_str()) {
                 return Err(ckpt.err(ErrorKind::Tensor {
                     name: t.name.clone(),
                     storage: Some(t.storage.clone()),
                     msg: "two parts of one output hold a tensor of this name".into(),
                 }));
             }
+            all.push((p, t));
             entries.push(HeaderEntry {
                 name: t.name.clone(),
-                // `check_tensor` refused every dtype without a safetensors type.
-                dtype: t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8),
+                dtype: st_dtype(t),
                 shape: t.shape.clone(),
                 nbytes: t.nbytes,
             });
         }
     }
+    drop(names);
+    // The file order of the entries (safetensors': dtype descending, then name), to find each
+    // planned entry's tensor without a name lookup; each match is checked below.
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by(|&l, &r| {
+        let (l, r) = (all[l].1, all[r].1);
+        st_dtype(r)
+            .cmp(&st_dtype(l))
+            .then_with(|| l.name.cmp(&r.name))
+    });
     let plan = writer::plan_header(entries, &metadata).map_err(out_err)?;
     let data_start = plan.bytes.len() as u64;
     let out_dir = output
@@ -622,16 +639,18 @@ pub fn write_merged(
                 .map_err(|k| ckpt.err(k))?,
         );
     }
-    let mut jobs = Vec::new();
-    for (entry, begin, _end) in &plan.entries {
+    let mut jobs = Vec::with_capacity(plan.entries.len());
+    for (k, (entry, begin, _end)) in plan.entries.iter().enumerate() {
         let internal = |what: &str| {
             out_err(ErrorKind::Unsupported(format!(
                 "internal: {what} of tensor {:?} not found while planning",
                 entry.name
             )))
         };
-        let &(p, t) = by_name
-            .get(entry.name.as_str())
+        let &(p, t) = order
+            .get(k)
+            .and_then(|&i| all.get(i))
+            .filter(|(_, t)| t.name == entry.name)
             .ok_or_else(|| internal("the source"))?;
         if t.nbytes == 0 {
             continue;
