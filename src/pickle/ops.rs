@@ -567,6 +567,10 @@ pub fn could_be_pickle(b: &[u8], max_len: u64) -> bool {
         return false;
     }
     let proto = b[0] == 0x80 && (2..=5).contains(&b[1]);
+    // A whole pickle ends with its STOP byte: most names and payloads fail this at once.
+    if !proto && b.last() != Some(&b'.') {
+        return false;
+    }
     matches!(pickle_end(b, 0, max_len), Ok(Some(e)) if e == b.len() || proto)
 }
 

@@ -124,13 +124,18 @@ impl Dict {
     /// Inserts or replaces `key`.
     pub fn insert(&mut self, key: Value, value: Value) {
         if let Some(k) = DictKey::of(&key) {
-            if let Some(&i) = self.index.get(&k)
-                && let Some(slot) = self.entries.get_mut(i)
-            {
-                slot.1 = value;
-                return;
+            match self.index.entry(k) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if let Some(slot) = self.entries.get_mut(*e.get()) {
+                        slot.1 = value;
+                        return;
+                    }
+                    e.insert(self.entries.len());
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.entries.len());
+                }
             }
-            self.index.insert(k, self.entries.len());
         }
         self.entries.push((key, value));
     }
