@@ -27,7 +27,9 @@ pub fn preflight(path: &Path, limits: &Limits) -> Result<()> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let kind = sniff(&file, len);
     let Ok(Kind::Zip) = kind else {
-        if len > limits.max_pickle_bytes && !matches!(kind, Ok(Kind::Legacy)) {
+        // A plain pickle is the whole file. A legacy stream and a tar hold their storages too:
+        // their pickles are bounded where the container reads them.
+        if len > limits.max_pickle_bytes && !matches!(kind, Ok(Kind::Legacy | Kind::Tar)) {
             return Err(too_large(path, "the pickle", len, limits));
         }
         return Ok(());

@@ -86,9 +86,9 @@ fn key_name(k: &Value) -> Option<String> {
     }
 }
 
-fn join(prefix: &str, key: &str) -> String {
+fn join(prefix: &str, key: String) -> String {
     if prefix.is_empty() {
-        key.to_string()
+        key
     } else {
         format!("{prefix}.{key}")
     }
@@ -96,36 +96,44 @@ fn join(prefix: &str, key: &str) -> String {
 
 /// Children of a value, as (name part, child) in order. `None` for leaves.
 fn children(v: &Value) -> Option<Vec<(Option<String>, Value)>> {
+    children_with(v, true)
+}
+
+/// [`children`]; with `named` false every name part is `None` (not built), for walks that
+/// only need the values.
+fn children_with(v: &Value, named: bool) -> Option<Vec<(Option<String>, Value)>> {
+    let key = |k: &Value| if named { key_name(k) } else { None };
+    let index = |i: usize| named.then(|| i.to_string());
     Some(match v {
         Value::Dict(d) => d
             .borrow()
             .entries()
             .iter()
-            .map(|(k, v)| (key_name(k), v.clone()))
+            .map(|(k, v)| (key(k), v.clone()))
             .collect(),
         Value::List(_) | Value::Tuple(_) => v
-            .as_seq()
+            .items()
             .unwrap_or_default()
-            .into_iter()
+            .iter()
             .enumerate()
-            .map(|(i, v)| (Some(i.to_string()), v))
+            .map(|(i, v)| (index(i), v.clone()))
             .collect(),
         Value::Object(o) => {
             if let Some(inner) = script_container(o) {
-                return children(&inner);
+                return children_with(&inner, named);
             }
             let state = o.state.borrow().clone();
-            if let Some(m) = state.as_ref().and_then(module_children) {
+            if let Some(m) = state.as_ref().and_then(|s| module_children(s, named)) {
                 return Some(m);
             }
             let mut out = Vec::new();
             // BUILD state: an attribute dict, or a (dict, slots) pair.
             match &state {
-                Some(s @ Value::Dict(_)) => out.extend(children(s).unwrap_or_default()),
+                Some(s @ Value::Dict(_)) => out.extend(children_with(s, named).unwrap_or_default()),
                 Some(Value::Tuple(t)) => {
                     for part in t.iter() {
                         if let Value::Dict(_) = part {
-                            out.extend(children(part).unwrap_or_default());
+                            out.extend(children_with(part, named).unwrap_or_default());
                         }
                     }
                 }
@@ -136,14 +144,14 @@ fn children(v: &Value) -> Option<Vec<(Option<String>, Value)>> {
                     .borrow()
                     .entries()
                     .iter()
-                    .map(|(k, v)| (key_name(k), v.clone())),
+                    .map(|(k, v)| (key(k), v.clone())),
             );
             out.extend(
                 o.list
                     .borrow()
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| (Some(i.to_string()), v.clone())),
+                    .map(|(i, v)| (index(i), v.clone())),
             );
             out
         }
@@ -176,7 +184,7 @@ fn script_container(o: &crate::pickle::Object) -> Option<Value> {
 
 /// An `nn.Module`'s state, named as `state_dict()` would: parameters, persistent buffers, then
 /// submodules.
-fn module_children(state: &Value) -> Option<Vec<(Option<String>, Value)>> {
+fn module_children(state: &Value, named: bool) -> Option<Vec<(Option<String>, Value)>> {
     let Value::Dict(d) = state else { return None };
     let d = d.borrow();
     if d.get_str("_parameters").is_none() && d.get_str("_modules").is_none() {
@@ -207,7 +215,7 @@ fn module_children(state: &Value) -> Option<Vec<(Option<String>, Value)>> {
             if field == "_buffers" && name.as_ref().is_some_and(|n| non_persistent.contains(n)) {
                 continue;
             }
-            out.push((name, v.clone()));
+            out.push((name.filter(|_| named), v.clone()));
         }
     }
     Some(out)
@@ -252,7 +260,7 @@ fn tensor_holders(root: &Value, opts: &FlattenOptions) -> HashMap<usize, bool> {
                 }
                 // Provisional value: a cycle back to an open container adds nothing.
                 holds.insert(id, false);
-                let kids: Vec<Value> = children(&v)
+                let kids: Vec<Value> = children_with(&v, false)
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(_, c)| c)
@@ -325,7 +333,7 @@ pub fn flatten_with(
                         Some(k) => (k, nameable),
                         None => ("<unnamed key>".to_string(), false),
                     };
-                    stack.push((join(&name, &part), child, depth + 1, ok));
+                    stack.push((join(&name, part), child, depth + 1, ok));
                 }
             }
             None => {
@@ -464,11 +472,11 @@ pub fn flatten_script(
                 let l = leaf(v, opts).ok_or_else(|| {
                     ErrorKind::Malformed(format!(
                         "the {what} {:?} of TorchScript class {class_name} is a {}, not a tensor",
-                        join(&prefix, k),
+                        join(&prefix, k.clone()),
                         v.type_name()
                     ))
                 })?;
-                out.leaves.push((join(&prefix, k), l));
+                out.leaves.push((join(&prefix, k.clone()), l));
             }
         }
         let mut subs = Vec::new();
@@ -476,7 +484,7 @@ pub fn flatten_script(
             if params.contains(k) || buffers.contains(k) {
                 continue;
             }
-            let path = join(&prefix, k);
+            let path = join(&prefix, k.clone());
             if script_module(v, classes).is_some() {
                 subs.push((path, v.clone(), depth + 1));
                 continue;
