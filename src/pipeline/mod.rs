@@ -114,7 +114,7 @@ pub type Progress<'a> = &'a (dyn Fn(Event<'_>) + Sync);
 
 /// A checkpoint opened and checked, and the tensors selected from it.
 pub struct Opened {
-    /// The checkpoint, its object tree released (see [`Checkpoint::release_tree`]).
+    /// The checkpoint (a caller holding many may [`Checkpoint::release_tree`] each).
     pub checkpoint: Checkpoint,
     /// What will be written.
     pub selection: Selection,
@@ -176,7 +176,7 @@ impl Pipeline {
             }
         };
         preflight(input, &self.limits).map_err(refused)?;
-        let mut checkpoint = Checkpoint::open_with(input, &opts).map_err(refused)?;
+        let checkpoint = Checkpoint::open_with(input, &opts).map_err(refused)?;
         let allowed = match policy_check(&checkpoint, strict, &self.limits) {
             Ok(()) => None,
             Err(e) if allow_dangerous => Some(e),
@@ -196,7 +196,6 @@ impl Pipeline {
             },
         )?;
         check_selection(&checkpoint, &selection, &self.limits)?;
-        checkpoint.release_tree();
         Ok(Opened {
             checkpoint,
             selection,
