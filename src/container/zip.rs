@@ -103,12 +103,12 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
             audited.entries.len()
         )));
     }
-    let mut members = HashMap::new();
+    let mut records = Vec::with_capacity(audited.entries.len());
     for e in &audited.entries {
-        let name = e.name.clone();
-        let rec = e
-            .record()
-            .ok_or_else(|| ErrorKind::Malformed(format!("zip entry {name}: no local header")))?;
+        let rec = e.record().ok_or_else(|| {
+            ErrorKind::Malformed(format!("zip entry {}: no local header", e.name))
+        })?;
+        let name = &e.name;
         let start = rec.offset;
         let end = start.checked_add(rec.stored_len);
         if end.is_none_or(|e| e > file_len) {
@@ -123,16 +123,18 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
                 rec.stored_len, rec.len
             )));
         }
-        members.insert(name, rec);
+        records.push(rec);
     }
-    let pickles: Vec<&String> = members
-        .keys()
+    // Names are unique here (duplicates were refused above).
+    let pickles: Vec<&String> = records
+        .iter()
+        .map(|r| &r.name)
         .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
         .collect();
     let pickle_name = match pickles.as_slice() {
         [one] => (*one).clone(),
         [] => {
-            let names: Vec<String> = members.keys().cloned().collect();
+            let names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
             return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(
                 &names,
             )));
@@ -146,26 +148,24 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         }
     };
     let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_string();
-    // Storage records move to `storages` (a checkpoint of many tensors has as many records:
-    // one copy of each, not two).
-    let mut storages = HashMap::with_capacity(members.len());
+    // Storage records go to `storages`, the others to `members` (one copy of each).
+    let mut storages = HashMap::with_capacity(records.len());
     let mut has_code = false;
-    let mut others = HashMap::new();
-    for (name, rec) in members {
-        let rest = name.strip_prefix(&prefix).unwrap_or("");
-        match role(rest) {
-            Role::Storage(key) if name.starts_with(&prefix) => {
+    let mut members = HashMap::new();
+    for rec in records {
+        let rest = rec.name.strip_prefix(&prefix);
+        match rest.map(role) {
+            Some(Role::Storage(key)) => {
                 storages.insert(key.to_string(), rec);
                 continue;
             }
-            Role::TorchScript if name.starts_with(&prefix) && rest.starts_with("code/") => {
+            Some(Role::TorchScript) if rest.is_some_and(|r| r.starts_with("code/")) => {
                 has_code = true
             }
             _ => {}
         }
-        others.insert(name, rec);
+        members.insert(rec.name.clone(), rec);
     }
-    let members = others;
     let pickle = members[&pickle_name].clone();
     let constants = members.get(&format!("{prefix}constants.pkl")).cloned();
     Ok(ZipLayout {
