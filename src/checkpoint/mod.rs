@@ -531,12 +531,12 @@ impl Checkpoint {
     /// Opens the files holding `sel`'s storages (the checkpoint itself, plus temp files for
     /// deflated records and in-pickle data) and appends them to `sources`. Returns, per storage
     /// key, the source index and the offset of the storage's bytes in it.
-    fn open_sources<'s>(
+    fn open_sources(
         &self,
-        sel: &'s Selection,
+        sel: &Selection,
         out_dir: &Path,
         sources: &mut Vec<File>,
-    ) -> std::result::Result<HashMap<&'s str, (usize, u64)>, ErrorKind> {
+    ) -> std::result::Result<Vec<(usize, u64)>, ErrorKind> {
         let records = self.records(sel).map_err(|e| e.kind)?;
         let main = sources.len();
         sources.push(
@@ -545,14 +545,20 @@ impl Checkpoint {
                 .try_clone()
                 .map_err(io("cannot reopen the input"))?,
         );
-        let mut source_of: HashMap<&str, (usize, u64)> = HashMap::with_capacity(sel.tensors.len());
+        // Per tensor, in selection order. Storages copied to a temporary file (in-pickle bytes,
+        // deflated records) are copied once, whatever the number of tensors viewing them.
+        let mut source_of = Vec::with_capacity(sel.tensors.len());
+        let mut temporary: HashMap<&str, (usize, u64)> = HashMap::new();
         for t in &sel.tensors {
-            if source_of.contains_key(t.storage.as_str()) {
+            if let Some(&src) = temporary.get(t.storage.as_str()) {
+                source_of.push(src);
                 continue;
             }
             if let Some(bytes) = self.memory.get(&t.storage) {
                 sources.push(memory_to_temp(bytes, out_dir)?);
-                source_of.insert(&t.storage, (sources.len() - 1, 0));
+                let src = (sources.len() - 1, 0);
+                temporary.insert(&t.storage, src);
+                source_of.push(src);
                 continue;
             }
             let rec = records.get(&t.storage).ok_or_else(|| {
@@ -563,10 +569,12 @@ impl Checkpoint {
                 // Deflated, or a method torch never writes (refused there).
                 RecordMethod::Deflated | RecordMethod::Other(_) => {
                     sources.push(record_to_temp(&self.archive.file, rec, Some(out_dir))?);
-                    (sources.len() - 1, 0)
+                    let src = (sources.len() - 1, 0);
+                    temporary.insert(&t.storage, src);
+                    src
                 }
             };
-            source_of.insert(&t.storage, src);
+            source_of.push(src);
         }
         Ok(source_of)
     }
@@ -587,7 +595,7 @@ pub fn write_merged(
     let mut entries = Vec::new();
     // Name -> (part, tensor).
     // Every tensor of every part, in the order the entries are listed.
-    let mut all: Vec<(usize, &TensorInfo)> = Vec::new();
+    let mut all: Vec<(usize, usize, &TensorInfo)> = Vec::new();
     let st_dtype = |t: &TensorInfo| {
         // `check_tensor` refused every dtype without a safetensors type.
         t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8)
@@ -598,7 +606,7 @@ pub fn write_merged(
         for (alias, kept) in &sel.aliases {
             metadata.insert(alias.clone(), kept.clone());
         }
-        for t in &sel.tensors {
+        for (i, t) in sel.tensors.iter().enumerate() {
             if parts.len() > 1 && !names.insert(t.name.as_str()) {
                 return Err(ckpt.err(ErrorKind::Tensor {
                     name: t.name.clone(),
@@ -606,7 +614,7 @@ pub fn write_merged(
                     msg: "two parts of one output hold a tensor of this name".into(),
                 }));
             }
-            all.push((p, t));
+            all.push((p, i, t));
             entries.push(HeaderEntry {
                 name: t.name.clone(),
                 dtype: st_dtype(t),
@@ -620,7 +628,7 @@ pub fn write_merged(
     // planned entry's tensor without a name lookup; each match is checked below.
     let mut order: Vec<usize> = (0..all.len()).collect();
     order.sort_by(|&l, &r| {
-        let (l, r) = (all[l].1, all[r].1);
+        let (l, r) = (all[l].2, all[r].2);
         st_dtype(r)
             .cmp(&st_dtype(l))
             .then_with(|| l.name.cmp(&r.name))
@@ -647,17 +655,17 @@ pub fn write_merged(
                 entry.name
             )))
         };
-        let &(p, t) = order
+        let &(p, i, t) = order
             .get(k)
             .and_then(|&i| all.get(i))
-            .filter(|(_, t)| t.name == entry.name)
+            .filter(|(_, _, t)| t.name == entry.name)
             .ok_or_else(|| internal("the source"))?;
         if t.nbytes == 0 {
             continue;
         }
         let &(source, rec_off) = source_of
             .get(p)
-            .and_then(|m| m.get(t.storage.as_str()))
+            .and_then(|m| m.get(i))
             .ok_or_else(|| internal("the storage"))?;
         let base = rec_off + t.storage_base;
         let transform = t.transform(parts[p].0.archive.byte_order);
