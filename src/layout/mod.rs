@@ -6,5 +6,7 @@
 mod strided;
 mod transform;
 
-pub use strided::{PIECE, Strided, copy_strided, gather, prefetch, stream_strided};
+pub use strided::{
+    PIECE, Strided, copy_strided, gather, prefetch, start_writeback, stream_strided,
+};
 pub use transform::{Transform, apply_transform, negation_supported};

@@ -519,7 +519,7 @@ const WRITEBACK_STEP: u64 = 4 << 20;
 /// about half a second of gathering, then the same again of fsync). Started as it goes, the
 /// disk writes while the next pieces are gathered. Only a hint: errors are ignored (the fsync
 /// that makes the file durable reports them).
-fn start_writeback(f: &File, off: u64, len: u64) {
+pub fn start_writeback(f: &File, off: u64, len: u64) {
     if len == 0 {
         return;
     }

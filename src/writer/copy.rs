@@ -39,6 +39,8 @@ pub fn copy_range(
             )
         };
         if n > 0 {
+            // The disk starts on these bytes now rather than at the final fsync.
+            crate::layout::start_writeback(dst, dst_off + done, n as u64);
             done += n as u64;
             continue;
         }
