@@ -206,17 +206,14 @@ impl Checkpoint {
     ) -> Result<Selection> {
         let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
         let flat = self.flatten(&sub, fopts).map_err(|k| self.err(k))?;
-        let shown = |name: &str| -> String {
-            if name.is_empty() {
-                "tensor".to_string()
-            } else {
-                name.to_string()
-            }
-        };
+        // A selection that is one tensor has no name of its own.
+        fn shown(name: &str) -> &str {
+            if name.is_empty() { "tensor" } else { name }
+        }
         {
             let mut names: HashSet<&str> = HashSet::with_capacity(flat.leaves.len());
             for (name, leaf) in &flat.leaves {
-                let name = if name.is_empty() { "tensor" } else { name };
+                let name = shown(name);
                 if !names.insert(name) {
                     return Err(self.err(ErrorKind::Tensor {
                         name: name.to_string(),
@@ -243,7 +240,7 @@ impl Checkpoint {
             .leaves
             .into_iter()
             .filter_map(|(name, leaf)| match leaf {
-                Leaf::Tensor(t) => Some((shown(&name), t)),
+                Leaf::Tensor(t) => Some((shown(&name).to_string(), t)),
                 Leaf::NotATensor(_) => None,
             })
             .collect();
@@ -457,10 +454,7 @@ impl Checkpoint {
                     msg: "internal: the storage was never declared".into(),
                 }));
             };
-            if let Some((a, b)) = (!conflicts.is_empty())
-                .then(|| conflicts.get(t.storage.as_str()))
-                .flatten()
-            {
+            if let Some((a, b)) = conflicts.get(t.storage.as_str()) {
                 return Err(self.err(ErrorKind::Tensor {
                     name: t.name.clone(),
                     storage: Some(t.storage.clone()),
@@ -593,13 +587,8 @@ pub fn write_merged(
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     let mut entries = Vec::new();
-    // Name -> (part, tensor).
-    // Every tensor of every part, in the order the entries are listed.
+    // (part, index in the part, tensor) of every entry, in the order the entries are listed.
     let mut all: Vec<(usize, usize, &TensorInfo)> = Vec::new();
-    let st_dtype = |t: &TensorInfo| {
-        // `check_tensor` refused every dtype without a safetensors type.
-        t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8)
-    };
     // Names are unique within a selection; across parts they must be checked.
     let mut names: HashSet<&str> = HashSet::new();
     for (p, (ckpt, sel)) in parts.iter().enumerate() {
@@ -617,22 +606,14 @@ pub fn write_merged(
             all.push((p, i, t));
             entries.push(HeaderEntry {
                 name: t.name.clone(),
-                dtype: st_dtype(t),
+                // `check_tensor` refused every dtype without a safetensors type.
+                dtype: t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8),
                 shape: t.shape.clone(),
                 nbytes: t.nbytes,
             });
         }
     }
     drop(names);
-    // The file order of the entries (safetensors': dtype descending, then name), to find each
-    // planned entry's tensor without a name lookup; each match is checked below.
-    let mut order: Vec<usize> = (0..all.len()).collect();
-    order.sort_by(|&l, &r| {
-        let (l, r) = (all[l].2, all[r].2);
-        st_dtype(r)
-            .cmp(&st_dtype(l))
-            .then_with(|| l.name.cmp(&r.name))
-    });
     let plan = writer::plan_header(entries, &metadata).map_err(out_err)?;
     let data_start = plan.bytes.len() as u64;
     let out_dir = output
@@ -655,10 +636,10 @@ pub fn write_merged(
                 entry.name
             )))
         };
-        let &(p, i, t) = order
+        let &(p, i, t) = plan
+            .order
             .get(k)
             .and_then(|&i| all.get(i))
-            .filter(|(_, _, t)| t.name == entry.name)
             .ok_or_else(|| internal("the source"))?;
         if t.nbytes == 0 {
             continue;

@@ -602,39 +602,34 @@ pub fn select(root: &Value, key: Option<&str>) -> Result<(String, Value), ErrorK
     Ok((String::new(), root.clone()))
 }
 
-/// The identity of a tensor view: two names with equal keys are exact aliases.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ViewKey {
-    storage: String,
-    base: u64,
-    dtype: &'static str,
-    offset: u64,
-    shape: Vec<u64>,
-    stride: Vec<u64>,
-    conj: bool,
-    neg: bool,
-}
+/// The identity of a tensor view: two names with equal keys are exact aliases. It holds the
+/// tensor and compares the fields of its [`ViewRef`].
+#[derive(Debug, Clone)]
+pub struct ViewKey(Rc<TensorRef>);
 
 impl ViewKey {
     /// The identity of `t`.
-    pub fn of(t: &TensorRef) -> ViewKey {
-        ViewKey {
-            storage: t.storage.key.clone(),
-            base: t
-                .storage
-                .view
-                .map_or(0, |v| v.0.saturating_mul(t.storage.unit())),
-            dtype: t.dtype.name(),
-            offset: t.offset,
-            shape: t.shape.clone(),
-            stride: t.stride.clone(),
-            conj: t.conj,
-            neg: t.neg,
-        }
+    pub fn of(t: &Rc<TensorRef>) -> ViewKey {
+        ViewKey(t.clone())
     }
 }
 
-/// [`ViewKey`] borrowed from its tensor, for [`dedupe`]'s one pass.
+impl PartialEq for ViewKey {
+    fn eq(&self, other: &Self) -> bool {
+        ViewRef::of(&self.0) == ViewRef::of(&other.0)
+    }
+}
+
+impl Eq for ViewKey {}
+
+impl std::hash::Hash for ViewKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        ViewRef::of(&self.0).hash(state);
+    }
+}
+
+/// What makes two views of a storage the same view, borrowed from the tensor: [`ViewKey`]'s
+/// identity, and [`dedupe`]'s key.
 #[derive(PartialEq, Eq, Hash)]
 struct ViewRef<'a> {
     storage: &'a str,
