@@ -2,6 +2,13 @@
 
 mod cli;
 
+// A checkpoint of many small tensors makes millions of short-lived allocations while it is
+// unpickled; glibc's allocator spent about a third of such a conversion's time in malloc, free
+// and consolidation (perf, 100,000 tensors). mimalloc took that run from about 1.6 s
+// to 1.1 s on a 2-core VM. The library leaves the choice of allocator to its users.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }
