@@ -312,9 +312,24 @@ impl std::hash::Hasher for MemoHasher {
 /// The memo. Picklers number their entries 0, 1, 2, ... in order, so those live in a vector
 /// (`dense[i]` is entry `i`); any other index (a gap, a huge number) goes to a map. Invariant:
 /// every key of `sparse` is at least `dense.len()`, so each index lives in one place.
+///
+/// With [`Memo::keep_only`], the memo still counts every index written (MEMOIZE numbers its entry
+/// by the count, and `--max-memo` bounds it) but keeps the values of the indices the pickle
+/// reads back only: torch's pickler memoizes every tuple of every tensor and reads almost none.
 struct Memo<V> {
     dense: Vec<V>,
     sparse: HashMap<u32, V, MemoHash>,
+    only: Option<Written>,
+}
+
+/// The indices written to a memo that keeps only some of its values ([`Memo::keep_only`]).
+struct Written {
+    /// The indices a GET reads anywhere in the pickle: the only values kept (in `sparse`).
+    reads: std::collections::HashSet<u32, MemoHash>,
+    /// Every index below this one was written.
+    seq: u32,
+    /// Indices written above `seq` (each at least `seq`).
+    ahead: std::collections::HashSet<u32, MemoHash>,
 }
 
 impl<V> Memo<V> {
@@ -322,11 +337,25 @@ impl<V> Memo<V> {
         Memo {
             dense: Vec::new(),
             sparse: HashMap::default(),
+            only: None,
         }
     }
 
+    /// From now on keep only the values of `reads` (on an empty memo).
+    fn keep_only(&mut self, reads: std::collections::HashSet<u32, MemoHash>) {
+        debug_assert!(self.len() == 0);
+        self.only = Some(Written {
+            reads,
+            seq: 0,
+            ahead: Default::default(),
+        });
+    }
+
     fn len(&self) -> usize {
-        self.dense.len() + self.sparse.len()
+        match &self.only {
+            Some(w) => w.seq as usize + w.ahead.len(),
+            None => self.dense.len() + self.sparse.len(),
+        }
     }
 
     fn get(&self, i: u32) -> Option<&V> {
@@ -337,10 +366,27 @@ impl<V> Memo<V> {
     }
 
     fn contains(&self, i: u32) -> bool {
-        (i as usize) < self.dense.len() || self.sparse.contains_key(&i)
+        match &self.only {
+            Some(w) => i < w.seq || w.ahead.contains(&i),
+            None => (i as usize) < self.dense.len() || self.sparse.contains_key(&i),
+        }
     }
 
     fn insert(&mut self, i: u32, v: V) {
+        if let Some(w) = &mut self.only {
+            if i == w.seq {
+                w.seq = w.seq.saturating_add(1);
+                while w.ahead.remove(&w.seq) {
+                    w.seq = w.seq.saturating_add(1);
+                }
+            } else if i > w.seq {
+                w.ahead.insert(i);
+            }
+            if w.reads.contains(&i) {
+                self.sparse.insert(i, v);
+            }
+            return;
+        }
         let n = self.dense.len();
         if let Some(slot) = self.dense.get_mut(i as usize) {
             *slot = v;
@@ -364,6 +410,31 @@ impl<V> Memo<V> {
     fn clear(&mut self) {
         self.dense = Vec::new();
         self.sparse = HashMap::default();
+        if let Some(w) = &mut self.only {
+            w.seq = 0;
+            w.ahead = Default::default();
+        }
+    }
+}
+
+/// The memo indices a GET reads in the pickle that starts at `start`, up to its STOP; `None`
+/// when the opcodes do not decode up to a STOP (the run then keeps every value, and fails where
+/// the decoding does).
+fn memo_reads(
+    data: &[u8],
+    start: usize,
+    max_string: u64,
+) -> Option<std::collections::HashSet<u32, MemoHash>> {
+    let mut d = Decoder::new(data, start, max_string);
+    let mut reads = std::collections::HashSet::default();
+    loop {
+        match d.next_op().ok()?.1 {
+            Op::Get(i) => {
+                reads.insert(i);
+            }
+            Op::Stop => return Some(reads),
+            _ => {}
+        }
     }
 }
 
@@ -392,6 +463,19 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
             memo: Memo::new(),
             protocol: 0,
             at: 0,
+        }
+    }
+
+    /// Keeps in the memo only the values that the pickle starting at `start` in `data` reads
+    /// back (a GET anywhere before its STOP), on a fresh strict machine about to run that pickle.
+    /// What the run does is the same; values nothing reads again are freed as soon as their
+    /// user is done with them, instead of living until the end as Python's memo keeps them.
+    pub fn keep_only_memo_reads(&mut self, data: &[u8], start: usize) {
+        if self.mode != Mode::Strict || self.memo.len() != 0 {
+            return;
+        }
+        if let Some(reads) = memo_reads(data, start, self.limits.max_string) {
+            self.memo.keep_only(reads);
         }
     }
 

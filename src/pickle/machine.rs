@@ -86,6 +86,7 @@ pub fn load(
         renamed_globals: false,
     };
     let mut m = Machine::new(vm, Mode::Strict, limits);
+    m.keep_only_memo_reads(data, start);
     let r = m.run(data, start);
     // Drop what is left without recursion, whatever happened.
     m.clear_values();

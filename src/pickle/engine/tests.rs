@@ -366,3 +366,99 @@ fn the_memo_keeps_every_index_in_one_place_whatever_the_order() {
     assert_eq!(m.len(), 0);
     assert_eq!(m.get(0), None);
 }
+
+#[test]
+fn a_memo_keeping_only_read_indices_counts_every_index_it_was_given() {
+    // Against a plain map: the same length and membership, but values of read indices only.
+    let reads: std::collections::HashSet<u32, MemoHash> = [1, 4, 9, u32::MAX].into_iter().collect();
+    let mut m: Memo<u32> = Memo::new();
+    m.keep_only(reads.clone());
+    let mut reference = std::collections::HashMap::new();
+    let ops: [u32; 14] = [0, 1, 2, 5, 4, 3, 1, 6, u32::MAX, 9, 7, 8, 0, 10];
+    for (n, &i) in ops.iter().enumerate() {
+        m.insert(i, n as u32);
+        reference.insert(i, n as u32);
+        assert_eq!(m.len(), reference.len(), "after inserting {i}");
+        for k in (0..12u32).chain([u32::MAX]) {
+            assert_eq!(m.contains(k), reference.contains_key(&k), "index {k}");
+            let kept = reference.get(&k).filter(|_| reads.contains(&k));
+            assert_eq!(m.get(k), kept, "index {k} after inserting {i}");
+        }
+    }
+    assert_eq!(m.sparse.len(), 4);
+    assert!(m.dense.is_empty());
+    m.clear();
+    assert_eq!(m.len(), 0);
+    assert!(!m.contains(0));
+    assert_eq!(m.get(1), None);
+}
+
+#[test]
+fn keeping_only_read_memo_values_changes_no_run() {
+    fn run_kept(
+        data: &[u8],
+        limits: &Limits,
+    ) -> (Result<Stopped<String>, PickleError>, Vec<String>) {
+        let mut m = Machine::new(Recorder::default(), Mode::Strict, limits);
+        m.keep_only_memo_reads(data, 0);
+        let r = m.run(data, 0);
+        (r, m.into_semantics().log)
+    }
+    let tight = |f: fn(&mut Limits)| {
+        let mut l = Limits::default();
+        f(&mut l);
+        l
+    };
+    let cases: Vec<(&[u8], Limits)> = vec![
+        // PUT, then GET of it.
+        (b"(S'a'\np0\n0g0\n2t.", Limits::default()),
+        // MEMOIZE numbers by the count of entries, kept or not: entry 2 is the third value.
+        (
+            b"\x80\x04N\x94K\x01\x94K\x02\x94(h\x02h\x00t.",
+            Limits::default(),
+        ),
+        // An index written twice counts once; one written ahead joins the sequence.
+        (
+            b"\x80\x02Nq\x05K\x01q\x05K\x02q\x00\x94(h\x01h\x05t.",
+            Limits::default(),
+        ),
+        // A miss stays a miss.
+        (b"(N\x94h\x03t.", Limits::default()),
+        // The memo bound counts entries whose values are not kept.
+        (b"Np0\np1\n.", tight(|l| l.max_memo = 1)),
+        (b"N\x94N\x94.", tight(|l| l.max_memo = 1)),
+        (b"N\x94N\x94h\x00.", tight(|l| l.max_memo = 2)),
+        // Undecodable after the STOP: nothing read there counts; before it: keep everything.
+        (b"N\x94h\x00.\xff", Limits::default()),
+        (b"N\x94h\x00\xff.", Limits::default()),
+    ];
+    for (data, limits) in cases {
+        let (a, alog) = run(data, Mode::Strict, &limits);
+        let (b, blog) = run_kept(data, &limits);
+        let show = |r: &Result<Stopped<String>, PickleError>| match r {
+            Ok(s) => format!("ok {} at {} proto {}", s.value, s.end, s.protocol),
+            Err(e) => format!("err {e} {:?}", e.kind()),
+        };
+        assert_eq!(show(&a), show(&b), "{data:?}");
+        assert_eq!(alog, blog, "{data:?}");
+    }
+    // And the values are the ones the plain memo gives.
+    let (r, _) = run_kept(
+        b"\x80\x04N\x94K\x01\x94K\x02\x94(h\x02h\x00t.",
+        &Limits::default(),
+    );
+    assert_eq!(r.unwrap().value, "Tuple[Int(2),None]");
+    // Of the three entries, the two read are held.
+    let data = b"\x80\x04N\x94K\x01\x94K\x02\x94(h\x02h\x00t.";
+    let limits = Limits::default();
+    let mut m = Machine::new(Recorder::default(), Mode::Strict, &limits);
+    m.keep_only_memo_reads(data, 0);
+    m.run(data, 0).unwrap();
+    assert_eq!(m.memo.len(), 3);
+    assert_eq!((m.memo.dense.len(), m.memo.sparse.len()), (0, 2));
+    // The superset machine (the scan) keeps everything.
+    let mut m = Machine::new(Recorder::default(), Mode::Superset, &limits);
+    m.keep_only_memo_reads(data, 0);
+    m.run(data, 0).unwrap();
+    assert_eq!(m.memo.dense.len(), 3);
+}
