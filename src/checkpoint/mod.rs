@@ -129,14 +129,42 @@ impl Checkpoint {
     }
 
     /// Opens and unpickles `path`.
+    ///
+    /// A torch zip's pickle usually is its first record: it is read from there and run while the
+    /// archive's directory is read and audited on another thread. The run is kept only when its
+    /// bytes are exactly the pickle the audited archive names; otherwise the archive's pickle is
+    /// run afterwards, as for every other file. What the VM makes depends on those bytes alone.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
-        let archive = Archive::open_with(path, &opts.limits)
-            .map_err(|k| Error::new(path, k.limit_first()))?;
-        let mut host = TorchHost::with_limits(opts.limits);
-        if let crate::container::StorageIndex::Tar { tables, .. } = &archive.storages {
-            host.tar = Some(tables.clone());
-        }
-        let loaded = load(&archive.pickle, 0, &mut host, &opts.limits).map_err(|e| {
+        let limits = &opts.limits;
+        let open =
+            || Archive::open_with(path, limits).map_err(|k| Error::new(path, k.limit_first()));
+        let (archive, host, loaded) = match Archive::pickle_guess(path, limits) {
+            None => {
+                let archive = open()?;
+                let (host, loaded) = run_pickle(&archive, limits);
+                (archive, host, loaded)
+            }
+            Some(guess) => std::thread::scope(|s| {
+                let opening = s.spawn(open);
+                let mut host = TorchHost::with_limits(*limits);
+                let early = load(&guess, 0, &mut host, limits);
+                let archive = opening.join().unwrap_or_else(|_| {
+                    Err(Error::new(
+                        path,
+                        ErrorKind::Unsupported("internal: the archive reader stopped".into()),
+                    ))
+                })?;
+                let confirmed = archive.pickle == guess
+                    && !matches!(archive.storages, crate::container::StorageIndex::Tar { .. });
+                if confirmed {
+                    return Ok((archive, host, early));
+                }
+                drop(early);
+                let (host, loaded) = run_pickle(&archive, limits);
+                Ok::<_, Error>((archive, host, loaded))
+            })?,
+        };
+        let loaded = loaded.map_err(|e| {
             Error::new(
                 path,
                 ErrorKind::Pickle {
@@ -683,6 +711,22 @@ pub fn write_merged(
     };
     writer::write_file(output, &plan, jobs, &sources, wopts, progress).map_err(out_err)?;
     Ok(plan.total_len)
+}
+
+/// Runs an opened archive's pickle on a new host.
+fn run_pickle(
+    archive: &Archive,
+    limits: &Limits,
+) -> (
+    TorchHost,
+    std::result::Result<crate::pickle::Loaded, crate::pickle::PickleError>,
+) {
+    let mut host = TorchHost::with_limits(*limits);
+    if let crate::container::StorageIndex::Tar { tables, .. } = &archive.storages {
+        host.tar = Some(tables.clone());
+    }
+    let loaded = load(&archive.pickle, 0, &mut host, limits);
+    (host, loaded)
 }
 
 fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKind> {

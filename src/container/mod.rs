@@ -243,6 +243,17 @@ impl Archive {
         }
     }
 
+    /// The pickle `path` most likely holds, when it is a torch zip whose first record is its
+    /// pickle (see [`Archive::open_with`] for the real one). Cheap: two small reads and the
+    /// pickle's bytes, none of the central directory. A caller may run these bytes while the
+    /// archive is opened, and must keep the result only if they equal the opened archive's
+    /// [`Archive::pickle`].
+    pub fn pickle_guess(path: &Path, limits: &Limits) -> Option<Vec<u8>> {
+        let file = File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        zip::first_pickle_guess(&file, len, limits.max_pickle_bytes)
+    }
+
     /// A plain pickle: the whole file is the pickle and storages come from inside it.
     fn open_pickle(
         path: &Path,

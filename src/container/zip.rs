@@ -335,6 +335,75 @@ impl Default for ZipLimits {
     }
 }
 
+/// The bytes of the pickle a torch zip most likely holds, read through the first entry of its
+/// central directory alone: torch writes `<prefix>/data.pkl` first, stored. `None` when that
+/// entry is not such a record, is larger than `max` bytes, or anything on the way does not read
+/// plainly (a comment after the directory, a compressed pickle). This is a guess, made without
+/// reading the whole directory so that the pickle can run while the directory is audited: only
+/// the audited archive's own pickle bytes may confirm it.
+pub fn first_pickle_guess(file: &File, file_len: u64, max: u64) -> Option<Vec<u8>> {
+    let at = |offset: u64, len: usize| read_at(file, offset, len).ok();
+    let tail = at(file_len.checked_sub(22)?, 22)?;
+    if le32(&tail, 0) != 0x0605_4b50 {
+        return None;
+    }
+    let mut directory = u64::from(le32(&tail, 16));
+    if directory == u64::from(u32::MAX) {
+        let locator = at(file_len.checked_sub(42)?, 20)?;
+        if le32(&locator, 0) != 0x0706_4b50 {
+            return None;
+        }
+        let end64 = at(le64(&locator, 8), 56)?;
+        if le32(&end64, 0) != 0x0606_4b50 {
+            return None;
+        }
+        directory = le64(&end64, 48);
+    }
+    let entry = at(directory, 46)?;
+    if le32(&entry, 0) != 0x0201_4b50 || le16(&entry, 10) != 0 {
+        return None;
+    }
+    let (name_len, extra_len) = (le16(&entry, 28) as usize, le16(&entry, 30) as usize);
+    let rest = at(directory + 46, name_len + extra_len)?;
+    let (name, extra) = rest.split_at(name_len);
+    // Sizes and offset, from the zip64 extra field for those that do not fit 32 bits.
+    let mut fields = [
+        u64::from(le32(&entry, 24)),
+        u64::from(le32(&entry, 20)),
+        u64::from(le32(&entry, 42)),
+    ];
+    let mut x = 0;
+    while x + 4 <= extra.len() {
+        let (id, len) = (le16(extra, x), le16(extra, x + 2) as usize);
+        if id == 1 {
+            let mut k = x + 4;
+            for f in fields.iter_mut().filter(|f| **f == u64::from(u32::MAX)) {
+                if k + 8 > x + 4 + len {
+                    return None;
+                }
+                *f = le64(extra, k);
+                k += 8;
+            }
+        }
+        x += 4 + len;
+    }
+    let [size, stored, local] = fields;
+    let is_pickle = name == b"data.pkl"
+        || (name.ends_with(b"/data.pkl") && name.iter().filter(|&&c| c == b'/').count() == 1);
+    if !is_pickle || size != stored || size > max || fields.contains(&u64::from(u32::MAX)) {
+        return None;
+    }
+    let head = at(local, 30)?;
+    if le32(&head, 0) != 0x0403_4b50 || le16(&head, 26) as usize != name_len {
+        return None;
+    }
+    let start = local + 30 + u64::from(le16(&head, 26)) + u64::from(le16(&head, 28));
+    if start.checked_add(size)? > file_len {
+        return None;
+    }
+    at(start, usize::try_from(size).ok()?)
+}
+
 fn le16(b: &[u8], at: usize) -> u16 {
     b.get(at..at + 2)
         .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
@@ -2093,5 +2162,59 @@ mod tests {
         ] {
             assert_eq!(role(r), Role::Other, "{r}");
         }
+    }
+
+    #[test]
+    fn the_first_pickle_guess_reads_a_leading_stored_pickle_and_nothing_else() {
+        let guess =
+            |z: &Built| first_pickle_guess(&file_of(&z.bytes), z.bytes.len() as u64, u64::MAX);
+        let layout_pickle = |z: &Built| {
+            let l = layout_bytes(&z.bytes).unwrap();
+            z.bytes[l.pickle.offset as usize..(l.pickle.offset + l.pickle.len) as usize].to_vec()
+        };
+        // Read through the directory's first entry: plain, with a data descriptor (zero sizes
+        // in the local header, as torch writes), with zip64 sizes, with a zip64 end record.
+        let mut cases = Vec::new();
+        cases.push(build(&torch_members()));
+        for (descriptor, zip64) in [(Some(true), false), (Some(false), false), (None, true)] {
+            let mut m = torch_members();
+            m[0].descriptor = descriptor;
+            m[0].zip64 = zip64;
+            cases.push(build(&m));
+        }
+        cases.push(build_with(
+            &torch_members(),
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        ));
+        for z in &cases {
+            assert_eq!(guess(z).as_deref(), Some(&layout_pickle(z)[..]));
+        }
+        // No guess: the pickle is not first, is compressed, is over the bound, or the end record
+        // has a comment.
+        let mut m = torch_members();
+        m.swap(0, 1);
+        assert_eq!(guess(&build(&m)), None);
+        let mut m = torch_members();
+        m[0].method = 8;
+        assert_eq!(guess(&build(&m)), None);
+        let z = build(&torch_members());
+        assert_eq!(
+            first_pickle_guess(&file_of(&z.bytes), z.bytes.len() as u64, 5),
+            None
+        );
+        let z = build_with(
+            &torch_members(),
+            &Options {
+                comment: b"hi".to_vec(),
+                ..Options::default()
+            },
+        );
+        assert_eq!(guess(&z), None);
+        // Nor on a file that is not a zip, or is too short for an end record.
+        assert_eq!(first_pickle_guess(&file_of(b"PK"), 2, u64::MAX), None);
+        assert_eq!(first_pickle_guess(&file_of(&[0u8; 64]), 64, u64::MAX), None);
     }
 }
