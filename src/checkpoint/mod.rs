@@ -239,7 +239,8 @@ impl Checkpoint {
             if name.is_empty() { "tensor" } else { name }
         }
         {
-            let mut names: HashSet<&str> = HashSet::with_capacity(flat.leaves.len());
+            let mut names: foldhash::HashSet<&str> =
+                foldhash::HashSet::with_capacity_and_hasher(flat.leaves.len(), Default::default());
             for (name, leaf) in &flat.leaves {
                 let name = shown(name);
                 if !names.insert(name) {
@@ -464,8 +465,9 @@ impl Checkpoint {
             }
         }
         // Declared size per key; every reference to a key must agree on it.
-        let mut sizes: HashMap<&str, &Rc<StorageRef>> = HashMap::with_capacity(self.storages.len());
-        let mut conflicts: HashMap<&str, (Option<u64>, Option<u64>)> = HashMap::new();
+        let mut sizes: foldhash::HashMap<&str, &Rc<StorageRef>> =
+            foldhash::HashMap::with_capacity_and_hasher(self.storages.len(), Default::default());
+        let mut conflicts: foldhash::HashMap<&str, (Option<u64>, Option<u64>)> = Default::default();
         for s in &self.storages {
             let first = sizes.entry(s.key.as_str()).or_insert(s);
             if first.nbytes() != s.nbytes() {

@@ -752,7 +752,8 @@ pub fn audit_with(
         return Ok(out);
     }
     // Names: exact duplicates, case variants, one root folder.
-    let mut seen: HashMap<String, &str> = HashMap::with_capacity(out.entries.len());
+    let mut seen: foldhash::HashMap<String, &str> =
+        foldhash::HashMap::with_capacity_and_hasher(out.entries.len(), Default::default());
     let mut dup = Vec::new();
     for e in &out.entries {
         if let Some(prev) = seen.insert(e.name.to_lowercase(), &e.name) {

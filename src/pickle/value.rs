@@ -4,7 +4,6 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -117,7 +116,7 @@ impl DictKey {
 #[derive(Debug, Default)]
 pub struct Dict {
     entries: Vec<(Value, Value)>,
-    index: HashMap<DictKey, usize>,
+    index: foldhash::HashMap<DictKey, usize>,
 }
 
 impl Dict {

@@ -1,7 +1,6 @@
 //! The object tree to named tensors: which subtree to convert, how leaves are named, and which
 //! names are exact aliases of one another.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::container::{ScriptClass, ScriptClasses};
@@ -234,13 +233,13 @@ fn node_id(v: &Value) -> Option<usize> {
 
 /// For every container reachable from `root`, whether any tensor-like leaf is below it. Each
 /// distinct container is visited once, so shared containers (memo bombs) cost nothing extra.
-fn tensor_holders(root: &Value, opts: &FlattenOptions) -> HashMap<usize, bool> {
+fn tensor_holders(root: &Value, opts: &FlattenOptions) -> foldhash::HashMap<usize, bool> {
     /// A container to open, or one whose children (listed once, when it was opened) are done.
     enum Visit {
         Open(Value),
         Close(usize, Vec<Value>),
     }
-    let mut holds: HashMap<usize, bool> = HashMap::new();
+    let mut holds: foldhash::HashMap<usize, bool> = Default::default();
     let mut stack = vec![Visit::Open(root.clone())];
     while let Some(visit) = stack.pop() {
         match visit {
@@ -291,7 +290,7 @@ pub fn flatten_with(
 ) -> Result<Flattened, ErrorKind> {
     let mut out = Flattened::default();
     let holders = tensor_holders(root, opts);
-    let mut walked: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut walked: foldhash::HashSet<usize> = Default::default();
     // (name, value, depth, nameable)
     let mut stack: Vec<(String, Value, usize, bool)> =
         vec![(prefix.to_string(), root.clone(), 0, true)];
@@ -396,7 +395,7 @@ pub fn flatten_script(
     }
     let mut out = Flattened::default();
     let mut extras: Vec<(String, Leaf)> = Vec::new();
-    let mut tensor_free: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut tensor_free: foldhash::HashSet<usize> = Default::default();
     // (name prefix, module, depth)
     let mut stack: Vec<(String, Value, usize)> = vec![(String::new(), root.clone(), 0)];
     let mut visited = 0usize;
@@ -668,7 +667,8 @@ pub type Named = (String, Rc<TensorRef>);
 pub fn dedupe(tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
     // For each tensor, the index of the first tensor with its view (itself when it is first).
     let first_of: Vec<usize> = {
-        let mut first: HashMap<ViewRef<'_>, usize> = HashMap::with_capacity(tensors.len());
+        let mut first: foldhash::HashMap<ViewRef<'_>, usize> =
+            foldhash::HashMap::with_capacity_and_hasher(tensors.len(), Default::default());
         tensors
             .iter()
             .enumerate()
