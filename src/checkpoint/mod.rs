@@ -216,6 +216,13 @@ impl Checkpoint {
         self.root = Value::None;
     }
 
+    /// Drops the pickle's bytes once the policy has judged them: writing needs the tree (or the
+    /// selection) and the archive's records, not the pickle. [`Archive::pickle`] is empty
+    /// afterwards.
+    pub fn release_pickle(&mut self) {
+        self.archive.pickle = Vec::new();
+    }
+
     fn err(&self, kind: ErrorKind) -> Error {
         Error::new(&self.archive.path, kind)
     }

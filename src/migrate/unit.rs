@@ -196,12 +196,9 @@ enum Opened {
 /// limits as `convert`).
 fn open(source: &Path, ctx: &Context) -> Opened {
     match ctx.pipeline().open(source, &|_| {}) {
-        Ok(mut o) => {
-            // The shards of a model are held open together until their outputs are written:
-            // each keeps only what the write needs.
-            o.checkpoint.release_tree();
-            Opened::Ready(Box::new(o.checkpoint), o.selection)
-        }
+        // The shards of a model are held open together until their outputs are written: the
+        // pipeline left each only what the write needs.
+        Ok(o) => Opened::Ready(Box::new(o.checkpoint), o.selection),
         Err(e) if matches!(e.kind, ErrorKind::NotACheckpoint(_)) => {
             Opened::Skip(SkipReason::NotACheckpoint, format!("{e:#}"))
         }

@@ -114,7 +114,8 @@ pub type Progress<'a> = &'a (dyn Fn(Event<'_>) + Sync);
 
 /// A checkpoint opened and checked, and the tensors selected from it.
 pub struct Opened {
-    /// The checkpoint (a caller holding many may [`Checkpoint::release_tree`] each).
+    /// The checkpoint. Its tree and its pickle's bytes are released: a selection is made and
+    /// the policy has judged the pickle.
     pub checkpoint: Checkpoint,
     /// What will be written.
     pub selection: Selection,
@@ -176,7 +177,7 @@ impl Pipeline {
             }
         };
         preflight(input, &self.limits).map_err(refused)?;
-        let checkpoint = Checkpoint::open_with(input, &opts).map_err(refused)?;
+        let mut checkpoint = Checkpoint::open_with(input, &opts).map_err(refused)?;
         let allowed = match policy_check(&checkpoint, strict, &self.limits) {
             Ok(()) => None,
             Err(e) if allow_dangerous => Some(e),
@@ -196,6 +197,10 @@ impl Pipeline {
             },
         )?;
         check_selection(&checkpoint, &selection, &self.limits)?;
+        // What the write needs is the selection and the archive's records: the rest of a
+        // checkpoint of many tensors is most of its memory, freed before the write allocates.
+        checkpoint.release_tree();
+        checkpoint.release_pickle();
         Ok(Opened {
             checkpoint,
             selection,
