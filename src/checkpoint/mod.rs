@@ -135,9 +135,22 @@ impl Checkpoint {
     /// bytes are exactly the pickle the audited archive names; otherwise the archive's pickle is
     /// run afterwards, as for every other file. What the VM makes depends on those bytes alone.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
+        Self::open_checked(path, opts, &|| Ok(()))
+    }
+
+    /// [`Checkpoint::open_with`] after `check` (e.g. the pipeline's preflight of the container's
+    /// sizes), whose error comes first. `check` runs with the archive's opening, on its thread
+    /// when the pickle runs meanwhile: that run is bounded by the VM's own limits.
+    pub fn open_checked(
+        path: &Path,
+        opts: &OpenOptions,
+        check: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<Checkpoint> {
         let limits = &opts.limits;
-        let open =
-            || Archive::open_with(path, limits).map_err(|k| Error::new(path, k.limit_first()));
+        let open = || {
+            check()?;
+            Archive::open_with(path, limits).map_err(|k| Error::new(path, k.limit_first()))
+        };
         let (archive, host, loaded) = match Archive::pickle_guess(path, limits) {
             None => {
                 let archive = open()?;

@@ -176,8 +176,8 @@ impl Pipeline {
                 _ => e,
             }
         };
-        preflight(input, &self.limits).map_err(refused)?;
-        let mut checkpoint = Checkpoint::open_with(input, &opts).map_err(refused)?;
+        let preflight = || preflight(input, &self.limits);
+        let mut checkpoint = Checkpoint::open_checked(input, &opts, &preflight).map_err(refused)?;
         let allowed = match policy_check(&checkpoint, strict, &self.limits) {
             Ok(()) => None,
             Err(e) if allow_dangerous => Some(e),
