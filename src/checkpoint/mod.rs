@@ -10,7 +10,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::container::{Archive, ByteOrder, Container, Record, RecordMethod, record_to_temp};
+use crate::container::{
+    Archive, ByteOrder, Container, Record, RecordMethod, Records, record_to_temp,
+};
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result, io};
 use crate::layout::{Strided, Transform, negation_supported};
@@ -453,11 +455,14 @@ impl Checkpoint {
         self.memory.get(key)
     }
 
-    /// Locates the storages of `sel` and checks each declared size against its record.
+    /// Locates the storages of `sel` and checks each declared size against its record. Also
+    /// gives, per tensor of `sel`, the offset of its record's bytes when they are stored as they
+    /// are in the file (`None` for a deflated or in-pickle one), so that a caller does not look
+    /// each record up again.
     pub(crate) fn records(
         &self,
         sel: &Selection,
-    ) -> Result<std::borrow::Cow<'_, HashMap<String, Record>>> {
+    ) -> Result<(std::borrow::Cow<'_, Records>, Vec<Option<u64>>)> {
         let mut declared: HashMap<String, (u64, u64)> = HashMap::new();
         if self.archive.storages_need_sizes() {
             for s in &self.storages {
@@ -496,6 +501,7 @@ impl Checkpoint {
                     .or_insert((first.nbytes(), s.nbytes()));
             }
         }
+        let mut stored = Vec::with_capacity(sel.tensors.len());
         for t in &sel.tensors {
             let Some(&s) = sizes.get(t.storage.as_str()) else {
                 return Err(self.err(ErrorKind::Tensor {
@@ -537,8 +543,10 @@ impl Checkpoint {
                     ),
                 }));
             }
+            let in_file = !self.memory.contains_key(&t.storage);
+            stored.push((in_file && rec.method == RecordMethod::Stored).then_some(rec.offset));
         }
-        Ok(records)
+        Ok((records, stored))
     }
 
     fn record_name(&self, key: &str) -> String {
@@ -581,7 +589,7 @@ impl Checkpoint {
         out_dir: &Path,
         sources: &mut Vec<File>,
     ) -> std::result::Result<Vec<(usize, u64)>, ErrorKind> {
-        let records = self.records(sel).map_err(|e| e.kind)?;
+        let (records, stored) = self.records(sel).map_err(|e| e.kind)?;
         let main = sources.len();
         sources.push(
             self.archive
@@ -593,7 +601,11 @@ impl Checkpoint {
         // deflated records) are copied once, whatever the number of tensors viewing them.
         let mut source_of = Vec::with_capacity(sel.tensors.len());
         let mut temporary: HashMap<&str, (usize, u64)> = HashMap::new();
-        for t in &sel.tensors {
+        for (t, stored) in sel.tensors.iter().zip(stored) {
+            if let Some(offset) = stored {
+                source_of.push((main, offset));
+                continue;
+            }
             if let Some(&src) = temporary.get(t.storage.as_str()) {
                 source_of.push(src);
                 continue;

@@ -48,7 +48,7 @@ impl Checkpoint {
     pub fn reader(&self, sel: &Selection) -> Result<TensorReader> {
         let path = self.path().to_path_buf();
         let err = |k| Error::new(&path, k);
-        let records = self.records(sel)?;
+        let (records, _) = self.records(sel)?;
         let archive = self.archive();
         let mut files = vec![
             archive

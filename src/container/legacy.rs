@@ -7,7 +7,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{Archive, ByteOrder, Container, Record, RecordMethod, StorageIndex, pickle_too_large};
+use super::{
+    Archive, ByteOrder, Container, Record, RecordMethod, Records, StorageIndex, pickle_too_large,
+};
 use crate::error::{ErrorKind, io};
 use crate::pickle::{Limits, NoHost, Value, load, ops::pickle_end};
 
@@ -211,8 +213,8 @@ pub fn walk_storages(
     keys: &[String],
     data_start: u64,
     declared: &HashMap<String, (u64, u64)>,
-) -> Result<HashMap<String, Record>, ErrorKind> {
-    let mut out = HashMap::with_capacity(keys.len());
+) -> Result<Records, ErrorKind> {
+    let mut out = Records::with_capacity_and_hasher(keys.len(), Default::default());
     let mut pos = data_start;
     for key in keys {
         let &(unit, numel) = declared.get(key).ok_or_else(|| {

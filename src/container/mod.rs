@@ -50,6 +50,9 @@ pub struct Record {
     pub method: RecordMethod,
 }
 
+/// Records by name (or storage key). foldhash: a lookup per tensor, with per-process seeds.
+pub type Records = foldhash::HashMap<String, Record>;
+
 /// Byte order of the storages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteOrder {
@@ -152,7 +155,7 @@ impl Container {
 #[derive(Debug)]
 pub enum StorageIndex {
     /// Zip: one record per key.
-    Zip(HashMap<String, Record>),
+    Zip(Records),
     /// Legacy: the key list and where the first storage starts; records are found by walking
     /// the stream once the element size of each storage is known from the pickle.
     Legacy {
@@ -165,7 +168,7 @@ pub enum StorageIndex {
     /// persistent ids refer to.
     Tar {
         /// One record per root storage key.
-        records: HashMap<String, Record>,
+        records: Records,
         /// Tensors and storages (views included) by key.
         tables: tar::TarTables,
     },
@@ -276,7 +279,7 @@ impl Archive {
             pickle_name: "pickle".into(),
             constants: None,
             byte_order: ByteOrder::Little,
-            storages: StorageIndex::Zip(HashMap::new()),
+            storages: StorageIndex::Zip(Records::default()),
             info: Vec::new(),
             zip_audit: None,
         })
@@ -353,7 +356,7 @@ impl Archive {
     pub fn locate_storages(
         &self,
         declared: &HashMap<String, (u64, u64)>,
-    ) -> Result<std::borrow::Cow<'_, HashMap<String, Record>>, ErrorKind> {
+    ) -> Result<std::borrow::Cow<'_, Records>, ErrorKind> {
         match &self.storages {
             StorageIndex::Zip(records) | StorageIndex::Tar { records, .. } => {
                 Ok(std::borrow::Cow::Borrowed(records))

@@ -17,7 +17,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{Archive, ByteOrder, Container, Record, RecordMethod, StorageIndex, pickle_too_large};
+use super::{
+    Archive, ByteOrder, Container, Record, RecordMethod, Records, StorageIndex, pickle_too_large,
+};
 use crate::dtype::DType;
 use crate::error::{ErrorKind, io};
 use crate::pickle::{Limits, NoHost, Value, load, ops::pickle_end};
@@ -418,7 +420,7 @@ fn read_storages(
     file: &File,
     m: Member,
     tables: &mut TarTables,
-    records: &mut HashMap<String, Record>,
+    records: &mut Records,
     pickles: &mut Vec<(String, u64, Vec<u8>)>,
     limits: &Limits,
 ) -> Result<(), ErrorKind> {
@@ -604,7 +606,7 @@ pub fn open(path: &Path, file: File, file_len: u64, limits: &Limits) -> Result<A
     };
     let (m_storages, m_tensors, m_pickle) = (get("storages")?, get("tensors")?, get("pickle")?);
     let mut tables = TarTables::default();
-    let mut records = HashMap::new();
+    let mut records = Records::default();
     let mut pickles = Vec::new();
     read_storages(
         &file,
@@ -667,7 +669,14 @@ pub fn raw_pickles(file: &File, file_len: u64, limits: &Limits) -> Vec<(String, 
     let mut out = Vec::new();
     let mut tables = TarTables::default();
     if let Some(m) = members.get("storages") {
-        let _ = read_storages(file, *m, &mut tables, &mut HashMap::new(), &mut out, limits);
+        let _ = read_storages(
+            file,
+            *m,
+            &mut tables,
+            &mut Records::default(),
+            &mut out,
+            limits,
+        );
     }
     if let Some(m) = members.get("tensors") {
         let _ = read_tensors(file, *m, &mut tables, &mut out, limits);

@@ -1,13 +1,12 @@
 //! torch.save zip archives: find `data.pkl` under whatever root folder the archive uses and map
 //! every `data/<key>` record to its absolute byte range in the file.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 
 use zip::read::{ArchiveOffset, Config, ZipArchive};
 
-use super::{ByteOrder, Record, RecordMethod};
+use super::{ByteOrder, Record, RecordMethod, Records};
 use crate::error::ErrorKind;
 
 /// What the zip layer found.
@@ -21,9 +20,9 @@ pub struct ZipLayout {
     /// True when the archive holds TorchScript `code/`.
     pub has_code: bool,
     /// Storage records by key.
-    pub storages: HashMap<String, Record>,
+    pub storages: Records,
     /// Every other record by full name (for small members such as `byteorder`).
-    pub members: HashMap<String, Record>,
+    pub members: Records,
     /// The structural audit the layout was checked with.
     pub audit: ZipAudit,
 }
@@ -149,9 +148,9 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     };
     let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_string();
     // Storage records go to `storages`, the others to `members` (one copy of each).
-    let mut storages = HashMap::with_capacity(records.len());
+    let mut storages = Records::with_capacity_and_hasher(records.len(), Default::default());
     let mut has_code = false;
-    let mut members = HashMap::new();
+    let mut members = Records::default();
     for rec in records {
         let rest = rec.name.strip_prefix(&prefix);
         match rest.map(role) {
