@@ -247,10 +247,10 @@ impl Archive {
     }
 
     /// The pickle `path` most likely holds, when it is a torch zip whose first record is its
-    /// pickle (see [`Archive::open_with`] for the real one). Cheap: two small reads and the
-    /// pickle's bytes, none of the central directory. A caller may run these bytes while the
-    /// archive is opened, and must keep the result only if they equal the opened archive's
-    /// [`Archive::pickle`].
+    /// pickle (see [`Archive::open_with`] for the real one). Cheap: a few small reads (the end
+    /// record, the directory's first entry, the local header) and the pickle's bytes, not the
+    /// whole directory. A caller may run these bytes while the archive is opened, and must keep
+    /// the result only if they equal the opened archive's [`Archive::pickle`].
     pub fn pickle_guess(path: &Path, limits: &Limits) -> Option<Vec<u8>> {
         let file = File::open(path).ok()?;
         let len = file.metadata().ok()?.len();

@@ -365,31 +365,16 @@ pub fn first_pickle_guess(file: &File, file_len: u64, max: u64) -> Option<Vec<u8
     let (name_len, extra_len) = (le16(&entry, 28) as usize, le16(&entry, 30) as usize);
     let rest = at(directory + 46, name_len + extra_len)?;
     let (name, extra) = rest.split_at(name_len);
-    // Sizes and offset, from the zip64 extra field for those that do not fit 32 bits.
-    let mut fields = [
+    let (mut size, mut stored, mut local) = (
         u64::from(le32(&entry, 24)),
         u64::from(le32(&entry, 20)),
         u64::from(le32(&entry, 42)),
-    ];
-    let mut x = 0;
-    while x + 4 <= extra.len() {
-        let (id, len) = (le16(extra, x), le16(extra, x + 2) as usize);
-        if id == 1 {
-            let mut k = x + 4;
-            for f in fields.iter_mut().filter(|f| **f == u64::from(u32::MAX)) {
-                if k + 8 > x + 4 + len {
-                    return None;
-                }
-                *f = le64(extra, k);
-                k += 8;
-            }
-        }
-        x += 4 + len;
-    }
-    let [size, stored, local] = fields;
+    );
+    zip64_fields(extra, extra.len(), [&mut size, &mut stored, &mut local]);
     let is_pickle = name == b"data.pkl"
         || (name.ends_with(b"/data.pkl") && name.iter().filter(|&&c| c == b'/').count() == 1);
-    if !is_pickle || size != stored || size > max || fields.contains(&u64::from(u32::MAX)) {
+    let unread = [size, stored, local].contains(&u64::from(u32::MAX));
+    if !is_pickle || size != stored || size > max || unread {
         return None;
     }
     let head = at(local, 30)?;
@@ -401,6 +386,28 @@ pub fn first_pickle_guess(file: &File, file_len: u64, max: u64) -> Option<Vec<u8
         return None;
     }
     at(start, usize::try_from(size).ok()?)
+}
+
+/// Replaces the central-directory fields that read 0xFFFFFFFF (uncompressed size, compressed
+/// size, local header offset, in that order) by their values in the zip64 extra field, among the
+/// `extra_len` bytes of extra fields at the start of `data`. A field the zip64 field's declared
+/// length has no room for keeps 0xFFFFFFFF. The values are read from `data`, which may go on past
+/// the extra fields, within that declared length.
+fn zip64_fields(data: &[u8], extra_len: usize, mut fields: [&mut u64; 3]) {
+    let mut x = 0;
+    while x + 4 <= extra_len {
+        let (id, len) = (le16(data, x), le16(data, x + 2) as usize);
+        if id == 1 {
+            let mut q = x + 4;
+            for field in fields.iter_mut() {
+                if **field == 0xFFFF_FFFF && q + 8 <= x + 4 + len {
+                    **field = le64(data, q);
+                    q += 8;
+                }
+            }
+        }
+        x += 4 + len;
+    }
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
@@ -631,22 +638,8 @@ pub fn audit_with(
         }
         let name_raw = &cd[p + 46..p + 46 + nlen];
         let name = String::from_utf8_lossy(name_raw).into_owned();
-        // zip64 extra field: the 0xFFFFFFFF fields in order.
-        let mut x = p + 46 + nlen;
-        let xend = x + xlen;
-        while x + 4 <= xend {
-            let (id, len) = (le16(&cd, x), le16(&cd, x + 2) as usize);
-            if id == 1 {
-                let mut q = x + 4;
-                for field in [&mut size, &mut compressed, &mut local_offset] {
-                    if *field == 0xFFFF_FFFF && q + 8 <= x + 4 + len {
-                        *field = le64(&cd, q);
-                        q += 8;
-                    }
-                }
-            }
-            x += 4 + len;
-        }
+        let extra = &cd[p + 46 + nlen..];
+        zip64_fields(extra, xlen, [&mut size, &mut compressed, &mut local_offset]);
         if flags & 0x61 != 0 {
             out.flag(
                 "encrypted-entry",

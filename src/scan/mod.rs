@@ -190,16 +190,12 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
             match std::fs::File::open(path) {
                 Ok(file) => {
                     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    // Walks the zip from its raw bytes, its pickles read afresh.
+                    let raw_zip = |r: &mut FileReport| {
+                        scan_raw_zip(&file, len, &opts.limits, r, true, None, MainPickle::Read)
+                    };
                     match sniff(&file, len) {
-                        Ok(Kind::Zip) => scan_raw_zip(
-                            &file,
-                            len,
-                            &opts.limits,
-                            &mut r,
-                            true,
-                            None,
-                            MainPickle::Read,
-                        ),
+                        Ok(Kind::Zip) => raw_zip(&mut r),
                         // A tar (torch <= 0.1.9) the converter refused: walk the pickles of its
                         // members that can still be found.
                         Ok(Kind::Tar) => {
@@ -236,15 +232,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
                             if sniffed.is_err()
                                 && audit_zip(&file, len, &ZipLimits::default()).is_ok()
                             {
-                                scan_raw_zip(
-                                    &file,
-                                    len,
-                                    &opts.limits,
-                                    &mut r,
-                                    true,
-                                    None,
-                                    MainPickle::Read,
-                                );
+                                raw_zip(&mut r);
                             } else {
                                 let n = len.min(opts.limits.max_pickle_bytes) as usize;
                                 let mut buf = vec![0u8; n];

@@ -338,22 +338,35 @@ fn a_refusal_stops_both_modes_and_one_that_names_a_limit_is_a_limit_error() {
     }
 }
 
-#[test]
-fn the_memo_keeps_every_index_in_one_place_whatever_the_order() {
-    // Against a plain map: sequential, overwritten, ahead of the sequence, huge.
-    let mut m: Memo<u32> = Memo::new();
+/// Inserts indices in every order a pickle can (sequential, overwritten, ahead of the sequence,
+/// huge) into `m` and into a plain map, and after each insert checks that `m` has the map's
+/// length and membership, and the map's values for the indices `m` keeps (all, or `reads`).
+/// Returns the map.
+fn memo_matches_a_map(
+    m: &mut Memo<u32>,
+    reads: Option<&std::collections::HashSet<u32, MemoHash>>,
+) -> std::collections::HashMap<u32, u32> {
     let mut reference = std::collections::HashMap::new();
     let ops: [u32; 14] = [0, 1, 2, 5, 4, 3, 1, 6, u32::MAX, 9, 7, 8, 0, 10];
     for (n, &i) in ops.iter().enumerate() {
         m.insert(i, n as u32);
         reference.insert(i, n as u32);
         assert_eq!(m.len(), reference.len(), "after inserting {i}");
-        for k in 0..12u32 {
-            assert_eq!(m.get(k), reference.get(&k), "index {k} after inserting {i}");
-            assert_eq!(m.contains(k), reference.contains_key(&k));
+        for k in (0..12u32).chain([u32::MAX]) {
+            assert_eq!(m.contains(k), reference.contains_key(&k), "index {k}");
+            let kept = reference
+                .get(&k)
+                .filter(|_| reads.is_none_or(|r| r.contains(&k)));
+            assert_eq!(m.get(k), kept, "index {k} after inserting {i}");
         }
-        assert_eq!(m.get(u32::MAX), reference.get(&u32::MAX));
     }
+    reference
+}
+
+#[test]
+fn the_memo_keeps_every_index_in_one_place_whatever_the_order() {
+    let mut m: Memo<u32> = Memo::new();
+    let reference = memo_matches_a_map(&mut m, None);
     // Everything ahead of the sequence has joined it.
     assert_eq!(m.dense.len(), 11);
     assert_eq!(m.sparse.len(), 1);
@@ -369,22 +382,11 @@ fn the_memo_keeps_every_index_in_one_place_whatever_the_order() {
 
 #[test]
 fn a_memo_keeping_only_read_indices_counts_every_index_it_was_given() {
-    // Against a plain map: the same length and membership, but values of read indices only.
+    // The same length and membership as a plain map, but the values of read indices only.
     let reads: std::collections::HashSet<u32, MemoHash> = [1, 4, 9, u32::MAX].into_iter().collect();
     let mut m: Memo<u32> = Memo::new();
     m.keep_only(reads.clone());
-    let mut reference = std::collections::HashMap::new();
-    let ops: [u32; 14] = [0, 1, 2, 5, 4, 3, 1, 6, u32::MAX, 9, 7, 8, 0, 10];
-    for (n, &i) in ops.iter().enumerate() {
-        m.insert(i, n as u32);
-        reference.insert(i, n as u32);
-        assert_eq!(m.len(), reference.len(), "after inserting {i}");
-        for k in (0..12u32).chain([u32::MAX]) {
-            assert_eq!(m.contains(k), reference.contains_key(&k), "index {k}");
-            let kept = reference.get(&k).filter(|_| reads.contains(&k));
-            assert_eq!(m.get(k), kept, "index {k} after inserting {i}");
-        }
-    }
+    memo_matches_a_map(&mut m, Some(&reads));
     assert_eq!(m.sparse.len(), 4);
     assert!(m.dense.is_empty());
     m.clear();
@@ -395,14 +397,19 @@ fn a_memo_keeping_only_read_indices_counts_every_index_it_was_given() {
 
 #[test]
 fn keeping_only_read_memo_values_changes_no_run() {
-    fn run_kept(
-        data: &[u8],
-        limits: &Limits,
-    ) -> (Result<Stopped<String>, PickleError>, Vec<String>) {
-        let mut m = Machine::new(Recorder::default(), Mode::Strict, limits);
+    /// A run asked to keep only the memo values read back: its result, its log, and the memo's
+    /// length and the values it holds (dense, sparse) at the end.
+    type Kept = (
+        Result<Stopped<String>, PickleError>,
+        Vec<String>,
+        (usize, usize, usize),
+    );
+    fn run_kept(data: &[u8], mode: Mode, limits: &Limits) -> Kept {
+        let mut m = Machine::new(Recorder::default(), mode, limits);
         m.keep_only_memo_reads(data, 0);
         let r = m.run(data, 0);
-        (r, m.into_semantics().log)
+        let memo = (m.memo.len(), m.memo.dense.len(), m.memo.sparse.len());
+        (r, m.into_semantics().log, memo)
     }
     let tight = |f: fn(&mut Limits)| {
         let mut l = Limits::default();
@@ -434,7 +441,7 @@ fn keeping_only_read_memo_values_changes_no_run() {
     ];
     for (data, limits) in cases {
         let (a, alog) = run(data, Mode::Strict, &limits);
-        let (b, blog) = run_kept(data, &limits);
+        let (b, blog, _) = run_kept(data, Mode::Strict, &limits);
         let show = |r: &Result<Stopped<String>, PickleError>| match r {
             Ok(s) => format!("ok {} at {} proto {}", s.value, s.end, s.protocol),
             Err(e) => format!("err {e} {:?}", e.kind()),
@@ -442,23 +449,15 @@ fn keeping_only_read_memo_values_changes_no_run() {
         assert_eq!(show(&a), show(&b), "{data:?}");
         assert_eq!(alog, blog, "{data:?}");
     }
-    // And the values are the ones the plain memo gives.
-    let (r, _) = run_kept(
-        b"\x80\x04N\x94K\x01\x94K\x02\x94(h\x02h\x00t.",
-        &Limits::default(),
-    );
-    assert_eq!(r.unwrap().value, "Tuple[Int(2),None]");
-    // Of the three entries, the two read are held.
+    // The values are the ones the plain memo gives, and of the three entries the two read are
+    // held.
     let data = b"\x80\x04N\x94K\x01\x94K\x02\x94(h\x02h\x00t.";
     let limits = Limits::default();
-    let mut m = Machine::new(Recorder::default(), Mode::Strict, &limits);
-    m.keep_only_memo_reads(data, 0);
-    m.run(data, 0).unwrap();
-    assert_eq!(m.memo.len(), 3);
-    assert_eq!((m.memo.dense.len(), m.memo.sparse.len()), (0, 2));
+    let (r, _, memo) = run_kept(data, Mode::Strict, &limits);
+    assert_eq!(r.unwrap().value, "Tuple[Int(2),None]");
+    assert_eq!(memo, (3, 0, 2));
     // The superset machine (the scan) keeps everything.
-    let mut m = Machine::new(Recorder::default(), Mode::Superset, &limits);
-    m.keep_only_memo_reads(data, 0);
-    m.run(data, 0).unwrap();
-    assert_eq!(m.memo.dense.len(), 3);
+    let (r, _, memo) = run_kept(data, Mode::Superset, &limits);
+    r.unwrap();
+    assert_eq!(memo.1, 3);
 }
