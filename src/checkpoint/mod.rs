@@ -735,7 +735,7 @@ pub fn write_merged(
             kind,
             dst: data_start + begin,
             len: t.nbytes,
-            tensor: t.name.clone(),
+            tensor: &t.name,
         });
     }
     let wopts = writer::WriteOptions {

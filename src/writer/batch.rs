@@ -180,23 +180,28 @@ mod tests {
         f
     }
 
-    fn copy(name: &str, src: u64, dst: u64, len: u64) -> Job {
+    fn copy(name: &str, src: u64, dst: u64, len: u64) -> Job<'_> {
         Job {
             source: 0,
             kind: JobKind::Copy { src_off: src },
             dst,
             len,
-            tensor: name.into(),
+            tensor: name,
         }
     }
 
-    impl Job {
+    /// Names "t0", "t1", …, for jobs to borrow.
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("t{i}")).collect()
+    }
+
+    impl Job<'_> {
         fn kind_src(&self) -> u64 {
             src_off(self).unwrap()
         }
     }
 
-    fn refs(jobs: &[Job]) -> Vec<&Job> {
+    fn refs<'a>(jobs: &'a [Job<'a>]) -> Vec<&'a Job<'a>> {
         jobs.iter().collect()
     }
 
@@ -242,12 +247,13 @@ mod tests {
             blocks.swap(i, k);
         }
         order = blocks.concat();
+        let names = names(order.len());
         let mut jobs = Vec::new();
         let mut dst = 13u64;
         let mut expected = vec![0u8; 13];
         for &i in &order {
             let (s, l) = pieces[i];
-            jobs.push(copy(&format!("t{i}"), s, dst, l));
+            jobs.push(copy(&names[i], s, dst, l));
             expected.extend_from_slice(&src_bytes[s as usize..(s + l) as usize]);
             dst += l;
         }
@@ -275,8 +281,9 @@ mod tests {
         // STAGE), contiguous in the output.
         let src_bytes: Vec<u8> = (0..330_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let src = source(&src_bytes);
+        let names = names(3000);
         let jobs: Vec<Job> = (0..3000)
-            .map(|i| copy(&format!("t{i}"), 110 * i, 100 * i, 100))
+            .map(|i| copy(&names[i as usize], 110 * i, 100 * i, 100))
             .collect();
         let groups = group(&refs(&jobs), WINDOW);
         assert_eq!(groups, vec![0..3000]);
@@ -320,8 +327,9 @@ mod tests {
         let sources = [source(&a), source(&b)];
         let mut jobs = Vec::new();
         let mut want = Vec::new();
+        let names = names(40);
         for i in 0..40u64 {
-            let mut j = copy(&format!("t{i}"), (i * 97) % 4000, i * 50, 50);
+            let mut j = copy(&names[i as usize], (i * 97) % 4000, i * 50, 50);
             j.source = (i % 2) as usize;
             let src = if i % 2 == 0 { &a } else { &b };
             let s = j.kind_src();

@@ -51,7 +51,7 @@ pub enum JobKind {
 
 /// One unit of work for the copy pool.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub struct Job<'a> {
     /// Index of the source file.
     pub source: usize,
     /// What to do.
@@ -60,11 +60,11 @@ pub struct Job {
     pub dst: u64,
     /// Bytes written.
     pub len: u64,
-    /// Tensor name, for messages.
-    pub tensor: String,
+    /// Tensor name, for messages (borrowed: a job per tensor, no copy of its name).
+    pub tensor: &'a str,
 }
 
-impl Job {
+impl Job<'_> {
     /// Where in its source the job starts reading.
     fn src_start(&self) -> u64 {
         match &self.kind {
@@ -173,7 +173,7 @@ fn split(jobs: Vec<Job>) -> Vec<Job> {
                         },
                         dst,
                         len,
-                        tensor: j.tensor.clone(),
+                        tensor: j.tensor,
                     });
                     dst += len;
                 }
@@ -335,7 +335,7 @@ mod tests {
                 kind,
                 dst: data + begin,
                 len,
-                tensor: e.name.clone(),
+                tensor: &e.name,
             });
         }
         let dir = tempfile::tempdir().unwrap();
@@ -378,7 +378,7 @@ mod tests {
                 kind: JobKind::Copy { src_off: *s },
                 dst: data + 100 * i as u64,
                 len: 100,
-                tensor: n.to_string(),
+                tensor: n,
             })
             .collect();
         let dir = tempfile::tempdir().unwrap();
