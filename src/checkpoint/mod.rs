@@ -156,13 +156,13 @@ impl Checkpoint {
         let (archive, host, loaded) = match Archive::pickle_guess(path, limits) {
             None => {
                 let archive = open()?;
-                let (host, loaded) = run_pickle(&archive, limits);
+                let (host, loaded) = run_pickle(&archive.pickle, tar_tables(&archive), limits);
                 (archive, host, loaded)
             }
             Some(guess) => std::thread::scope(|s| {
                 let opening = s.spawn(open);
-                let mut host = TorchHost::with_limits(*limits);
-                let early = load(&guess, 0, &mut host, limits);
+                // Not a tar (a tar's pickle is never guessed): no tables to hand the host.
+                let (host, early) = run_pickle(&guess, None, limits);
                 let archive = opening.join().unwrap_or_else(|_| {
                     Err(Error::new(
                         path,
@@ -175,7 +175,7 @@ impl Checkpoint {
                     return Ok((archive, host, early));
                 }
                 drop(early);
-                let (host, loaded) = run_pickle(&archive, limits);
+                let (host, loaded) = run_pickle(&archive.pickle, tar_tables(&archive), limits);
                 Ok::<_, Error>((archive, host, loaded))
             })?,
         };
@@ -747,20 +747,28 @@ pub fn write_merged(
     Ok(plan.total_len)
 }
 
-/// Runs an opened archive's pickle on a new host.
+/// Runs `pickle` on a new host, given a tar archive's tables (the one thing a host takes from
+/// its archive). The one place a checkpoint's pickle is run, guessed or opened.
 fn run_pickle(
-    archive: &Archive,
+    pickle: &[u8],
+    tar: Option<&crate::container::tar::TarTables>,
     limits: &Limits,
 ) -> (
     TorchHost,
     std::result::Result<crate::pickle::Loaded, crate::pickle::PickleError>,
 ) {
     let mut host = TorchHost::with_limits(*limits);
-    if let crate::container::StorageIndex::Tar { tables, .. } = &archive.storages {
-        host.tar = Some(tables.clone());
-    }
-    let loaded = load(&archive.pickle, 0, &mut host, limits);
+    host.tar = tar.cloned();
+    let loaded = load(pickle, 0, &mut host, limits);
     (host, loaded)
+}
+
+/// A tar archive's tables, for its pickle's host.
+fn tar_tables(archive: &Archive) -> Option<&crate::container::tar::TarTables> {
+    match &archive.storages {
+        crate::container::StorageIndex::Tar { tables, .. } => Some(tables),
+        _ => None,
+    }
 }
 
 fn memory_to_temp(bytes: &[u8], dir: &Path) -> std::result::Result<File, ErrorKind> {
