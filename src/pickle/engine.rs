@@ -83,8 +83,9 @@ pub enum Literal<'p> {
     Bool(bool),
     /// NONE.
     None,
-    /// A Python 2 string or a unicode string (bytes that may not be UTF-8).
-    Text(Vec<u8>),
+    /// A Python 2 string or a unicode string (bytes that may not be UTF-8), borrowed from the
+    /// pickle unless an escape was undone.
+    Text(std::borrow::Cow<'p, [u8]>),
     /// BYTES or BYTEARRAY8, borrowed from the pickle.
     Bytes(&'p [u8]),
 }

@@ -2,6 +2,8 @@
 //! knows the byte layout of every opcode; the VM executes what it yields and `scan` walks it, so
 //! both always see the same program.
 
+use std::borrow::Cow;
+
 use super::{Limit, PickleError};
 
 /// One decoded opcode with its inline argument.
@@ -33,10 +35,12 @@ pub enum Op<'a> {
     BinPersId,
     /// `R` REDUCE
     Reduce,
-    /// `S`, `T`, `U` Python 2 strings (raw bytes after unescaping)
-    String(Vec<u8>),
-    /// `V`, `X`, 0x8c, 0x8d unicode strings (may hold invalid UTF-8 from `surrogatepass`)
-    Unicode(Vec<u8>),
+    /// `S`, `T`, `U` Python 2 strings (raw bytes after unescaping; borrowed when no escape
+    /// had to be undone)
+    String(Cow<'a, [u8]>),
+    /// `V`, `X`, 0x8c, 0x8d unicode strings (may hold invalid UTF-8 from `surrogatepass`;
+    /// borrowed from the pickle but for `V`)
+    Unicode(Cow<'a, [u8]>),
     /// `B`, `C`, 0x8e bytes
     Bytes(&'a [u8]),
     /// 0x96 BYTEARRAY8
@@ -308,34 +312,34 @@ impl<'a> Decoder<'a> {
             b'R' => Op::Reduce,
             b'S' => {
                 let l = self.line()?;
-                Op::String(unquote_py_string(l, start)?)
+                Op::String(Cow::Owned(unquote_py_string(l, start)?))
             }
             b'T' => {
                 let n = i32::from_le_bytes(self.le::<4>()?);
                 if n < 0 {
                     return invalid(start, "BINSTRING with a negative length");
                 }
-                Op::String(self.take_len(n as u64, start)?.to_vec())
+                Op::String(Cow::Borrowed(self.take_len(n as u64, start)?))
             }
             b'U' => {
                 let n = self.u8()? as u64;
-                Op::String(self.take_len(n, start)?.to_vec())
+                Op::String(Cow::Borrowed(self.take_len(n, start)?))
             }
             b'V' => {
                 let l = self.line()?;
-                Op::Unicode(raw_unicode_unescape(l))
+                Op::Unicode(Cow::Owned(raw_unicode_unescape(l)))
             }
             b'X' => {
                 let n = u32::from_le_bytes(self.le::<4>()?) as u64;
-                Op::Unicode(self.take_len(n, start)?.to_vec())
+                Op::Unicode(Cow::Borrowed(self.take_len(n, start)?))
             }
             0x8c => {
                 let n = self.u8()? as u64;
-                Op::Unicode(self.take_len(n, start)?.to_vec())
+                Op::Unicode(Cow::Borrowed(self.take_len(n, start)?))
             }
             0x8d => {
                 let n = u64::from_le_bytes(self.le::<8>()?);
-                Op::Unicode(self.take_len(n, start)?.to_vec())
+                Op::Unicode(Cow::Borrowed(self.take_len(n, start)?))
             }
             b'B' => {
                 let n = u32::from_le_bytes(self.le::<4>()?) as u64;

@@ -16,7 +16,7 @@ pub struct StorageRef {
     /// Declared size, in elements of `dtype` (bytes when untyped).
     pub numel: u64,
     /// Device the storage was saved from (informational: the bytes on disk are host bytes).
-    pub location: String,
+    pub location: Rc<str>,
     /// Legacy (torch <= 0.4) storage views: `(offset, numel)` in elements into the root storage.
     pub view: Option<(u64, u64)>,
 }
@@ -201,7 +201,7 @@ impl TorchHost {
             format!("storage persistent id names {cls}, which is not a torch storage class")
         })?;
         let key = match items.get(2) {
-            Some(Value::Str(s)) => s.to_string(),
+            Some(Value::Str(s)) => String::from(&**s),
             Some(Value::Int(i)) => i.to_string(),
             Some(other) => {
                 return Err(format!(
@@ -211,9 +211,10 @@ impl TorchHost {
             }
             None => return Err("storage persistent id: no key".into()),
         };
+        // Shared with the pickle's string (memoized once for every storage of a device).
         let location = match items.get(3) {
-            Some(Value::Str(s)) => s.to_string(),
-            _ => String::new(),
+            Some(Value::Str(s)) => s.clone(),
+            _ => Rc::from(""),
         };
         let numel = int_arg(items.get(4), "storage size")?;
         let view = match items.get(5) {
@@ -510,7 +511,7 @@ impl TorchHost {
                 key: s.root.clone(),
                 dtype: Some(s.dtype),
                 numel: s.numel,
-                location: s.location.clone(),
+                location: Rc::from(s.location.as_str()),
                 view: s.view,
             })
         };

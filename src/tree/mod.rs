@@ -78,7 +78,7 @@ fn leaf(v: &Value, opts: &FlattenOptions) -> Option<Leaf> {
 
 fn key_name(k: &Value) -> Option<String> {
     match k {
-        Value::Str(s) => Some(s.to_string()),
+        Value::Str(s) => Some(String::from(&**s)),
         Value::Int(i) => Some(i.to_string()),
         Value::Bool(b) => Some(if *b { "True".into() } else { "False".into() }),
         _ => None,
@@ -444,7 +444,7 @@ pub fn flatten_script(
             .entries()
             .iter()
             .map(|(k, v)| match k {
-                Value::Str(s) => Ok((s.to_string(), v.clone())),
+                Value::Str(s) => Ok((String::from(&**s), v.clone())),
                 other => Err(ErrorKind::Malformed(format!(
                     "the TorchScript module class {class_name} has an attribute named by a {}",
                     other.type_name()
