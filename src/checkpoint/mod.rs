@@ -149,35 +149,44 @@ impl Checkpoint {
         check: &(dyn Fn() -> Result<()> + Sync),
     ) -> Result<Checkpoint> {
         let limits = &opts.limits;
-        let open = || {
+        let open = |expected: Option<&[u8]>| {
             check()?;
-            Archive::open_with(path, limits).map_err(|k| Error::new(path, k.limit_first()))
+            Archive::open_expecting(path, limits, expected)
+                .map_err(|k| Error::new(path, k.limit_first()))
         };
         let (archive, host, loaded) = match Archive::pickle_guess(path, limits) {
             None => {
-                let archive = open()?;
+                let (archive, _) = open(None)?;
                 let (host, loaded) = run_pickle(&archive.pickle, tar_tables(&archive), limits);
                 (archive, host, loaded)
             }
-            Some(guess) => std::thread::scope(|s| {
-                let opening = s.spawn(open);
-                // Not a tar (a tar's pickle is never guessed): no tables to hand the host.
-                let (host, early) = run_pickle(&guess, None, limits);
-                let archive = opening.join().unwrap_or_else(|_| {
-                    Err(Error::new(
-                        path,
-                        ErrorKind::Unsupported("internal: the archive reader stopped".into()),
-                    ))
-                })?;
-                let confirmed = archive.pickle == guess
+            Some(guess) => {
+                let (host, early, opened) = std::thread::scope(|s| {
+                    // The reader compares the archive's pickle with the guess as it reads it,
+                    // so the bytes are held once.
+                    let opening = s.spawn(|| open(Some(&guess)));
+                    // Not a tar (a tar's pickle is never guessed): no tables to hand the host.
+                    let (host, early) = run_pickle(&guess, None, limits);
+                    let opened = opening.join().unwrap_or_else(|_| {
+                        Err(Error::new(
+                            path,
+                            ErrorKind::Unsupported("internal: the archive reader stopped".into()),
+                        ))
+                    });
+                    (host, early, opened)
+                });
+                let (mut archive, matched) = opened?;
+                let confirmed = matched
                     && !matches!(archive.storages, crate::container::StorageIndex::Tar { .. });
                 if confirmed {
-                    return Ok((archive, host, early));
+                    archive.pickle = guess;
+                    (archive, host, early)
+                } else {
+                    drop((early, host, guess));
+                    let (host, loaded) = run_pickle(&archive.pickle, tar_tables(&archive), limits);
+                    (archive, host, loaded)
                 }
-                drop(early);
-                let (host, loaded) = run_pickle(&archive.pickle, tar_tables(&archive), limits);
-                Ok::<_, Error>((archive, host, loaded))
-            })?,
+            }
         };
         let loaded = loaded.map_err(|e| {
             Error::new(
@@ -236,6 +245,16 @@ impl Checkpoint {
     /// afterwards.
     pub fn release_pickle(&mut self) {
         self.archive.pickle = Vec::new();
+    }
+
+    /// Drops the zip structure audit once the policy has judged the archive: selecting needs
+    /// it only for a TorchScript archive's `code/` records, writing not at all. A TorchScript
+    /// archive keeps it unless `even_torchscript`. Scanning the checkpoint afterwards would
+    /// read the directory again.
+    pub fn release_audit(&mut self, even_torchscript: bool) {
+        if even_torchscript || !matches!(self.archive.container, Container::TorchScript { .. }) {
+            self.archive.zip_audit = None;
+        }
     }
 
     fn err(&self, kind: ErrorKind) -> Error {
@@ -317,10 +336,11 @@ impl Checkpoint {
         } else {
             tree::dedupe(tensors)
         };
-        let tensors = kept
-            .into_iter()
-            .map(|(n, t)| self.check_tensor(n, &t))
-            .collect::<Result<Vec<_>>>()?;
+        // Sized at once: collecting through `Result` would grow it by doubling.
+        let mut tensors = Vec::with_capacity(kept.len());
+        for (n, t) in kept {
+            tensors.push(self.check_tensor(n, &t)?);
+        }
         Ok(Selection {
             key,
             tensors,

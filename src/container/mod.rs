@@ -226,6 +226,19 @@ impl Archive {
     /// [`Archive::open`] with the caller's limits (pickle sizes, and the machine's bounds for
     /// the container's own pickles).
     pub fn open_with(path: &Path, limits: &Limits) -> Result<Archive, ErrorKind> {
+        Self::open_expecting(path, limits, None).map(|(a, _)| a)
+    }
+
+    /// [`Archive::open_with`] for a caller that already holds the bytes the main pickle most
+    /// likely is (a [`Archive::pickle_guess`]): the record is compared with `expected` as it is
+    /// read instead of being kept a second time. When it matches, the second value is true and
+    /// the archive's [`Archive::pickle`] is left empty for the caller to fill with `expected`,
+    /// which are then exactly its bytes; otherwise the pickle is read as usual.
+    pub fn open_expecting(
+        path: &Path,
+        limits: &Limits,
+        expected: Option<&[u8]>,
+    ) -> Result<(Archive, bool), ErrorKind> {
         let meta = std::fs::metadata(path).map_err(io("cannot read the file's metadata"))?;
         if meta.is_dir() {
             return Err(ErrorKind::NotACheckpoint(sniff::describe_dir(path)));
@@ -236,10 +249,10 @@ impl Archive {
             .map_err(io("cannot read the file's size"))?
             .len();
         match sniff(&file, file_len)? {
-            Kind::Zip | Kind::TorchScript => Self::open_zip(path, file, file_len, limits),
-            Kind::Legacy => legacy::open(path, file, file_len, limits),
-            Kind::Pickle => Self::open_pickle(path, file, file_len, limits),
-            Kind::Tar => tar::open(path, file, file_len, limits),
+            Kind::Zip | Kind::TorchScript => Self::open_zip(path, file, file_len, limits, expected),
+            Kind::Legacy => legacy::open(path, file, file_len, limits).map(|a| (a, false)),
+            Kind::Pickle => Self::open_pickle(path, file, file_len, limits).map(|a| (a, false)),
+            Kind::Tar => tar::open(path, file, file_len, limits).map(|a| (a, false)),
             Kind::Safetensors => Err(ErrorKind::NotACheckpoint(
                 "a safetensors file, already converted".into(),
             )),
@@ -305,9 +318,20 @@ impl Archive {
         file: File,
         file_len: u64,
         limits: &Limits,
-    ) -> Result<Archive, ErrorKind> {
+        expected: Option<&[u8]>,
+    ) -> Result<(Archive, bool), ErrorKind> {
         let layout = zip::read_layout(&file, file_len)?;
-        let pickle = read_pickle_record(&file, &layout.pickle, limits)?;
+        let matched = match expected {
+            Some(bytes) if layout.pickle.len <= limits.max_pickle_bytes => {
+                record_equals(&file, &layout.pickle, bytes)?
+            }
+            _ => false,
+        };
+        let pickle = if matched {
+            Vec::new()
+        } else {
+            read_pickle_record(&file, &layout.pickle, limits)?
+        };
         let byte_order = match layout.members.get(&format!("{}byteorder", layout.prefix)) {
             Some(r) => zip::parse_byteorder(&read_record(&file, r, 64)?)?,
             None => ByteOrder::Little,
@@ -336,7 +360,7 @@ impl Archive {
                 prefix: layout.prefix.clone(),
             }
         };
-        Ok(Archive {
+        let archive = Archive {
             path: path.to_path_buf(),
             file,
             file_len,
@@ -348,7 +372,8 @@ impl Archive {
             storages: StorageIndex::Zip(layout.storages),
             info,
             zip_audit: Some(layout.audit),
-        })
+        };
+        Ok((archive, matched))
     }
 
     /// Locates every storage's bytes. `declared` gives, per key, the bytes per element and the
@@ -474,6 +499,39 @@ pub fn copy_record(file: &File, rec: &Record, out: &mut dyn Write) -> Result<u64
     Ok(n)
 }
 
+/// True when a record's bytes are exactly `expected`, read in pieces and compared as they come
+/// (nothing is kept). A record that cannot be read as declared is an error, as for
+/// [`read_record`].
+fn record_equals(file: &File, rec: &Record, expected: &[u8]) -> Result<bool, ErrorKind> {
+    struct Compare<'a> {
+        rest: &'a [u8],
+        same: bool,
+    }
+    impl Write for Compare<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.same {
+                match self.rest.split_at_checked(buf.len()) {
+                    Some((head, tail)) if head == buf => self.rest = tail,
+                    _ => self.same = false,
+                }
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if rec.len != expected.len() as u64 {
+        return Ok(false);
+    }
+    let mut cmp = Compare {
+        rest: expected,
+        same: true,
+    };
+    copy_record(file, rec, &mut cmp)?;
+    Ok(cmp.same && cmp.rest.is_empty())
+}
+
 /// Reads a whole (small) record into memory, inflating it if needed; one of more than `limit`
 /// declared bytes is refused before anything is read.
 pub fn read_record(file: &File, rec: &Record, limit: u64) -> Result<Vec<u8>, ErrorKind> {
@@ -483,7 +541,13 @@ pub fn read_record(file: &File, rec: &Record, limit: u64) -> Result<Vec<u8>, Err
             rec.name, rec.len
         )));
     }
-    let mut out = Vec::with_capacity(rec.len.min(1 << 20) as usize);
+    // A stored record's length is checked against the file when the archive is opened, so it
+    // is reserved at once; an inflated one grows as it inflates (its declared size may lie).
+    let reserve = match rec.method {
+        RecordMethod::Stored => rec.len.min(rec.stored_len),
+        _ => rec.len.min(1 << 20),
+    };
+    let mut out = Vec::with_capacity(reserve as usize);
     copy_record(file, rec, &mut out)?;
     Ok(out)
 }

@@ -2158,6 +2158,44 @@ mod tests {
     }
 
     #[test]
+    fn an_expected_pickle_is_kept_only_when_every_byte_matches_the_record() {
+        let z = build(&torch_members());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.pt");
+        std::fs::write(&path, &z.bytes).unwrap();
+        let real = b"\x80\x02}q\x00.".to_vec();
+        let open = |expected: &[u8]| {
+            super::super::Archive::open_expecting(
+                &path,
+                &crate::pickle::Limits::default(),
+                Some(expected),
+            )
+            .unwrap()
+        };
+        // A match: the archive leaves its pickle for the caller to fill.
+        let (a, matched) = open(&real);
+        assert!(matched);
+        assert!(a.pickle.is_empty());
+        // One byte off (first, last), one byte short or long: read as usual.
+        let mut first = real.clone();
+        first[0] ^= 1;
+        let mut last = real.clone();
+        *last.last_mut().unwrap() ^= 1;
+        let long = [&real[..], b"."].concat();
+        for wrong in [first, last, real[..real.len() - 1].to_vec(), long] {
+            let (a, matched) = open(&wrong);
+            assert!(!matched, "{wrong:?}");
+            assert_eq!(a.pickle, real);
+        }
+        // Without an expectation the pickle is read.
+        let (a, matched) =
+            super::super::Archive::open_expecting(&path, &crate::pickle::Limits::default(), None)
+                .unwrap();
+        assert!(!matched);
+        assert_eq!(a.pickle, real);
+    }
+
+    #[test]
     fn the_first_pickle_guess_reads_a_leading_stored_pickle_and_nothing_else() {
         let guess =
             |z: &Built| first_pickle_guess(&file_of(&z.bytes), z.bytes.len() as u64, u64::MAX);

@@ -159,11 +159,6 @@ impl Dict {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    fn take_all(&mut self) -> Vec<(Value, Value)> {
-        self.index.clear();
-        std::mem::take(&mut self.entries)
-    }
 }
 
 /// A value on the VM stack or in the memo.
@@ -337,25 +332,37 @@ impl std::ops::DerefMut for Seq {
 }
 
 // Dropping a deeply nested value recursively could overflow the stack, so every container hands
-// its children to an explicit work list instead.
+// its children to an explicit work list instead. Only children that are themselves containers
+// this drop owns alone go on the list; every other child is dropped where it is met, so a dict
+// of 100,000 tensors frees them in place rather than first copying them to a list.
+fn is_container(v: &Value) -> bool {
+    matches!(
+        v,
+        Value::Tuple(_) | Value::List(_) | Value::Set(_) | Value::Dict(_) | Value::Object(_)
+    )
+}
+
+fn defer(v: Value, out: &mut Vec<Value>) {
+    if is_container(&v) {
+        out.push(v);
+    }
+}
+
 fn drain_children(v: Value, out: &mut Vec<Value>) {
     match v {
         Value::Tuple(rc) => {
             if let Ok(mut seq) = Rc::try_unwrap(rc) {
-                out.append(&mut seq.0);
+                seq.0.drain(..).for_each(|c| defer(c, out));
             }
         }
         Value::List(rc) | Value::Set(rc) => {
             if let Ok(cell) = Rc::try_unwrap(rc) {
-                out.append(&mut cell.into_inner().0);
+                cell.into_inner().0.drain(..).for_each(|c| defer(c, out));
             }
         }
         Value::Dict(rc) => {
             if let Ok(cell) = Rc::try_unwrap(rc) {
-                for (k, v) in cell.into_inner().take_all() {
-                    out.push(k);
-                    out.push(v);
-                }
+                cell.into_inner().drain_into(out);
             }
         }
         Value::Object(rc) => {
@@ -367,25 +374,34 @@ fn drain_children(v: Value, out: &mut Vec<Value>) {
     }
 }
 
+impl Dict {
+    fn drain_into(&mut self, out: &mut Vec<Value>) {
+        self.index = Default::default();
+        for (k, v) in self.entries.drain(..) {
+            defer(k, out);
+            defer(v, out);
+        }
+    }
+}
+
 impl Object {
     fn take_children(&mut self, out: &mut Vec<Value>) {
-        out.push(std::mem::replace(&mut self.callable, Value::None));
-        out.push(std::mem::replace(&mut self.args, Value::None));
+        defer(std::mem::replace(&mut self.callable, Value::None), out);
+        defer(std::mem::replace(&mut self.args, Value::None), out);
         if let Some(s) = self.state.get_mut().take() {
-            out.push(s);
+            defer(s, out);
         }
-        for (k, v) in self.items.get_mut().take_all() {
-            out.push(k);
-            out.push(v);
-        }
-        out.append(&mut self.list.get_mut().0);
+        self.items.get_mut().drain_into(out);
+        self.list.get_mut().0.drain(..).for_each(|c| defer(c, out));
     }
 }
 
 impl Drop for Seq {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
-            drop_iteratively(std::mem::take(&mut self.0));
+        if self.0.iter().any(is_container) {
+            let mut work = Vec::new();
+            self.0.drain(..).for_each(|c| defer(c, &mut work));
+            drop_iteratively(work);
         }
     }
 }
@@ -404,15 +420,12 @@ impl Drop for Dict {
             return;
         }
         let mut work = Vec::new();
-        for (k, v) in self.take_all() {
-            work.push(k);
-            work.push(v);
-        }
+        self.drain_into(&mut work);
         drop_iteratively(work);
     }
 }
 
-/// Drops a list of values without recursion.
+/// Drops a list of containers without recursion.
 fn drop_iteratively(mut work: Vec<Value>) {
     while let Some(v) = work.pop() {
         drain_children(v, &mut work);

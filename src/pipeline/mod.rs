@@ -114,8 +114,8 @@ pub type Progress<'a> = &'a (dyn Fn(Event<'_>) + Sync);
 
 /// A checkpoint opened and checked, and the tensors selected from it.
 pub struct Opened {
-    /// The checkpoint. Its tree and its pickle's bytes are released: a selection is made and
-    /// the policy has judged the pickle.
+    /// The checkpoint. Its tree, its pickle's bytes and its zip audit are released: a
+    /// selection is made and the policy has judged the pickle.
     pub checkpoint: Checkpoint,
     /// What will be written.
     pub selection: Selection,
@@ -186,6 +186,11 @@ impl Pipeline {
         if let Some(e) = &allowed {
             progress(Event::Allowed(e));
         }
+        // The policy has judged the pickle and the archive's structure: neither is needed to
+        // select (bar a TorchScript archive's `code/` listing) or to write, and for a
+        // checkpoint of many tensors they are a large part of its memory.
+        checkpoint.release_pickle();
+        checkpoint.release_audit(false);
         let c = &self.convert;
         let selection = checkpoint.select_with(
             c.key.as_deref(),
@@ -200,7 +205,7 @@ impl Pipeline {
         // What the write needs is the selection and the archive's records: the rest of a
         // checkpoint of many tensors is most of its memory, freed before the write allocates.
         checkpoint.release_tree();
-        checkpoint.release_pickle();
+        checkpoint.release_audit(true);
         Ok(Opened {
             checkpoint,
             selection,
