@@ -609,3 +609,42 @@ fn completions_for_each_shell() {
         );
     }
 }
+
+/// A torch zip whose pickle names storage `0` twice, first with 2 elements, then with
+/// `second` elements; its record holds 8 bytes (2 float32s).
+fn storage_declared_twice(second: u8) -> Vec<u8> {
+    let tensor = |numel: u8, size: u8| {
+        let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+        p.extend_from_slice(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n");
+        p.extend_from_slice(b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK");
+        p.extend_from_slice(&[numel, b't', b'Q']);
+        p.extend_from_slice(&[b'K', 0, b'K', size, 0x85, b'K', 1, 0x85, 0x89]);
+        p.extend_from_slice(b"ccollections\nOrderedDict\n)RtR");
+        p
+    };
+    let mut pickle = b"\x80\x02}(X\x01\x00\x00\x00a".to_vec();
+    pickle.extend(tensor(2, 1));
+    pickle.extend_from_slice(b"X\x01\x00\x00\x00b");
+    pickle.extend(tensor(second, 2));
+    pickle.extend_from_slice(b"u.");
+    zip_of(&[("archive/data.pkl", &pickle), ("archive/data/0", &[0u8; 8])])
+}
+
+#[test]
+fn a_storage_declared_with_two_sizes_is_refused_naming_tensor_and_storage() {
+    let e = convert_error("conflict.pt", &storage_declared_twice(3));
+    assert!(
+        e.contains(
+            "tensor \"a\" (storage \"0\"): the storage is declared with two different sizes (Some(8) and Some(12) bytes)"
+        ),
+        "{e}"
+    );
+    // Declared twice with one size, the same archive converts.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("agree.pt");
+    fs::write(&p, storage_declared_twice(2)).unwrap();
+    let out = dir.path().join("agree.safetensors");
+    let o = run(&["convert", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.exists());
+}

@@ -66,6 +66,8 @@ pub struct TensorInfo {
     pub offset: u64,
     /// Storage key.
     pub storage: String,
+    /// The whole storage as the pickle declares it: `(elements, bytes per element)`.
+    pub storage_declared: (u64, u64),
     /// Byte offset of the storage view this tensor uses within the stored record (non-zero only
     /// for legacy storage views).
     pub storage_base: u64,
@@ -238,6 +240,11 @@ impl Checkpoint {
     /// is most of its memory. [`Checkpoint::root`] is `None` afterwards.
     pub fn release_tree(&mut self) {
         self.root = Value::None;
+        // Each selected tensor carries its storage's declared size; only a legacy stream needs
+        // every storage's, to walk them.
+        if !self.archive.storages_need_sizes() {
+            self.storages = Vec::new();
+        }
     }
 
     /// Drops the pickle's bytes once the policy has judged them: writing needs the tree (or the
@@ -336,10 +343,11 @@ impl Checkpoint {
         } else {
             tree::dedupe(tensors)
         };
+        let conflicts = self.size_conflicts();
         // Sized at once: collecting through `Result` would grow it by doubling.
         let mut tensors = Vec::with_capacity(kept.len());
         for (n, t) in kept {
-            tensors.push(self.check_tensor(n, &t)?);
+            tensors.push(self.check_tensor(n, &t, &conflicts)?);
         }
         Ok(Selection {
             key,
@@ -376,7 +384,29 @@ impl Checkpoint {
         }
     }
 
-    fn check_tensor(&self, name: String, t: &TensorRef) -> Result<TensorInfo> {
+    /// The storage keys that the pickle declares with two different sizes, with the first
+    /// two sizes (in bytes) met: every reference to a key must agree on its size.
+    fn size_conflicts(&self) -> foldhash::HashMap<&str, (Option<u64>, Option<u64>)> {
+        let mut sizes: foldhash::HashMap<&str, Option<u64>> =
+            foldhash::HashMap::with_capacity_and_hasher(self.storages.len(), Default::default());
+        let mut conflicts: foldhash::HashMap<&str, (Option<u64>, Option<u64>)> = Default::default();
+        for s in &self.storages {
+            let first = *sizes.entry(s.key.as_str()).or_insert(s.nbytes());
+            if first != s.nbytes() {
+                conflicts
+                    .entry(s.key.as_str())
+                    .or_insert((first, s.nbytes()));
+            }
+        }
+        conflicts
+    }
+
+    fn check_tensor(
+        &self,
+        name: String,
+        t: &TensorRef,
+        conflicts: &foldhash::HashMap<&str, (Option<u64>, Option<u64>)>,
+    ) -> Result<TensorInfo> {
         let fail = |msg: String| {
             self.err(ErrorKind::Tensor {
                 name: name.clone(),
@@ -447,6 +477,11 @@ impl Checkpoint {
                 )));
             }
         }
+        if let Some((a, b)) = conflicts.get(s.key.as_str()) {
+            return Err(fail(format!(
+                "the storage is declared with two different sizes ({a:?} and {b:?} bytes)"
+            )));
+        }
         let mut expect = 1u64;
         let mut contiguous = true;
         for (&n, &st) in t.shape.iter().zip(&t.stride).rev() {
@@ -462,6 +497,7 @@ impl Checkpoint {
             stride: t.stride.clone(),
             offset: t.offset,
             storage: s.key.clone(),
+            storage_declared: (s.numel, s.unit()),
             storage_base: vbase,
             nbytes,
             contiguous,
@@ -509,36 +545,8 @@ impl Checkpoint {
                 );
             }
         }
-        // Declared size per key; every reference to a key must agree on it.
-        let mut sizes: foldhash::HashMap<&str, &Rc<StorageRef>> =
-            foldhash::HashMap::with_capacity_and_hasher(self.storages.len(), Default::default());
-        let mut conflicts: foldhash::HashMap<&str, (Option<u64>, Option<u64>)> = Default::default();
-        for s in &self.storages {
-            let first = sizes.entry(s.key.as_str()).or_insert(s);
-            if first.nbytes() != s.nbytes() {
-                conflicts
-                    .entry(s.key.as_str())
-                    .or_insert((first.nbytes(), s.nbytes()));
-            }
-        }
         let mut stored = Vec::with_capacity(sel.tensors.len());
         for t in &sel.tensors {
-            let Some(&s) = sizes.get(t.storage.as_str()) else {
-                return Err(self.err(ErrorKind::Tensor {
-                    name: t.name.clone(),
-                    storage: Some(t.storage.clone()),
-                    msg: "internal: the storage was never declared".into(),
-                }));
-            };
-            if let Some((a, b)) = conflicts.get(t.storage.as_str()) {
-                return Err(self.err(ErrorKind::Tensor {
-                    name: t.name.clone(),
-                    storage: Some(t.storage.clone()),
-                    msg: format!(
-                        "the storage is declared with two different sizes ({a:?} and {b:?} bytes)"
-                    ),
-                }));
-            }
             let rec = records.get(&t.storage).ok_or_else(|| {
                 self.err(ErrorKind::Tensor {
                     name: t.name.clone(),
@@ -549,15 +557,15 @@ impl Checkpoint {
                     ),
                 })
             })?;
-            let want = s.nbytes().unwrap_or(u64::MAX);
+            // `check_tensor` refused a storage whose size overflows.
+            let (numel, unit) = t.storage_declared;
+            let want = numel.saturating_mul(unit);
             if rec.len != want {
                 return Err(self.err(ErrorKind::Tensor {
                     name: t.name.clone(),
                     storage: Some(t.storage.clone()),
                     msg: format!(
-                        "the pickle declares {} elements of {} bytes ({want} bytes) but record {} holds {} bytes",
-                        s.numel,
-                        s.unit(),
+                        "the pickle declares {numel} elements of {unit} bytes ({want} bytes) but record {} holds {} bytes",
                         rec.name,
                         rec.len
                     ),
@@ -687,10 +695,10 @@ pub fn write_merged(
             }
             all.push((p, i, t));
             entries.push(HeaderEntry {
-                name: t.name.clone(),
+                name: t.name.as_str().into(),
                 // `check_tensor` refused every dtype without a safetensors type.
                 dtype: t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8),
-                shape: t.shape.clone(),
+                shape: t.shape.as_slice().into(),
                 nbytes: t.nbytes,
             });
         }
@@ -745,7 +753,7 @@ pub fn write_merged(
             }
         } else {
             JobKind::Strided {
-                view: t.strided(rec_off),
+                view: Box::new(t.strided(rec_off)),
                 dtype: t.dtype,
                 transform,
             }

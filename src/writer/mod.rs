@@ -40,8 +40,8 @@ pub enum JobKind {
     },
     /// A strided view gathered into row-major order.
     Strided {
-        /// The view.
-        view: Strided,
+        /// The view (boxed: the other kinds, one per small tensor, stay small).
+        view: Box<Strided>,
         /// Element type.
         dtype: DType,
         /// What to apply.
@@ -167,7 +167,7 @@ fn split(jobs: Vec<Job>) -> Vec<Job> {
                     out.push(Job {
                         source: j.source,
                         kind: JobKind::Strided {
-                            view: piece,
+                            view: Box::new(piece),
                             dtype: *dtype,
                             transform: *transform,
                         },
@@ -300,9 +300,9 @@ mod tests {
         let entries = tensors
             .iter()
             .map(|(n, _, len, _)| HeaderEntry {
-                name: n.clone(),
+                name: n.as_str().into(),
                 dtype: safetensors::Dtype::F32,
-                shape: vec![len / 4],
+                shape: vec![len / 4].into(),
                 nbytes: *len,
             })
             .collect();
@@ -314,7 +314,7 @@ mod tests {
             tensors.iter().map(|t| (t.0.clone(), t)).collect();
         let mut jobs = Vec::new();
         for (e, begin, end) in &plan.entries {
-            let &(_, s, len, swapped) = by_name[&e.name];
+            let &(_, s, len, swapped) = by_name[&*e.name];
             let mut bytes = src_bytes[s as usize..(s + len) as usize].to_vec();
             let kind = if swapped {
                 bytes.chunks_exact_mut(4).for_each(|c| c.reverse());
@@ -361,9 +361,9 @@ mod tests {
         let entries: Vec<HeaderEntry> = ["a", "b", "c"]
             .iter()
             .map(|n| HeaderEntry {
-                name: n.to_string(),
+                name: (*n).into(),
                 dtype: safetensors::Dtype::U8,
-                shape: vec![100],
+                shape: vec![100].into(),
                 nbytes: 100,
             })
             .collect();
