@@ -46,18 +46,20 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         ));
     }
     // Not a torch archive at all (.npz, .keras, a zipped SavedModel): say what it is.
-    let names: Vec<String> = zip
-        .file_names_raw()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
-    if !names
-        .iter()
-        .any(|n| n == "data.pkl" || n.ends_with("/data.pkl"))
-    {
+    let is_pickle = |n: &[u8]| n == b"data.pkl" || n.ends_with(b"/data.pkl");
+    if !zip.file_names_raw().any(is_pickle) {
+        let names: Vec<String> = zip
+            .file_names_raw()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
         return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(
             &names,
         )));
     }
+    // The zip crate's own tables (a few hundred bytes per entry) are not needed past this
+    // point: they are freed before the audit builds its own.
+    let zip_len = zip.len();
+    drop(zip);
     // Readers disagree on ambiguous archives (torch looks names up case-insensitively and ignores
     // local headers): refuse rather than pick one reading.
     // Entry-count limits are the caller's (`scan::preflight`); here only the structure.
@@ -95,45 +97,47 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     }
     // The zip crate read the central directory; the audit also read every local header, so
     // the data offsets come from it (one read per entry, not several).
-    if audited.entries.len() != zip.len() {
+    if audited.entries.len() != zip_len {
         return Err(ErrorKind::Malformed(format!(
-            "the zip archive lists {} entries to one reader and {} to another; refusing it",
-            zip.len(),
+            "the zip archive lists {zip_len} entries to one reader and {} to another; refusing it",
             audited.entries.len()
         )));
     }
-    let mut records = Vec::with_capacity(audited.entries.len());
+    // Every entry is checked before any is classified; the records are then made straight
+    // into their maps (no list of them all in between).
     for e in &audited.entries {
-        let rec = e.record().ok_or_else(|| {
-            ErrorKind::Malformed(format!("zip entry {}: no local header", e.name))
-        })?;
+        let Some(start) = e.data_offset else {
+            return Err(ErrorKind::Malformed(format!(
+                "zip entry {}: no local header",
+                e.name
+            )));
+        };
         let name = &e.name;
-        let start = rec.offset;
-        let end = start.checked_add(rec.stored_len);
+        let end = start.checked_add(e.compressed);
         if end.is_none_or(|e| e > file_len) {
             return Err(ErrorKind::Malformed(format!(
                 "zip entry {name} needs bytes {start}..{} but the file has only {file_len} bytes (truncated?)",
-                start as u128 + rec.stored_len as u128
+                start as u128 + e.compressed as u128
             )));
         }
-        if rec.method == RecordMethod::Stored && rec.stored_len != rec.len {
+        if e.method == 0 && e.compressed != e.size {
             return Err(ErrorKind::Malformed(format!(
                 "zip entry {name} is stored uncompressed but declares {} bytes stored and {} bytes of data",
-                rec.stored_len, rec.len
+                e.compressed, e.size
             )));
         }
-        records.push(rec);
     }
     // Names are unique here (duplicates were refused above).
-    let pickles: Vec<&String> = records
+    let pickles: Vec<&String> = audited
+        .entries
         .iter()
-        .map(|r| &r.name)
+        .map(|e| &e.name)
         .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
         .collect();
     let pickle_name = match pickles.as_slice() {
         [one] => (*one).clone(),
         [] => {
-            let names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
+            let names: Vec<String> = audited.entries.iter().map(|e| e.name.clone()).collect();
             return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(
                 &names,
             )));
@@ -148,10 +152,11 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     };
     let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_string();
     // Storage records go to `storages`, the others to `members` (one copy of each).
-    let mut storages = Records::with_capacity_and_hasher(records.len(), Default::default());
+    let mut storages = Records::with_capacity_and_hasher(audited.entries.len(), Default::default());
     let mut has_code = false;
     let mut members = Records::default();
-    for rec in records {
+    // Every entry has its local header (checked above).
+    for rec in audited.entries.iter().filter_map(AuditEntry::record) {
         let rest = rec.name.strip_prefix(&prefix);
         match rest.map(role) {
             Some(Role::Storage(key)) => {
