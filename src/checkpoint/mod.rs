@@ -718,26 +718,22 @@ pub fn write_merged(
                 .map_err(|k| ckpt.err(k))?,
         );
     }
-    let mut jobs = Vec::with_capacity(plan.entries.len());
-    for (k, (entry, begin, _end)) in plan.entries.iter().enumerate() {
-        let internal = |what: &str| {
+    let mut jobs = Vec::with_capacity(plan.order.len());
+    for (&k, &(begin, _end)) in plan.order.iter().zip(&plan.offsets) {
+        let &(p, i, t) = all.get(k).ok_or_else(|| {
             out_err(ErrorKind::Unsupported(format!(
-                "internal: {what} of tensor {:?} not found while planning",
-                entry.name
+                "internal: the source of planned entry {k} not found while planning"
             )))
-        };
-        let &(p, i, t) = plan
-            .order
-            .get(k)
-            .and_then(|&i| all.get(i))
-            .ok_or_else(|| internal("the source"))?;
+        })?;
         if t.nbytes == 0 {
             continue;
         }
-        let &(source, rec_off) = source_of
-            .get(p)
-            .and_then(|m| m.get(i))
-            .ok_or_else(|| internal("the storage"))?;
+        let &(source, rec_off) = source_of.get(p).and_then(|m| m.get(i)).ok_or_else(|| {
+            out_err(ErrorKind::Unsupported(format!(
+                "internal: the storage of tensor {:?} not found while planning",
+                t.name
+            )))
+        })?;
         let base = rec_off + t.storage_base;
         let transform = t.transform(parts[p].0.archive.byte_order);
         let item = t.dtype.itemsize();

@@ -628,7 +628,7 @@ impl std::hash::Hash for ViewKey {
 }
 
 /// What makes two views of a storage the same view, borrowed from the tensor: [`ViewKey`]'s
-/// identity, and [`dedupe`]'s key.
+/// identity (and so [`dedupe`]'s).
 #[derive(PartialEq, Eq, Hash)]
 struct ViewRef<'a> {
     storage: &'a str,
@@ -667,12 +667,13 @@ pub type Named = (String, Rc<TensorRef>);
 pub fn dedupe(tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
     // For each tensor, the index of the first tensor with its view (itself when it is first).
     let first_of: Vec<usize> = {
-        let mut first: foldhash::HashMap<ViewRef<'_>, usize> =
+        // Keyed by the tensor (one pointer), compared by its view.
+        let mut first: foldhash::HashMap<ViewKey, usize> =
             foldhash::HashMap::with_capacity_and_hasher(tensors.len(), Default::default());
         tensors
             .iter()
             .enumerate()
-            .map(|(i, (_, t))| *first.entry(ViewRef::of(t)).or_insert(i))
+            .map(|(i, (_, t))| *first.entry(ViewKey::of(t)).or_insert(i))
             .collect()
     };
     let mut keep: Vec<Named> = Vec::with_capacity(tensors.len());

@@ -27,13 +27,13 @@ pub struct HeaderEntry<'a> {
 
 /// The planned file: header bytes (with the 8-byte length prefix) and each tensor's offset.
 #[derive(Debug)]
-pub struct HeaderPlan<'a> {
+pub struct HeaderPlan {
     /// `[u64 N][N bytes of JSON padded with spaces]`.
     pub bytes: Vec<u8>,
-    /// Entries in file order, each with its `(begin, end)` relative to the data section.
-    pub entries: Vec<(HeaderEntry<'a>, u64, u64)>,
-    /// For each entry of `entries`, its position in the list given to [`plan_header`].
+    /// In file order, each entry's position in the list given to [`plan_header`].
     pub order: Vec<usize>,
+    /// In file order, each entry's `(begin, end)` relative to the data section.
+    pub offsets: Vec<(u64, u64)>,
     /// Total file size.
     pub total_len: u64,
 }
@@ -43,15 +43,15 @@ pub struct HeaderPlan<'a> {
 ///
 /// The JSON is written in one pass into the returned buffer (no string per entry); it is the
 /// reference serializer's, byte for byte (see the tests).
-pub fn plan_header<'a>(
-    entries: Vec<HeaderEntry<'a>>,
+pub fn plan_header(
+    entries: Vec<HeaderEntry<'_>>,
     metadata: &BTreeMap<String, String>,
-) -> Result<HeaderPlan<'a>, ErrorKind> {
-    let (order, entries): (Vec<usize>, Vec<HeaderEntry>) = sorted(entries).into_iter().unzip();
+) -> Result<HeaderPlan, ErrorKind> {
+    let entries = sorted(entries);
     // About 70 bytes of JSON per tensor besides its name.
     let guess = entries
         .iter()
-        .map(|e| e.name.len() + 64 + 4 * e.shape.len())
+        .map(|(_, e)| e.name.len() + 64 + 4 * e.shape.len())
         .sum::<usize>()
         .saturating_add(64)
         .min(MAX_HEADER + 16);
@@ -66,8 +66,9 @@ pub fn plan_header<'a>(
         first = false;
     }
     let mut offset = 0u64;
-    let mut placed = Vec::with_capacity(entries.len());
-    for e in entries {
+    let mut order = Vec::with_capacity(entries.len());
+    let mut offsets = Vec::with_capacity(entries.len());
+    for (i, e) in &entries {
         if e.name == "__metadata__" {
             return Err(ErrorKind::Unsupported(
                 "a tensor is named \"__metadata__\", which safetensors reserves".into(),
@@ -95,7 +96,8 @@ pub fn plan_header<'a>(
         bytes.push(b',');
         push_u64(&mut bytes, end);
         bytes.extend_from_slice(b"]}");
-        placed.push((e, offset, end));
+        order.push(*i);
+        offsets.push((offset, end));
         offset = end;
         if bytes.len() > 8 + MAX_HEADER {
             // Stop early: the check below refuses it anyway.
@@ -125,8 +127,8 @@ pub fn plan_header<'a>(
     })?;
     Ok(HeaderPlan {
         bytes,
-        entries: placed,
         order,
+        offsets,
         total_len,
     })
 }
@@ -214,12 +216,13 @@ mod tests {
         assert_eq!(reference.len() as u64, plan.total_len);
         // Each placed entry says where it was in the input: b a z é"q c -> z b a c é"q.
         assert_eq!(plan.order, [2, 0, 1, 4, 3]);
-        for (k, (e, _, _)) in plan.entries.iter().enumerate() {
-            assert_eq!(e.name, tensors[plan.order[k]].0);
-        }
+        assert_eq!(
+            plan.offsets,
+            [(0, 8), (8, 16), (16, 22), (22, 27), (27, 27)]
+        );
     }
 
-    fn plan_of<'a>(tensors: &'a [(String, Raw)], md: &BTreeMap<String, String>) -> HeaderPlan<'a> {
+    fn plan_of(tensors: &[(String, Raw)], md: &BTreeMap<String, String>) -> HeaderPlan {
         plan_header(
             tensors
                 .iter()
@@ -311,8 +314,9 @@ mod tests {
             let (n, parsed) = safetensors::SafeTensors::read_metadata(&reference).unwrap();
             assert_eq!(n + 8, plan.bytes.len());
             assert_eq!(parsed.tensors().len(), tensors.len());
-            for (e, begin, end) in &plan.entries {
-                let info = parsed.info(&e.name).unwrap();
+            assert_eq!(plan.order.len(), tensors.len());
+            for (&i, (begin, end)) in plan.order.iter().zip(&plan.offsets) {
+                let info = parsed.info(&tensors[i].0).unwrap();
                 assert_eq!(info.data_offsets, (*begin as usize, *end as usize));
             }
         }

@@ -313,8 +313,9 @@ mod tests {
         let by_name: std::collections::HashMap<_, _> =
             tensors.iter().map(|t| (t.0.clone(), t)).collect();
         let mut jobs = Vec::new();
-        for (e, begin, end) in &plan.entries {
-            let &(_, s, len, swapped) = by_name[&*e.name];
+        for (&i, (begin, end)) in plan.order.iter().zip(&plan.offsets) {
+            let name = &tensors[i].0;
+            let &(_, s, len, swapped) = by_name[name];
             let mut bytes = src_bytes[s as usize..(s + len) as usize].to_vec();
             let kind = if swapped {
                 bytes.chunks_exact_mut(4).for_each(|c| c.reverse());
@@ -335,7 +336,7 @@ mod tests {
                 kind,
                 dst: data + begin,
                 len,
-                tensor: &e.name,
+                tensor: name,
             });
         }
         let dir = tempfile::tempdir().unwrap();
