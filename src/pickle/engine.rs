@@ -421,22 +421,12 @@ impl<V> Memo<V> {
 /// The memo indices a GET reads in the pickle that starts at `start`, up to its STOP; `None`
 /// when the opcodes do not decode up to a STOP (the run then keeps every value, and fails where
 /// the decoding does).
-fn memo_reads(
-    data: &[u8],
-    start: usize,
-    max_string: u64,
-) -> Option<std::collections::HashSet<u32, MemoHash>> {
-    let mut d = Decoder::new(data, start, max_string);
+fn memo_reads(data: &[u8], start: usize) -> Option<std::collections::HashSet<u32, MemoHash>> {
     let mut reads = std::collections::HashSet::default();
-    loop {
-        match d.next_op().ok()?.1 {
-            Op::Get(i) => {
-                reads.insert(i);
-            }
-            Op::Stop => return Some(reads),
-            _ => {}
-        }
-    }
+    super::ops::memo_gets(data, start, |i| {
+        reads.insert(i);
+    })?;
+    Some(reads)
 }
 
 /// The pickle machine: a value stack, a mark stack and a memo, driven by decoded opcodes.
@@ -475,7 +465,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         if self.mode != Mode::Strict || self.memo.len() != 0 {
             return;
         }
-        if let Some(reads) = memo_reads(data, start, self.limits.max_string) {
+        if let Some(reads) = memo_reads(data, start) {
             self.memo.keep_only(reads);
         }
     }

@@ -409,6 +409,75 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// Calls `get` with the memo index of every GET / BINGET / LONG_BINGET of the pickle that
+/// starts at `start`, up to its STOP, without decoding any other argument: opcodes are only
+/// measured (a fixed width, a length prefix or a line). Returns `None` when the opcodes do not
+/// reach a STOP: an unknown opcode, a negative length, a GET index [`Decoder::next_op`] would
+/// refuse, or the data ending first.
+///
+/// Opcode boundaries are exactly the decoder's, so on a pickle the decoder reads up to its
+/// STOP this sees the same GETs. Arguments the decoder would refuse (a bad float line, a string
+/// over `--max-string-bytes`) are not checked here: a run decodes them and fails there anyway.
+pub fn memo_gets(data: &[u8], start: usize, mut get: impl FnMut(u32)) -> Option<()> {
+    let mut p = start;
+    let arg = |p: usize, n: usize| data.get(p..p.checked_add(n)?);
+    let le = |p: usize, n: usize| -> Option<u64> {
+        let b = arg(p, n)?;
+        let mut a = [0u8; 8];
+        a[..n].copy_from_slice(b);
+        Some(u64::from_le_bytes(a))
+    };
+    let line_end = |p: usize| -> Option<usize> {
+        let rest = data.get(p..)?;
+        Some(p + rest.iter().position(|&b| b == b'\n')? + 1)
+    };
+    // A length-prefixed argument: `width` bytes of length, then that many bytes.
+    let counted = |p: usize, width: usize, signed: bool| -> Option<usize> {
+        let n = le(p, width)?;
+        if signed && n & 0x8000_0000 != 0 {
+            return None;
+        }
+        let body = p + width;
+        let n = usize::try_from(n).ok()?;
+        arg(body, n)?;
+        Some(body + n)
+    };
+    loop {
+        let code = *data.get(p)?;
+        let at = p + 1;
+        p = match code {
+            b'.' => return Some(()),
+            b'(' | b'0' | b'1' | b'2' | b'N' | 0x88 | 0x89 | b'Q' | b'R' | b'a' | b'b' | b'd'
+            | b'}' | b'e' | b'l' | b']' | b'o' | 0x94 | b's' | b'u' | b't' | b')' | 0x85 | 0x86
+            | 0x87 | 0x81 | 0x92 | 0x8f | 0x90 | 0x91 | 0x93 | 0x97 | 0x98 => at,
+            b'K' | b'q' | 0x80 | 0x82 => arg(at, 1).map(|_| at + 1)?,
+            b'M' | 0x83 => arg(at, 2).map(|_| at + 2)?,
+            b'J' | b'r' | 0x84 => arg(at, 4).map(|_| at + 4)?,
+            b'G' | 0x95 => arg(at, 8).map(|_| at + 8)?,
+            b'h' => {
+                get(u32::from(*data.get(at)?));
+                at + 1
+            }
+            b'j' => {
+                get(u32::try_from(le(at, 4)?).ok()?);
+                at + 4
+            }
+            b'g' => {
+                let end = line_end(at)?;
+                get(parse_memo_index(&data[at..end - 1], at - 1).ok()?);
+                end
+            }
+            b'F' | b'I' | b'L' | b'P' | b'S' | b'V' | b'p' => line_end(at)?,
+            b'c' | b'i' => line_end(line_end(at)?)?,
+            0x8a | b'U' | 0x8c | b'C' => counted(at, 1, false)?,
+            0x8b | b'T' => counted(at, 4, true)?,
+            b'X' | b'B' => counted(at, 4, false)?,
+            0x8d | 0x8e | 0x96 => counted(at, 8, false)?,
+            _ => return None,
+        };
+    }
+}
+
 fn ascii(l: &[u8], start: usize) -> R<&str> {
     match std::str::from_utf8(l) {
         Ok(s) => Ok(s),

@@ -398,10 +398,10 @@ impl Object {
 
 impl Drop for Seq {
     fn drop(&mut self) {
+        // The items themselves are the work list (no allocation): leaves are dropped as they
+        // are popped, containers open up in place.
         if self.0.iter().any(is_container) {
-            let mut work = Vec::new();
-            self.0.drain(..).for_each(|c| defer(c, &mut work));
-            drop_iteratively(work);
+            drop_iteratively(std::mem::take(&mut self.0));
         }
     }
 }
@@ -425,7 +425,7 @@ impl Drop for Dict {
     }
 }
 
-/// Drops a list of containers without recursion.
+/// Drops a list of values without recursion.
 fn drop_iteratively(mut work: Vec<Value>) {
     while let Some(v) = work.pop() {
         drain_children(v, &mut work);

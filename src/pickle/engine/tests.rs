@@ -461,3 +461,104 @@ fn keeping_only_read_memo_values_changes_no_run() {
     r.unwrap();
     assert_eq!(memo.1, 3);
 }
+
+/// The GETs the decoder meets up to a STOP, or `None` when it does not reach one.
+fn decoded_gets(data: &[u8]) -> Option<Vec<u32>> {
+    let mut d = Decoder::new(data, 0, u64::MAX);
+    let mut gets = Vec::new();
+    loop {
+        match d.next_op().ok()?.1 {
+            Op::Get(i) => gets.push(i),
+            Op::Stop => return Some(gets),
+            _ => {}
+        }
+    }
+}
+
+fn scanned_gets(data: &[u8]) -> Option<Vec<u32>> {
+    let mut gets = Vec::new();
+    crate::pickle::ops::memo_gets(data, 0, |i| gets.push(i))?;
+    Some(gets)
+}
+
+/// The memo pre-pass measures opcodes instead of decoding them: on every real checkpoint's
+/// pickle, and on thousands of mutations of them, wherever the decoder reaches a STOP the scan
+/// reaches it too with the same GETs (a pickle the decoder rejects is failed by the run itself).
+#[test]
+fn the_memo_scan_sees_exactly_the_gets_the_decoder_sees() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut pickles = Vec::new();
+    for dir in ["ckpt", "jit"] {
+        let mut paths: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        for p in paths {
+            let bytes = std::fs::read(&p).unwrap();
+            // Every pickle inside a zip (data.pkl, constants.pkl); a legacy stream's first one.
+            match zip::ZipArchive::new(std::io::Cursor::new(&bytes)) {
+                Ok(mut z) => {
+                    for i in 0..z.len() {
+                        let mut f = z.by_index(i).unwrap();
+                        if f.name().is_ok_and(|n| n.ends_with(".pkl")) {
+                            // (This build's zip reader stores only: deflated members
+                            // are left out here.)
+                            let mut data = Vec::new();
+                            if std::io::Read::read_to_end(&mut f, &mut data).is_ok() {
+                                pickles.push(data);
+                            }
+                        }
+                    }
+                }
+                Err(_) if bytes.first() == Some(&0x80) => pickles.push(bytes),
+                Err(_) => {}
+            }
+        }
+    }
+    // Every opcode family, text ones included, written by hand.
+    pickles.push(
+        b"(I1\nF2.5\nL3L\nS'a'\nVb\np0\ng0\nccollections\nOrderedDict\nq\x01h\x01tp1\n.".to_vec(),
+    );
+    pickles.push(b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00]\x94(K\x01M\x02\x00J\x03\x00\x00\x00\x8a\x01\x05\x8b\x01\x00\x00\x00\x06G?\xf0\x00\x00\x00\x00\x00\x00U\x01aT\x01\x00\x00\x00bX\x01\x00\x00\x00c\x8c\x01d\x8d\x01\x00\x00\x00\x00\x00\x00\x00eC\x01fB\x01\x00\x00\x00g\x8e\x01\x00\x00\x00\x00\x00\x00\x00h\x96\x01\x00\x00\x00\x00\x00\x00\x00i\x88\x89N)\x85\x86\x87\x8f\x90\x91j\x00\x00\x00\x00h\x00r\x05\x00\x00\x00q\x06e.".to_vec());
+    assert!(pickles.len() > 40, "the fixtures hold pickles");
+    let mut rng = 0x5eed_u64;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as usize
+    };
+    let (mut agreed, mut stopped) = (0, 0);
+    for p in &pickles {
+        let want = decoded_gets(p);
+        assert!(want.is_some(), "a real pickle decodes to its STOP");
+        assert_eq!(scanned_gets(p), want);
+        for _ in 0..300 {
+            let mut m = p.clone();
+            for _ in 0..1 + next() % 3 {
+                let i = next() % m.len();
+                m[i] = match next() % 3 {
+                    0 => next() as u8,
+                    1 => {
+                        let codes = b"(.hjgqr\nKMJXUT\x8c\x95";
+                        codes[next() % codes.len()]
+                    }
+                    _ => m[i] ^ 0x80,
+                };
+            }
+            if next() % 8 == 0 {
+                m.truncate(next() % m.len());
+            }
+            if let Some(gets) = decoded_gets(&m) {
+                stopped += 1;
+                assert_eq!(scanned_gets(&m), Some(gets), "{m:?}");
+            }
+            agreed += 1;
+        }
+    }
+    assert!(
+        stopped > agreed / 10,
+        "enough mutations still reach a STOP: {stopped} of {agreed}"
+    );
+}
