@@ -88,24 +88,24 @@ impl Object {
     }
 }
 
-/// A key usable for hashing inside [`Dict`]: the hashable primitive values.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum DictKey {
+/// A key usable for hashing inside [`Dict`]: the hashable primitive values, borrowed.
+#[derive(PartialEq, Eq, Hash)]
+enum DictKey<'a> {
     None,
     Int(i64),
-    Str(Rc<str>),
-    Bytes(Rc<[u8]>),
+    Str(&'a str),
+    Bytes(&'a [u8]),
 }
 
-impl DictKey {
-    fn of(v: &Value) -> Option<DictKey> {
+impl DictKey<'_> {
+    fn of(v: &Value) -> Option<DictKey<'_>> {
         Some(match v {
             Value::None => DictKey::None,
             // Python: True == 1 and hash(True) == hash(1).
             Value::Bool(b) => DictKey::Int(*b as i64),
             Value::Int(i) => DictKey::Int(*i),
-            Value::Str(s) => DictKey::Str(s.clone()),
-            Value::Bytes(b) => DictKey::Bytes(b.clone()),
+            Value::Str(s) => DictKey::Str(s),
+            Value::Bytes(b) => DictKey::Bytes(b),
             _ => return None,
         })
     }
@@ -113,25 +113,51 @@ impl DictKey {
 
 /// An insertion-ordered dictionary. Setting an existing primitive key replaces its value in place,
 /// as Python does; other keys (tuples, objects) are kept as given.
-#[derive(Debug, Default)]
+///
+/// The index holds positions in `entries` only (one word per key), hashed and compared through
+/// the entries' own keys, with per-process seeds.
+#[derive(Default)]
 pub struct Dict {
     entries: Vec<(Value, Value)>,
-    index: foldhash::HashMap<DictKey, usize>,
+    index: hashbrown::HashTable<usize>,
+    seeds: foldhash::fast::RandomState,
+}
+
+impl fmt::Debug for Dict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dict[{} entries]", self.entries.len())
+    }
 }
 
 impl Dict {
+    fn hash(seeds: &foldhash::fast::RandomState, k: &DictKey<'_>) -> u64 {
+        std::hash::BuildHasher::hash_one(seeds, k)
+    }
+
     /// Inserts or replaces `key`.
     pub fn insert(&mut self, key: Value, value: Value) {
         if let Some(k) = DictKey::of(&key) {
-            match self.index.entry(k) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    if let Some(slot) = self.entries.get_mut(*e.get()) {
+            let (entries, seeds) = (&self.entries, &self.seeds);
+            let hash = Self::hash(seeds, &k);
+            let found = self.index.entry(
+                hash,
+                |&i| entries.get(i).and_then(|e| DictKey::of(&e.0)).as_ref() == Some(&k),
+                |&i| {
+                    entries
+                        .get(i)
+                        .and_then(|e| DictKey::of(&e.0))
+                        .map_or(0, |k| Self::hash(seeds, &k))
+                },
+            );
+            match found {
+                hashbrown::hash_table::Entry::Occupied(e) => {
+                    let i = *e.get();
+                    if let Some(slot) = self.entries.get_mut(i) {
                         slot.1 = value;
                         return;
                     }
-                    e.insert(self.entries.len());
                 }
-                std::collections::hash_map::Entry::Vacant(e) => {
+                hashbrown::hash_table::Entry::Vacant(e) => {
                     e.insert(self.entries.len());
                 }
             }
@@ -141,7 +167,11 @@ impl Dict {
 
     /// Looks a string key up.
     pub fn get_str(&self, key: &str) -> Option<&Value> {
-        let i = *self.index.get(&DictKey::Str(Rc::from(key)))?;
+        let k = DictKey::Str(key);
+        let entries = &self.entries;
+        let i = *self.index.find(Self::hash(&self.seeds, &k), |&i| {
+            entries.get(i).and_then(|e| DictKey::of(&e.0)).as_ref() == Some(&k)
+        })?;
         self.entries.get(i).map(|e| &e.1)
     }
 
