@@ -373,21 +373,31 @@ impl<V> Memo<V> {
         }
     }
 
-    fn insert(&mut self, i: u32, v: V) {
+    /// False when index `i` is written but never read back: its value need not be made.
+    fn keeps(&self, i: u32) -> bool {
+        self.only.as_ref().is_none_or(|w| w.reads.contains(&i))
+    }
+
+    /// Stores `v` at `i`; `None` (only for an index not [`Memo::keeps`]) records the write alone.
+    fn insert(&mut self, i: u32, v: Option<V>) {
         if let Some(w) = &mut self.only {
             if i == w.seq {
                 w.seq = w.seq.saturating_add(1);
-                while w.ahead.remove(&w.seq) {
+                while !w.ahead.is_empty() && w.ahead.remove(&w.seq) {
                     w.seq = w.seq.saturating_add(1);
                 }
             } else if i > w.seq {
                 w.ahead.insert(i);
             }
-            if w.reads.contains(&i) {
+            if let Some(v) = v
+                && w.reads.contains(&i)
+            {
                 self.sparse.insert(i, v);
             }
             return;
         }
+        // Every value is kept when no pre-pass said otherwise.
+        let Some(v) = v else { return };
         let n = self.dense.len();
         if let Some(slot) = self.dense.get_mut(i as usize) {
             *slot = v;
@@ -656,6 +666,15 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         )
     }
 
+    /// [`Machine::peek`]'s checks, and its copy only when `wanted`.
+    fn peek_if(&mut self, wanted: bool) -> Result<Option<S::Value>, PickleError> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if !wanted && self.stack.len() > floor {
+            return Ok(None);
+        }
+        self.peek().map(Some)
+    }
+
     /// The values above the innermost mark, which is closed.
     fn pop_mark(&mut self) -> Result<Vec<S::Value>, PickleError> {
         match self.marks.pop() {
@@ -673,7 +692,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         }
     }
 
-    fn memo_put(&mut self, idx: u32, v: S::Value) -> Result<(), PickleError> {
+    fn memo_put(&mut self, idx: u32, v: Option<S::Value>) -> Result<(), PickleError> {
         if self.memo.len() >= self.limits.max_memo && !self.memo.contains(idx) {
             return Err(PickleError::limit(
                 self.at,
@@ -825,13 +844,13 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
                 self.stack.push(v);
             }
             Op::Put(i) => {
-                let v = self.peek()?;
+                let v = self.peek_if(self.memo.keeps(i))?;
                 self.memo_put(i, v)?;
             }
             Op::Memoize => {
-                let v = self.peek()?;
                 let i = u32::try_from(self.memo.len())
                     .map_err(|_| PickleError::new(at, "memo too large"))?;
+                let v = self.peek_if(self.memo.keeps(i))?;
                 self.memo_put(i, v)?;
             }
             Op::Ext(code) => self.exotic(at, Exotic::Ext(code))?,

@@ -349,7 +349,13 @@ fn memo_matches_a_map(
     let mut reference = std::collections::HashMap::new();
     let ops: [u32; 14] = [0, 1, 2, 5, 4, 3, 1, 6, u32::MAX, 9, 7, 8, 0, 10];
     for (n, &i) in ops.iter().enumerate() {
-        m.insert(i, n as u32);
+        // As the machine does: no value is made for an index nothing reads back.
+        assert_eq!(
+            m.keeps(i),
+            reads.is_none_or(|r| r.contains(&i)),
+            "index {i}"
+        );
+        m.insert(i, m.keeps(i).then_some(n as u32));
         reference.insert(i, n as u32);
         assert_eq!(m.len(), reference.len(), "after inserting {i}");
         for k in (0..12u32).chain([u32::MAX]) {
