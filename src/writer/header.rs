@@ -136,7 +136,8 @@ pub fn plan_header(
 /// `entries` in `safetensors::serialize`'s order, stably, each with its input position.
 /// Sorting the entries themselves measured fastest at 100,000 entries: sorting bare indices
 /// (two pointers chased per comparison) took 2.5 times as long, sorting (dtype, name, index)
-/// keys 1.2 times.
+/// keys 1.2 times; the unstable sort 1.7 times (a checkpoint's order is often nearly sorted,
+/// which the stable sort's runs take advantage of).
 fn sorted(entries: Vec<HeaderEntry<'_>>) -> Vec<(usize, HeaderEntry<'_>)> {
     let mut entries: Vec<(usize, HeaderEntry)> = entries.into_iter().enumerate().collect();
     entries.sort_by(|(_, l), (_, r)| r.dtype.cmp(&l.dtype).then_with(|| l.name.cmp(&r.name)));
@@ -160,19 +161,9 @@ fn to_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(),
         .map_err(|e| ErrorKind::Unsupported(format!("internal: cannot encode the header: {e}")))
 }
 
-/// Appends `n` in decimal, as serde_json writes integers.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+/// Appends `n` in decimal, as serde_json writes integers (with the crate it uses for them).
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]
