@@ -23,15 +23,22 @@ struct Allocator;
 
 const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
 
+/// Whether mimalloc's plain entry points' guaranteed alignment is enough for `layout`.
+#[inline]
+fn plain(layout: std::alloc::Layout) -> bool {
+    layout.align() <= PLAIN_ALIGN
+}
+
 // SAFETY: every block comes from mimalloc and goes back to it: `mi_free` frees blocks of the
 // plain and the aligned entry points alike, and the plain ones are used only when their
 // guaranteed alignment (8 bytes) is enough for the layout.
 unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: mimalloc accepts any size; the alignment is checked above or passed on.
+        // SAFETY: mimalloc accepts any size; the plain entry point only when its alignment
+        // suffices, the aligned one with the layout's alignment otherwise.
         unsafe {
-            if layout.align() <= PLAIN_ALIGN {
+            if plain(layout) {
                 libmimalloc_sys::mi_malloc(layout.size()) as *mut u8
             } else {
                 libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8
@@ -43,7 +50,7 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
         unsafe {
-            if layout.align() <= PLAIN_ALIGN {
+            if plain(layout) {
                 libmimalloc_sys::mi_zalloc(layout.size()) as *mut u8
             } else {
                 libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8
@@ -62,7 +69,7 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
         let p = ptr as *mut std::ffi::c_void;
         // SAFETY: `ptr` came from this allocator with `layout`; the alignment rule is `alloc`'s.
         unsafe {
-            if layout.align() <= PLAIN_ALIGN {
+            if plain(layout) {
                 libmimalloc_sys::mi_realloc(p, new_size) as *mut u8
             } else {
                 libmimalloc_sys::mi_realloc_aligned(p, new_size, layout.align()) as *mut u8

@@ -630,9 +630,14 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         }
     }
 
+    /// Where the values above the innermost mark start (0 with no mark open).
+    fn floor(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
     /// The top value above the innermost mark.
     fn pop(&mut self) -> Result<S::Value, PickleError> {
-        let floor = self.marks.last().copied().unwrap_or(0);
+        let floor = self.floor();
         if self.stack.len() > floor
             && let Some(v) = self.stack.pop()
         {
@@ -647,7 +652,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
     /// A copy of the top value. The superset machine looks through an open mark when nothing is
     /// above it.
     fn peek(&mut self) -> Result<S::Value, PickleError> {
-        let floor = self.marks.last().copied().unwrap_or(0);
+        let floor = self.floor();
         if self.stack.len() > floor
             && let Some(v) = self.stack.last()
         {
@@ -668,7 +673,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
 
     /// [`Machine::peek`]'s checks, and its copy only when `wanted`.
     fn peek_if(&mut self, wanted: bool) -> Result<Option<S::Value>, PickleError> {
-        let floor = self.marks.last().copied().unwrap_or(0);
+        let floor = self.floor();
         if !wanted && self.stack.len() > floor {
             return Ok(None);
         }

@@ -134,6 +134,11 @@ impl Dict {
         std::hash::BuildHasher::hash_one(seeds, k)
     }
 
+    /// The hashable key of the entry at position `i` of the index.
+    fn key_at(entries: &[(Value, Value)], i: usize) -> Option<DictKey<'_>> {
+        entries.get(i).and_then(|e| DictKey::of(&e.0))
+    }
+
     /// Inserts or replaces `key`.
     pub fn insert(&mut self, key: Value, value: Value) {
         if let Some(k) = DictKey::of(&key) {
@@ -141,13 +146,8 @@ impl Dict {
             let hash = Self::hash(seeds, &k);
             let found = self.index.entry(
                 hash,
-                |&i| entries.get(i).and_then(|e| DictKey::of(&e.0)).as_ref() == Some(&k),
-                |&i| {
-                    entries
-                        .get(i)
-                        .and_then(|e| DictKey::of(&e.0))
-                        .map_or(0, |k| Self::hash(seeds, &k))
-                },
+                |&i| Self::key_at(entries, i).as_ref() == Some(&k),
+                |&i| Self::key_at(entries, i).map_or(0, |k| Self::hash(seeds, &k)),
             );
             match found {
                 hashbrown::hash_table::Entry::Occupied(e) => {
@@ -170,7 +170,7 @@ impl Dict {
         let k = DictKey::Str(key);
         let entries = &self.entries;
         let i = *self.index.find(Self::hash(&self.seeds, &k), |&i| {
-            entries.get(i).and_then(|e| DictKey::of(&e.0)).as_ref() == Some(&k)
+            Self::key_at(entries, i).as_ref() == Some(&k)
         })?;
         self.entries.get(i).map(|e| &e.1)
     }
