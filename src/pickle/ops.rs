@@ -258,6 +258,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Decodes the next opcode. Returns its start offset too.
+    #[inline(always)]
     pub fn next_op(&mut self) -> R<(usize, Op<'a>)> {
         let start = self.pos;
         let code = self.u8()?;
