@@ -90,6 +90,9 @@ pub struct TorchHost {
     tar_resolved: std::collections::HashMap<String, Value>,
     /// The caller's VM limits, applied to every embedded pickle too.
     limits: crate::pickle::Limits,
+    /// The storage class of the last storage persistent id and its dtype: torch memoizes each
+    /// class once, so consecutive ids name the same global (looked up once, not per tensor).
+    last_class: Option<(Rc<Global>, Option<DType>)>,
 }
 
 fn int_arg(v: Option<&Value>, what: &str) -> Result<u64, String> {
@@ -197,9 +200,16 @@ impl TorchHost {
             }
             None => return Err("storage persistent id: too short".into()),
         };
-        let dtype = storage_class(&cls).ok_or_else(|| {
-            format!("storage persistent id names {cls}, which is not a torch storage class")
-        })?;
+        let dtype = match &self.last_class {
+            Some((last, dtype)) if Rc::ptr_eq(last, &cls) => *dtype,
+            _ => {
+                let dtype = storage_class(&cls).ok_or_else(|| {
+                    format!("storage persistent id names {cls}, which is not a torch storage class")
+                })?;
+                self.last_class = Some((cls.clone(), dtype));
+                dtype
+            }
+        };
         let key = match items.get(2) {
             Some(Value::Str(s)) => String::from(&**s),
             Some(Value::Int(i)) => i.to_string(),

@@ -66,6 +66,8 @@ pub fn plan_header(
         first = false;
     }
     let mut offset = 0u64;
+    // The entries are sorted by dtype: its JSON is encoded once per run of one dtype.
+    let mut dtype_json: Option<(Dtype, Vec<u8>)> = None;
     let mut order = Vec::with_capacity(entries.len());
     let mut offsets = Vec::with_capacity(entries.len());
     for (i, e) in &entries {
@@ -83,7 +85,15 @@ pub fn plan_header(
         first = false;
         push_str(&mut bytes, &e.name)?;
         bytes.extend_from_slice(b":{\"dtype\":");
-        to_json(&mut bytes, &e.dtype)?;
+        match &dtype_json {
+            Some((d, json)) if *d == e.dtype => bytes.extend_from_slice(json),
+            _ => {
+                let mut json = Vec::new();
+                to_json(&mut json, &e.dtype)?;
+                bytes.extend_from_slice(&json);
+                dtype_json = Some((e.dtype, json));
+            }
+        }
         bytes.extend_from_slice(b",\"shape\":[");
         for (i, &d) in e.shape.iter().enumerate() {
             if i > 0 {
