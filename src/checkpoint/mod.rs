@@ -16,7 +16,7 @@ use crate::container::{
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result, io};
 use crate::layout::{Strided, Transform, negation_supported};
-use crate::pickle::{GlobalUse, Limits, Value, load};
+use crate::pickle::{GlobalUse, Limits, MemoReads, Value, load_with_reads};
 use crate::torch::{StorageRef, TensorRef, TorchHost};
 use crate::tree::{self, FlattenOptions, Leaf};
 use crate::writer::{self, HeaderEntry, Job, JobKind};
@@ -163,12 +163,18 @@ impl Checkpoint {
                 (archive, host, loaded)
             }
             Some(guess) => {
+                let reads = std::sync::OnceLock::new();
                 let (host, early, opened) = std::thread::scope(|s| {
                     // The reader compares the archive's pickle with the guess as it reads it,
-                    // so the bytes are held once.
-                    let opening = s.spawn(|| open(Some(&guess)));
+                    // so the bytes are held once. First it finds which memo entries the pickle
+                    // reads back, which the run needs only to free the others early: the run
+                    // starts at once and keeps every value until the answer arrives.
+                    let opening = s.spawn(|| {
+                        let _ = reads.set(MemoReads::of(&guess, 0));
+                        open(Some(&guess))
+                    });
                     // Not a tar (a tar's pickle is never guessed): no tables to hand the host.
-                    let (host, early) = run_pickle(&guess, None, limits);
+                    let (host, early) = run_pickle_with(&guess, None, limits, Some(&reads));
                     let opened = opening.join().unwrap_or_else(|_| {
                         Err(Error::new(
                             path,
@@ -781,9 +787,22 @@ fn run_pickle(
     TorchHost,
     std::result::Result<crate::pickle::Loaded, crate::pickle::PickleError>,
 ) {
+    run_pickle_with(pickle, tar, limits, None)
+}
+
+/// [`run_pickle`] with the memo reads found by another thread ([`crate::pickle::load_with_reads`]).
+fn run_pickle_with(
+    pickle: &[u8],
+    tar: Option<&crate::container::tar::TarTables>,
+    limits: &Limits,
+    reads: Option<&std::sync::OnceLock<MemoReads>>,
+) -> (
+    TorchHost,
+    std::result::Result<crate::pickle::Loaded, crate::pickle::PickleError>,
+) {
     let mut host = TorchHost::with_limits(*limits);
     host.tar = tar.cloned();
-    let loaded = load(pickle, 0, &mut host, limits);
+    let loaded = load_with_reads(pickle, 0, &mut host, limits, reads);
     (host, loaded)
 }
 

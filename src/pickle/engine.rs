@@ -418,6 +418,32 @@ impl<V> Memo<V> {
         }
     }
 
+    /// [`Memo::keep_only`] on a memo that has kept every value so far: the same state as if
+    /// it had kept only `reads` from the start (every index written is still counted; the
+    /// values nothing reads are dropped).
+    fn keep_only_now(&mut self, reads: std::collections::HashSet<u32, MemoHash>) {
+        if self.only.is_some() {
+            return;
+        }
+        let dense = std::mem::take(&mut self.dense);
+        let sparse = std::mem::take(&mut self.sparse);
+        // Every index below `dense.len()` was written; the map holds the ones written ahead.
+        let seq = u32::try_from(dense.len()).unwrap_or(u32::MAX);
+        let mut ahead = std::collections::HashSet::default();
+        for (i, v) in (0u32..).zip(dense) {
+            if reads.contains(&i) {
+                self.sparse.insert(i, v);
+            }
+        }
+        for (i, v) in sparse {
+            ahead.insert(i);
+            if reads.contains(&i) {
+                self.sparse.insert(i, v);
+            }
+        }
+        self.only = Some(Written { reads, seq, ahead });
+    }
+
     fn clear(&mut self) {
         self.dense = Vec::new();
         self.sparse = HashMap::default();
@@ -439,6 +465,17 @@ fn memo_reads(data: &[u8], start: usize) -> Option<std::collections::HashSet<u32
     Some(reads)
 }
 
+/// The memo indices a pickle reads back ([`MemoReads::of`]), found on one thread while the
+/// machine runs the same bytes on another ([`Machine::keep_only_memo_reads_when`]).
+pub struct MemoReads(Option<std::collections::HashSet<u32, MemoHash>>);
+
+impl MemoReads {
+    /// The GETs of the pickle that starts at `start` in `data` (a pass over its opcodes).
+    pub fn of(data: &[u8], start: usize) -> MemoReads {
+        MemoReads(memo_reads(data, start))
+    }
+}
+
 /// The pickle machine: a value stack, a mark stack and a memo, driven by decoded opcodes.
 pub struct Machine<'l, 'p, S: Semantics<'p>> {
     sem: S,
@@ -447,6 +484,9 @@ pub struct Machine<'l, 'p, S: Semantics<'p>> {
     stack: Vec<S::Value>,
     marks: Vec<usize>,
     memo: Memo<S::Value>,
+    /// The memo reads a pass on another thread is finding: until they arrive, every value is
+    /// kept ([`Machine::keep_only_memo_reads_when`]).
+    pending_reads: Option<&'l std::sync::OnceLock<MemoReads>>,
     protocol: u8,
     /// Offset of the opcode being executed.
     at: usize,
@@ -462,6 +502,7 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: Memo::new(),
+            pending_reads: None,
             protocol: 0,
             at: 0,
         }
@@ -477,6 +518,31 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         }
         if let Some(reads) = memo_reads(data, start) {
             self.memo.keep_only(reads);
+        }
+    }
+
+    /// [`Machine::keep_only_memo_reads`] with the reads found by another thread (the pickle's
+    /// own bytes, [`MemoReads::of`]), so that the run need not wait for that pass: the memo
+    /// keeps every value until `reads` is set, then only the ones read back. What the run does
+    /// is the same either way.
+    pub fn keep_only_memo_reads_when(&mut self, reads: &'l std::sync::OnceLock<MemoReads>) {
+        if self.mode != Mode::Strict || self.memo.len() != 0 {
+            return;
+        }
+        self.pending_reads = Some(reads);
+    }
+
+    /// Applies the pending memo reads if they have arrived.
+    #[inline]
+    fn poll_reads(&mut self) {
+        if let Some(cell) = self.pending_reads
+            && let Some(MemoReads(found)) = cell.get()
+        {
+            self.pending_reads = None;
+            // A pass that could not decode to a STOP leaves the memo keeping everything.
+            if let Some(reads) = found {
+                self.memo.keep_only_now(reads.clone());
+            }
         }
     }
 
@@ -849,10 +915,12 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
                 self.stack.push(v);
             }
             Op::Put(i) => {
+                self.poll_reads();
                 let v = self.peek_if(self.memo.keeps(i))?;
                 self.memo_put(i, v)?;
             }
             Op::Memoize => {
+                self.poll_reads();
                 let i = u32::try_from(self.memo.len())
                     .map_err(|_| PickleError::new(at, "memo too large"))?;
                 let v = self.peek_if(self.memo.keeps(i))?;

@@ -78,6 +78,18 @@ pub fn load(
     host: &mut dyn Host,
     limits: &Limits,
 ) -> Result<Loaded, PickleError> {
+    load_with_reads(data, start, host, limits, None)
+}
+
+/// [`load`], with the pickle's memo reads found meanwhile by another thread
+/// ([`super::engine::MemoReads::of`] on the same bytes) instead of by a pass before the run.
+pub fn load_with_reads(
+    data: &[u8],
+    start: usize,
+    host: &mut dyn Host,
+    limits: &Limits,
+    reads: Option<&std::sync::OnceLock<super::engine::MemoReads>>,
+) -> Result<Loaded, PickleError> {
     let vm = Vm {
         host,
         globals: Vec::new(),
@@ -86,7 +98,10 @@ pub fn load(
         renamed_globals: false,
     };
     let mut m = Machine::new(vm, Mode::Strict, limits);
-    m.keep_only_memo_reads(data, start);
+    match reads {
+        Some(reads) => m.keep_only_memo_reads_when(reads),
+        None => m.keep_only_memo_reads(data, start),
+    }
     let r = m.run(data, start);
     // Drop what is left without recursion, whatever happened.
     m.clear_values();

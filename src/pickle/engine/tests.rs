@@ -401,6 +401,58 @@ fn a_memo_keeping_only_read_indices_counts_every_index_it_was_given() {
     assert_eq!(m.get(1), None);
 }
 
+/// A memo that kept every value and is told partway which indices are read (the reads found on
+/// another thread, [`Machine::keep_only_memo_reads_when`]) is, from then on, the memo that kept
+/// only those from the start: same length and membership, same values held, whatever the switch
+/// point.
+#[test]
+fn a_memo_told_its_reads_partway_is_the_memo_told_them_first() {
+    let reads: std::collections::HashSet<u32, MemoHash> =
+        [1, 4, 9, 6, u32::MAX].into_iter().collect();
+    let ops: [u32; 14] = [0, 1, 2, 5, 4, 3, 1, 6, u32::MAX, 9, 7, 8, 0, 10];
+    let agree = |a: &Memo<u32>, b: &Memo<u32>, when: &str| {
+        assert_eq!(a.len(), b.len(), "{when}");
+        for k in (0..12u32).chain([u32::MAX]) {
+            assert_eq!(a.contains(k), b.contains(k), "index {k} {when}");
+            assert_eq!(a.get(k), b.get(k), "index {k} {when}");
+            assert_eq!(a.keeps(k), b.keeps(k), "index {k} {when}");
+        }
+        assert_eq!(
+            (a.dense.len(), a.sparse.len()),
+            (b.dense.len(), b.sparse.len()),
+            "{when}"
+        );
+    };
+    for switch in 0..=ops.len() {
+        let mut first: Memo<u32> = Memo::new();
+        first.keep_only(reads.clone());
+        let mut late: Memo<u32> = Memo::new();
+        for (n, &i) in ops.iter().enumerate() {
+            if n == switch {
+                late.keep_only_now(reads.clone());
+                agree(&first, &late, &format!("right after switching at {switch}"));
+            }
+            first.insert(i, first.keeps(i).then_some(n as u32));
+            late.insert(i, late.keeps(i).then_some(n as u32));
+            if n >= switch {
+                agree(
+                    &first,
+                    &late,
+                    &format!("after inserting {i}, switched at {switch}"),
+                );
+            }
+        }
+        if switch == ops.len() {
+            // Told after the last write: the same state as well.
+            late.keep_only_now(reads.clone());
+            agree(&first, &late, "switched at the end");
+        }
+        // A second switch changes nothing.
+        late.keep_only_now(std::collections::HashSet::default());
+        agree(&first, &late, &format!("switched twice at {switch}"));
+    }
+}
+
 #[test]
 fn keeping_only_read_memo_values_changes_no_run() {
     /// A run asked to keep only the memo values read back: its result, its log, and the memo's
@@ -445,15 +497,35 @@ fn keeping_only_read_memo_values_changes_no_run() {
         (b"N\x94h\x00.\xff", Limits::default()),
         (b"N\x94h\x00\xff.", Limits::default()),
     ];
+    /// The same run with the reads handed over by a cell: already set (the switch comes at the
+    /// first PUT), or never set (every value kept).
+    fn run_when(data: &[u8], limits: &Limits, set: bool) -> Kept {
+        let cell = std::sync::OnceLock::new();
+        if set {
+            let _ = cell.set(MemoReads::of(data, 0));
+        }
+        let mut m = Machine::new(Recorder::default(), Mode::Strict, limits);
+        m.keep_only_memo_reads_when(&cell);
+        let r = m.run(data, 0);
+        let memo = (m.memo.len(), m.memo.dense.len(), m.memo.sparse.len());
+        (r, m.into_semantics().log, memo)
+    }
     for (data, limits) in cases {
         let (a, alog) = run(data, Mode::Strict, &limits);
-        let (b, blog, _) = run_kept(data, Mode::Strict, &limits);
+        let (b, blog, bmemo) = run_kept(data, Mode::Strict, &limits);
         let show = |r: &Result<Stopped<String>, PickleError>| match r {
             Ok(s) => format!("ok {} at {} proto {}", s.value, s.end, s.protocol),
             Err(e) => format!("err {e} {:?}", e.kind()),
         };
         assert_eq!(show(&a), show(&b), "{data:?}");
         assert_eq!(alog, blog, "{data:?}");
+        let (c, clog, cmemo) = run_when(data, &limits, true);
+        assert_eq!((show(&a), &alog), (show(&c), &clog), "{data:?}");
+        if a.is_ok() {
+            assert_eq!(bmemo, cmemo, "{data:?}");
+        }
+        let (d, dlog, _) = run_when(data, &limits, false);
+        assert_eq!((show(&a), &alog), (show(&d), &dlog), "{data:?}");
     }
     // The values are the ones the plain memo gives, and of the three entries the two read are
     // held.
