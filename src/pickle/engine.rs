@@ -533,8 +533,15 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
     }
 
     /// Applies the pending memo reads if they have arrived.
-    #[inline]
+    #[inline(always)]
     fn poll_reads(&mut self) {
+        if self.pending_reads.is_some() {
+            self.take_reads();
+        }
+    }
+
+    #[cold]
+    fn take_reads(&mut self) {
         if let Some(cell) = self.pending_reads
             && let Some(MemoReads(found)) = cell.get()
         {
