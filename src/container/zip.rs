@@ -754,18 +754,14 @@ pub fn audit_with(
         return Ok(out);
     }
     // Names: exact duplicates, case variants, one root folder.
-    let mut seen: foldhash::HashMap<String, &str> =
-        foldhash::HashMap::with_capacity_and_hasher(out.entries.len(), Default::default());
     let mut dup = Vec::new();
-    for e in &out.entries {
-        if let Some(prev) = seen.insert(e.name.to_lowercase(), &e.name) {
-            let kind = if prev == e.name {
-                "duplicate-name"
-            } else {
-                "case-variant-name"
-            };
-            dup.push((kind, e.local_offset, format!("{prev:?} and {:?}", e.name)));
-        }
+    for (prev, e) in case_collisions(&out.entries) {
+        let kind = if prev == e.name {
+            "duplicate-name"
+        } else {
+            "case-variant-name"
+        };
+        dup.push((kind, e.local_offset, format!("{prev:?} and {:?}", e.name)));
     }
     for (kind, off, d) in dup {
         out.flag(kind, Some(off), d, true);
@@ -890,6 +886,66 @@ fn descriptor_len(file: &File, e: &AuditEntry, end: u64) -> u64 {
         8
     };
     4 + sizes + if sig { 4 } else { 0 }
+}
+
+/// Each entry whose name equals an earlier one's under `str::to_lowercase` (torch looks names
+/// up case-insensitively), with the latest such earlier name. An ASCII name's lowercase is its
+/// ASCII lowercase: it is hashed and compared in place, with no lowercase copy; other names
+/// are folded with `to_lowercase`.
+fn case_collisions(entries: &[AuditEntry]) -> Vec<(&str, &AuditEntry)> {
+    // The folded bytes of entry `i`, in pieces of at most 64 (the same pieces for the same
+    // bytes, however they are folded, so that equal names hash alike).
+    fn pieces(name: &str, other: Option<&String>, mut f: impl FnMut(&[u8])) {
+        let mut buf = [0u8; 64];
+        let bytes = other.map_or(name.as_bytes(), |o| o.as_bytes());
+        for chunk in bytes.chunks(64) {
+            let piece = &mut buf[..chunk.len()];
+            piece.copy_from_slice(chunk);
+            if other.is_none() {
+                piece.make_ascii_lowercase();
+            }
+            f(piece);
+        }
+    }
+    let folded: foldhash::HashMap<usize, String> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.name.is_ascii())
+        .map(|(i, e)| (i, e.name.to_lowercase()))
+        .collect();
+    let seeds = foldhash::fast::RandomState::default();
+    let hash = |i: usize| {
+        let mut h = std::hash::BuildHasher::build_hasher(&seeds);
+        pieces(&entries[i].name, folded.get(&i), |p| {
+            std::hash::Hasher::write(&mut h, p)
+        });
+        std::hash::Hasher::finish(&h)
+    };
+    let same = |a: usize, b: usize| match (folded.get(&a), folded.get(&b)) {
+        (None, None) => entries[a].name.eq_ignore_ascii_case(&entries[b].name),
+        (fa, fb) => {
+            let mut x = Vec::new();
+            let mut y = Vec::new();
+            pieces(&entries[a].name, fa, |p| x.extend_from_slice(p));
+            pieces(&entries[b].name, fb, |p| y.extend_from_slice(p));
+            x == y
+        }
+    };
+    let mut seen: hashbrown::HashTable<usize> = hashbrown::HashTable::with_capacity(entries.len());
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let h = hash(i);
+        match seen.entry(h, |&j| same(i, j), |&j| hash(j)) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                out.push((entries[*o.get()].name.as_str(), e));
+                *o.get_mut() = i;
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+        }
+    }
+    out
 }
 
 /// Checks an entry's CRC-32 by reading its stored bytes (stored entries only). `None` when the
@@ -1350,6 +1406,62 @@ mod tests {
             message(layout_bytes(&z.bytes).err().unwrap()),
             "the zip archive has duplicate entry names; refusing an ambiguous archive"
         );
+    }
+
+    /// The case-variant search finds exactly the pairs that comparing `to_lowercase` copies
+    /// finds (the rule it replaces), in the same order: ASCII and other names, a Kelvin sign
+    /// that lowercases to an ASCII `k`, a dotted capital I that lowercases to two characters,
+    /// names longer than one 64-byte hashing piece that differ past it, three-way collisions
+    /// and exact duplicates.
+    #[test]
+    fn case_collisions_are_the_pairs_lowercase_copies_find() {
+        let long = "x".repeat(70);
+        let names: Vec<String> = vec![
+            "a/data/0".into(),
+            "a/DATA/0".into(),
+            "a/Data/0".into(),
+            "a/data/0".into(),
+            "a/\u{212a}ey".into(),
+            "a/Key".into(),
+            "a/key".into(),
+            "a/\u{130}d".into(),
+            "a/i\u{307}d".into(),
+            "a/id".into(),
+            "a/\u{c9}t\u{e9}".into(),
+            "a/\u{e9}T\u{c9}".into(),
+            format!("a/{long}A"),
+            format!("a/{long}B"),
+            format!("a/{}a", long.to_uppercase()),
+            "a/data.pkl".into(),
+            "".into(),
+            "".into(),
+        ];
+        let entries: Vec<AuditEntry> = names
+            .iter()
+            .map(|n| AuditEntry {
+                name: n.clone(),
+                method: 0,
+                flags: 0,
+                crc: 0,
+                compressed: 0,
+                size: 0,
+                local_offset: 0,
+                data_offset: None,
+            })
+            .collect();
+        let mut seen: std::collections::HashMap<String, &str> = Default::default();
+        let mut want = Vec::new();
+        for e in &entries {
+            if let Some(prev) = seen.insert(e.name.to_lowercase(), &e.name) {
+                want.push((prev.to_string(), e.name.clone()));
+            }
+        }
+        let got: Vec<(String, String)> = case_collisions(&entries)
+            .into_iter()
+            .map(|(p, e)| (p.to_string(), e.name.clone()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(want.len(), 9);
     }
 
     #[test]
