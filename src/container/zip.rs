@@ -616,6 +616,10 @@ pub fn audit_with(
     }
     let cd = read_at(file, cd_offset, cd_size as usize)?;
     let mut local = LocalReader::new(file, file_len);
+    // Sized at once (a million entries are ~90 MB: growing by doubling would copy that and
+    // briefly hold twice as much); a count the directory's bytes cannot hold is not believed.
+    out.entries
+        .reserve_exact(count.min(cd.len() as u64 / 46) as usize);
     let mut p = 0usize;
     for i in 0..count {
         if !cd[p.min(cd.len())..].starts_with(b"PK\x01\x02") || p + 46 > cd.len() {
