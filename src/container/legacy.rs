@@ -214,7 +214,7 @@ pub fn walk_storages(
     data_start: u64,
     declared: &HashMap<String, (u64, u64)>,
 ) -> Result<Records, ErrorKind> {
-    let mut out = Records::with_capacity_and_hasher(keys.len(), Default::default());
+    let mut out = Records::with_capacity(keys.len());
     let mut pos = data_start;
     for key in keys {
         let &(unit, numel) = declared.get(key).ok_or_else(|| {

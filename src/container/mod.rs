@@ -50,8 +50,119 @@ pub struct Record {
     pub method: RecordMethod,
 }
 
-/// Records by name (or storage key). foldhash: a lookup per tensor, with per-process seeds.
-pub type Records = foldhash::HashMap<String, Record>;
+/// Records by name (or storage key). torch numbers its storages `0`, `1`, …: such a key is an
+/// index into a vector (no hash table and no key string per record: a million storages took a
+/// 200 MB table); any other key (a name, a key far past the others) is looked up in a map
+/// (foldhash, per-process seeds).
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// `dense[i]`: the record of key `i` (decimal, as torch writes it).
+    dense: Vec<Option<Record>>,
+    /// How many of `dense` are set.
+    dense_set: usize,
+    /// Every other key.
+    other: foldhash::HashMap<String, Record>,
+}
+
+/// Keys up to this far past the dense records' end still go to the vector.
+const DENSE_SLACK: usize = 4096;
+
+impl Records {
+    /// Room for `n` records numbered as torch numbers its storages.
+    pub fn with_capacity(n: usize) -> Records {
+        Records {
+            dense: Vec::with_capacity(n),
+            ..Records::default()
+        }
+    }
+
+    /// The index of a key written as a plain decimal number (no sign, no leading zero).
+    fn dense_index(key: &str) -> Option<usize> {
+        let b = key.as_bytes();
+        if b.is_empty() || b.len() > 9 || (b.len() > 1 && b[0] == b'0') {
+            return None;
+        }
+        if !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        key.parse().ok()
+    }
+
+    /// Sets the record of `key`, returning the one it replaces.
+    pub fn insert(&mut self, key: String, rec: Record) -> Option<Record> {
+        let reach = self
+            .dense
+            .len()
+            .saturating_mul(2)
+            .saturating_add(DENSE_SLACK);
+        match Self::dense_index(&key).filter(|&i| i < reach) {
+            Some(i) => {
+                // A key goes to one place: one the map took while the vector was shorter
+                // moves over.
+                let moved = if self.other.is_empty() {
+                    None
+                } else {
+                    self.other.remove(&key)
+                };
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, None);
+                }
+                let old = self.dense[i].replace(rec);
+                if old.is_none() {
+                    self.dense_set += 1;
+                }
+                old.or(moved)
+            }
+            None => self.other.insert(key, rec),
+        }
+    }
+
+    /// The record of `key`.
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        let dense = Self::dense_index(key).and_then(|i| self.dense.get(i)?.as_ref());
+        dense.or_else(|| self.other.get(key))
+    }
+
+    /// True when `key` has a record.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.dense_set + self.other.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every key (numbered ones first, in order; the others in no particular order).
+    pub fn keys(&self) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+        let dense = self
+            .dense
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_some())
+            .map(|(i, _)| std::borrow::Cow::Owned(i.to_string()));
+        dense.chain(
+            self.other
+                .keys()
+                .map(|k| std::borrow::Cow::Borrowed(k.as_str())),
+        )
+    }
+}
+
+impl std::ops::Index<&str> for Records {
+    type Output = Record;
+    fn index(&self, key: &str) -> &Record {
+        match self.get(key) {
+            Some(r) => r,
+            None => panic!("no record {key:?}"),
+        }
+    }
+}
 
 /// Byte order of the storages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -606,5 +717,64 @@ impl Read for PositionalReader<'_> {
         }
         self.pos += got as u64;
         Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the keys (torch's numbers, names, numbers written another way, numbers far past
+    /// the others that the vector reaches later), the records behave as a map from key to
+    /// record: the same replacements, lookups, count and keys.
+    #[test]
+    fn records_are_a_map_whichever_way_each_key_is_kept() {
+        let rec = |n: u64| Record {
+            name: format!("r{n}"),
+            offset: n,
+            stored_len: n,
+            len: n,
+            method: RecordMethod::Stored,
+        };
+        let far = (2 * 3 + DENSE_SLACK + 10).to_string();
+        let keys: Vec<String> = [
+            "0", "1", "2", "00", "01", "+1", "-1", "1e3", "", " 3", "a/b",
+        ]
+        .iter()
+        .map(|k| k.to_string())
+        .chain([far.clone(), "4294967296".into(), "999999999".into()])
+        .chain((3..6000).map(|i| i.to_string()))
+        .chain([far.clone(), "1".into(), "00".into()])
+        .collect();
+        let mut r = Records::with_capacity(4);
+        let mut want: std::collections::HashMap<String, Record> = Default::default();
+        for (n, k) in keys.iter().enumerate() {
+            let old = r.insert(k.clone(), rec(n as u64));
+            let want_old = want.insert(k.clone(), rec(n as u64));
+            assert_eq!(
+                old.map(|o| o.offset),
+                want_old.map(|o| o.offset),
+                "key {k:?}"
+            );
+            assert_eq!(r.len(), want.len(), "after {k:?}");
+        }
+        for k in keys.iter().chain(&["7000".to_string(), "x".to_string()]) {
+            assert_eq!(
+                r.get(k).map(|o| o.offset),
+                want.get(k).map(|o| o.offset),
+                "key {k:?}"
+            );
+            assert_eq!(r.contains_key(k), want.contains_key(k));
+        }
+        let mut got: Vec<String> = r.keys().map(String::from).collect();
+        let mut all: Vec<String> = want.keys().cloned().collect();
+        got.sort();
+        all.sort();
+        assert_eq!(got, all);
+        // The far key was first kept in the map, then moved to the vector: in one place only.
+        assert!(!r.other.contains_key(&far));
+        assert!(r.other.contains_key("00") && r.other.contains_key("4294967296"));
+        assert!(!r.is_empty());
+        assert!(Records::default().is_empty());
     }
 }

@@ -152,7 +152,7 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     };
     let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_string();
     // Storage records go to `storages`, the others to `members` (one copy of each).
-    let mut storages = Records::with_capacity_and_hasher(audited.entries.len(), Default::default());
+    let mut storages = Records::with_capacity(audited.entries.len());
     let mut has_code = false;
     let mut members = Records::default();
     // Every entry has its local header (checked above).
@@ -1256,8 +1256,8 @@ mod tests {
         assert_eq!(l.pickle.method, RecordMethod::Stored);
         assert!(l.constants.is_none());
         assert!(!l.has_code);
-        let keys: Vec<&String> = l.storages.keys().collect();
-        assert_eq!(keys, [&"0".to_string()]);
+        let keys: Vec<String> = l.storages.keys().map(String::from).collect();
+        assert_eq!(keys, ["0"]);
         let s = &l.storages["0"];
         assert_eq!(s.offset, (z.local[2] + 30 + 14) as u64);
         assert_eq!(
@@ -1305,9 +1305,9 @@ mod tests {
             member("a/data/1", b"xy"),
         ]);
         let l = layout_bytes(&z.bytes).unwrap();
-        let mut keys: Vec<&String> = l.storages.keys().collect();
+        let mut keys: Vec<String> = l.storages.keys().map(String::from).collect();
         keys.sort();
-        assert_eq!(keys, [&"1".to_string()]);
+        assert_eq!(keys, ["1"]);
     }
 
     #[test]
