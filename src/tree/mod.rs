@@ -76,6 +76,18 @@ fn leaf(v: &Value, opts: &FlattenOptions) -> Option<Leaf> {
     None
 }
 
+/// Whether [`leaf`] would find a leaf in `v` (without making one).
+fn is_leaf(v: &Value, opts: &FlattenOptions) -> bool {
+    match v {
+        Value::Ext(e) => {
+            (opts.include_numpy && e.is::<NumpyArray>())
+                || e.is::<TensorRef>()
+                || e.is::<NotATensor>()
+        }
+        _ => false,
+    }
+}
+
 fn key_name(k: &Value) -> Option<String> {
     match k {
         Value::Str(s) => Some(String::from(&**s)),
@@ -234,22 +246,23 @@ fn node_id(v: &Value) -> Option<usize> {
 /// For every container reachable from `root`, whether any tensor-like leaf is below it. Each
 /// distinct container is visited once, so shared containers (memo bombs) cost nothing extra.
 fn tensor_holders(root: &Value, opts: &FlattenOptions) -> foldhash::HashMap<usize, bool> {
-    /// A container to open, or one whose children (listed once, when it was opened) are done.
+    /// A container to open, or one whose children (listed once, when it was opened) are done:
+    /// whether a leaf is among them, and its container children.
     enum Visit {
         Open(Value),
-        Close(usize, Vec<Value>),
+        Close(usize, bool, Vec<Value>),
     }
     let mut holds: foldhash::HashMap<usize, bool> = Default::default();
     let mut stack = vec![Visit::Open(root.clone())];
     while let Some(visit) = stack.pop() {
         match visit {
-            Visit::Close(id, kids) => {
-                let any = kids.iter().any(|c| {
-                    leaf(c, opts).is_some()
-                        || node_id(c)
+            Visit::Close(id, leafy, containers) => {
+                let any = leafy
+                    || containers.iter().any(|c| {
+                        node_id(c)
                             .and_then(|i| holds.get(&i).copied())
                             .unwrap_or(false)
-                });
+                    });
                 holds.insert(id, any);
             }
             Visit::Open(v) => {
@@ -259,17 +272,34 @@ fn tensor_holders(root: &Value, opts: &FlattenOptions) -> foldhash::HashMap<usiz
                 }
                 // Provisional value: a cycle back to an open container adds nothing.
                 holds.insert(id, false);
-                let kids: Vec<Value> = children_with(&v, false)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(_, c)| c)
-                    .collect();
-                let open: Vec<Value> = kids
+                // A leaf is never a container (leaves are extension values), so the children
+                // split in two: leaves, of which one is enough, and containers, to visit.
+                let mut leafy = false;
+                let mut containers = Vec::new();
+                let mut sort = |c: &Value| {
+                    if is_leaf(c, opts) {
+                        leafy = true;
+                    } else if node_id(c).is_some() {
+                        containers.push(c.clone());
+                    }
+                };
+                // Dicts, lists and tuples are read in place: a state dict's tensors are looked
+                // at, not copied into a list of all its values.
+                match &v {
+                    Value::Dict(d) => d.borrow().entries().iter().for_each(|(_, c)| sort(c)),
+                    Value::List(l) => l.borrow().iter().for_each(&mut sort),
+                    Value::Tuple(t) => t.iter().for_each(&mut sort),
+                    _ => children_with(&v, false)
+                        .unwrap_or_default()
+                        .iter()
+                        .for_each(|(_, c)| sort(c)),
+                }
+                let open: Vec<Value> = containers
                     .iter()
                     .filter(|c| node_id(c).is_some_and(|i| !holds.contains_key(&i)))
                     .cloned()
                     .collect();
-                stack.push(Visit::Close(id, kids));
+                stack.push(Visit::Close(id, leafy, containers));
                 stack.extend(open.into_iter().map(Visit::Open));
             }
         }
