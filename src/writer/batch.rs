@@ -156,6 +156,8 @@ impl Batcher {
             if next > at {
                 let (a, b) = ((at - start) as usize, (next - start) as usize);
                 out.write_all_at(&buf[a..b], at)?;
+                // The disk starts on this run now rather than at the final fsync.
+                crate::layout::start_writeback(out, at, next - at);
             }
         }
         Ok(())
