@@ -286,6 +286,65 @@ impl Checkpoint {
         keep_aliases: bool,
         fopts: &FlattenOptions,
     ) -> Result<Selection> {
+        let (key, tensors, skipped) = self.select_tensors(key, keep_aliases, fopts)?;
+        let conflicts = self.size_conflicts();
+        let mut checked = Vec::with_capacity(tensors.0.len());
+        for (n, t) in tensors.0 {
+            checked.push(self.check_tensor(n, &t, &conflicts)?);
+        }
+        Ok(Selection {
+            key,
+            tensors: checked,
+            aliases: tensors.1,
+            skipped,
+        })
+    }
+
+    /// [`Checkpoint::select_with`] then [`Checkpoint::release_tree`] (also when the selection
+    /// fails), with the tree dropped as soon as the selected tensors are known: each tensor's
+    /// declaration is then freed once its [`TensorInfo`] is made, so the tree and the selection
+    /// never take memory at once. The selection is the one `select_with` makes.
+    pub fn select_releasing(
+        &mut self,
+        key: Option<&str>,
+        keep_aliases: bool,
+        fopts: &FlattenOptions,
+    ) -> Result<Selection> {
+        let picked = self.select_tensors(key, keep_aliases, fopts);
+        let conflicts: foldhash::HashMap<String, (Option<u64>, Option<u64>)> = self
+            .size_conflicts()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        self.release_tree();
+        let (key, (kept, aliases), skipped) = picked?;
+        let conflicts: foldhash::HashMap<&str, (Option<u64>, Option<u64>)> =
+            conflicts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut checked = Vec::with_capacity(kept.len());
+        // Each declaration is dropped here, its last reference once the tree is gone.
+        for (n, t) in kept {
+            checked.push(self.check_tensor(n, &t, &conflicts)?);
+        }
+        Ok(Selection {
+            key,
+            tensors: checked,
+            aliases,
+            skipped,
+        })
+    }
+
+    /// The selected tensors, named and deduplicated (kept, aliases), and the skipped leaves.
+    #[allow(clippy::type_complexity)]
+    fn select_tensors(
+        &self,
+        key: Option<&str>,
+        keep_aliases: bool,
+        fopts: &FlattenOptions,
+    ) -> Result<(
+        String,
+        (Vec<tree::Named>, Vec<(String, String)>),
+        Vec<(String, String)>,
+    )> {
         let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
         let flat = self.flatten(&sub, fopts).map_err(|k| self.err(k))?;
         // A selection that is one tensor has no name of its own.
@@ -318,12 +377,13 @@ impl Checkpoint {
                 }
             }
         }
-        // Every leaf is a tensor now.
+        // Every leaf is a tensor now. Names are moved, not copied.
         let tensors: Vec<tree::Named> = flat
             .leaves
             .into_iter()
             .filter_map(|(name, leaf)| match leaf {
-                Leaf::Tensor(t) => Some((shown(&name).to_string(), t)),
+                Leaf::Tensor(t) if name.is_empty() => Some((shown(&name).to_string(), t)),
+                Leaf::Tensor(t) => Some((name, t)),
                 Leaf::NotATensor(_) => None,
             })
             .collect();
@@ -344,23 +404,12 @@ impl Checkpoint {
                 flat.skipped.len()
             ))));
         }
-        let (kept, aliases) = if keep_aliases {
+        let picked = if keep_aliases {
             (tensors, Vec::new())
         } else {
             tree::dedupe(tensors)
         };
-        let conflicts = self.size_conflicts();
-        // Sized at once: collecting through `Result` would grow it by doubling.
-        let mut tensors = Vec::with_capacity(kept.len());
-        for (n, t) in kept {
-            tensors.push(self.check_tensor(n, &t, &conflicts)?);
-        }
-        Ok(Selection {
-            key,
-            tensors,
-            aliases,
-            skipped: flat.skipped,
-        })
+        Ok((key, picked, flat.skipped))
     }
 
     /// The leaves of the selected value: a TorchScript module as its `state_dict()` (from the
@@ -682,9 +731,10 @@ pub fn write_merged(
     let out_err = |k| Error::new(output, k);
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
-    let mut entries = Vec::new();
+    let count = parts.iter().map(|(_, sel)| sel.tensors.len()).sum();
+    let mut entries = Vec::with_capacity(count);
     // (part, index in the part, tensor) of every entry, in the order the entries are listed.
-    let mut all: Vec<(usize, usize, &TensorInfo)> = Vec::new();
+    let mut all: Vec<(usize, usize, &TensorInfo)> = Vec::with_capacity(count);
     // Names are unique within a selection; across parts they must be checked.
     let mut names: HashSet<&str> = HashSet::new();
     for (p, (ckpt, sel)) in parts.iter().enumerate() {
@@ -886,6 +936,42 @@ pub fn default_output(input: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_releasing_selection_is_the_plain_one_and_frees_the_tree() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ckpt");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let (mut compared, mut aliased) = (0, 0);
+        for f in &files {
+            for keep_aliases in [false, true] {
+                for include_numpy in [false, true] {
+                    let fopts = FlattenOptions {
+                        include_numpy,
+                        ..FlattenOptions::default()
+                    };
+                    let Ok(mut ckpt) = Checkpoint::open(f) else {
+                        continue;
+                    };
+                    let plain = ckpt.select_with(None, keep_aliases, &fopts);
+                    let released = ckpt.select_releasing(None, keep_aliases, &fopts);
+                    let show = |r: &Result<Selection>| match r {
+                        Ok(s) => format!("{s:?}"),
+                        Err(e) => format!("error: {e:#}"),
+                    };
+                    assert_eq!(show(&plain), show(&released), "{}", f.display());
+                    assert!(matches!(ckpt.root(), Value::None), "{}", f.display());
+                    compared += 1;
+                    aliased += usize::from(plain.is_ok_and(|s| !s.aliases.is_empty()));
+                }
+            }
+        }
+        // Most fixtures open, and some of them have aliases to dedupe.
+        assert!(compared > 150 && aliased >= 4, "{compared} {aliased}");
+    }
 
     #[test]
     fn default_output_follows_hugging_face_names() {

@@ -192,7 +192,10 @@ impl Pipeline {
         checkpoint.release_pickle();
         checkpoint.release_audit(false);
         let c = &self.convert;
-        let selection = checkpoint.select_with(
+        // What the write needs is the selection and the archive's records: the rest of a
+        // checkpoint of many tensors is most of its memory, freed before the write allocates
+        // (the tree as soon as the selected tensors are known).
+        let selection = checkpoint.select_releasing(
             c.key.as_deref(),
             c.keep_aliases,
             &FlattenOptions {
@@ -202,9 +205,6 @@ impl Pipeline {
             },
         )?;
         check_selection(&checkpoint, &selection, &self.limits)?;
-        // What the write needs is the selection and the archive's records: the rest of a
-        // checkpoint of many tensors is most of its memory, freed before the write allocates.
-        checkpoint.release_tree();
         checkpoint.release_audit(true);
         Ok(Opened {
             checkpoint,

@@ -694,7 +694,7 @@ pub type Named = (String, Rc<TensorRef>);
 
 /// Splits named tensors into those to write and aliases (`alias name -> kept name`). The kept
 /// name is the one met first.
-pub fn dedupe(tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
+pub fn dedupe(mut tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
     // For each tensor, the index of the first tensor with its view (itself when it is first).
     let first_of: Vec<usize> = {
         // Keyed by the tensor (one pointer), compared by its view.
@@ -706,20 +706,22 @@ pub fn dedupe(tensors: Vec<Named>) -> (Vec<Named>, Vec<(String, String)>) {
             .map(|(i, (_, t))| *first.entry(ViewKey::of(t)).or_insert(i))
             .collect()
     };
-    let mut keep: Vec<Named> = Vec::with_capacity(tensors.len());
-    // Where each kept tensor landed in `keep`.
-    let mut slot = vec![usize::MAX; tensors.len()];
+    // In place: an alias gives up its name (its first is earlier, kept, and named), then the
+    // aliases are removed from the list, the others keeping their order.
     let mut aliases = Vec::new();
-    for (i, (name, t)) in tensors.into_iter().enumerate() {
-        let f = first_of[i];
-        if f == i {
-            slot[i] = keep.len();
-            keep.push((name, t));
-        } else if let Some((kept, _)) = keep.get(slot[f]) {
-            aliases.push((name, kept.clone()));
+    for (i, &f) in first_of.iter().enumerate() {
+        if f != i {
+            let name = std::mem::take(&mut tensors[i].0);
+            aliases.push((name, tensors[f].0.clone()));
         }
     }
-    (keep, aliases)
+    let mut i = 0;
+    tensors.retain(|_| {
+        let kept = first_of[i] == i;
+        i += 1;
+        kept
+    });
+    (tensors, aliases)
 }
 
 #[cfg(test)]
