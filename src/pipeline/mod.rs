@@ -275,18 +275,21 @@ impl Pipeline {
             report.tensors += r.tensors;
             report.bytes += r.bytes;
             report.output = out.clone();
-            let name = out
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            listing.push((
-                name,
-                group
-                    .tensors
-                    .iter()
-                    .map(|t| (t.name.clone(), t.nbytes))
-                    .collect(),
-            ));
+            // Only an index lists the tensors of each file (a copy of every name).
+            if index.is_some() {
+                let name = out
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                listing.push((
+                    name,
+                    group
+                        .tensors
+                        .iter()
+                        .map(|t| (t.name.clone(), t.nbytes))
+                        .collect(),
+                ));
+            }
             files.push(out.clone());
         }
         if let Some(index) = &index {
