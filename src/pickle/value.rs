@@ -114,12 +114,14 @@ impl DictKey<'_> {
 /// An insertion-ordered dictionary. Setting an existing primitive key replaces its value in place,
 /// as Python does; other keys (tuples, objects) are kept as given.
 ///
-/// The index holds positions in `entries` only (one word per key), hashed and compared through
-/// the entries' own keys, with per-process seeds.
+/// The index holds each key's hash (per-process seeds) and its position in `entries`: growing
+/// the table rehashes from the stored hashes, without reading every key again (a state dict of
+/// 100,000 names is rebuilt 17 times as it grows, each time touching every name's string in
+/// cold memory), and a lookup compares a key only when the whole hash matches.
 #[derive(Default)]
 pub struct Dict {
     entries: Vec<(Value, Value)>,
-    index: hashbrown::HashTable<usize>,
+    index: hashbrown::HashTable<(u64, usize)>,
     seeds: foldhash::fast::RandomState,
 }
 
@@ -142,23 +144,23 @@ impl Dict {
     /// Inserts or replaces `key`.
     pub fn insert(&mut self, key: Value, value: Value) {
         if let Some(k) = DictKey::of(&key) {
-            let (entries, seeds) = (&self.entries, &self.seeds);
-            let hash = Self::hash(seeds, &k);
+            let entries = &self.entries;
+            let hash = Self::hash(&self.seeds, &k);
             let found = self.index.entry(
                 hash,
-                |&i| Self::key_at(entries, i).as_ref() == Some(&k),
-                |&i| Self::key_at(entries, i).map_or(0, |k| Self::hash(seeds, &k)),
+                |&(h, i)| h == hash && Self::key_at(entries, i).as_ref() == Some(&k),
+                |&(h, _)| h,
             );
             match found {
                 hashbrown::hash_table::Entry::Occupied(e) => {
-                    let i = *e.get();
+                    let (_, i) = *e.get();
                     if let Some(slot) = self.entries.get_mut(i) {
                         slot.1 = value;
                         return;
                     }
                 }
                 hashbrown::hash_table::Entry::Vacant(e) => {
-                    e.insert(self.entries.len());
+                    e.insert((hash, self.entries.len()));
                 }
             }
         }
@@ -169,8 +171,9 @@ impl Dict {
     pub fn get_str(&self, key: &str) -> Option<&Value> {
         let k = DictKey::Str(key);
         let entries = &self.entries;
-        let i = *self.index.find(Self::hash(&self.seeds, &k), |&i| {
-            Self::key_at(entries, i).as_ref() == Some(&k)
+        let hash = Self::hash(&self.seeds, &k);
+        let (_, i) = *self.index.find(hash, |&(h, i)| {
+            h == hash && Self::key_at(entries, i).as_ref() == Some(&k)
         })?;
         self.entries.get(i).map(|e| &e.1)
     }
