@@ -287,7 +287,7 @@ impl Checkpoint {
         fopts: &FlattenOptions,
     ) -> Result<Selection> {
         let (key, tensors, skipped) = self.select_tensors(key, keep_aliases, fopts)?;
-        let conflicts = self.size_conflicts();
+        let conflicts = size_conflicts(&self.storages);
         let mut checked = Vec::with_capacity(tensors.0.len());
         for (n, t) in tensors.0 {
             checked.push(self.check_tensor(n, &t, &conflicts)?);
@@ -311,14 +311,14 @@ impl Checkpoint {
         fopts: &FlattenOptions,
     ) -> Result<Selection> {
         let picked = self.select_tensors(key, keep_aliases, fopts);
-        let conflicts: foldhash::HashMap<String, (Option<u64>, Option<u64>)> = self
-            .size_conflicts()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let conflicts: foldhash::HashMap<String, (Option<u64>, Option<u64>)> =
+            size_conflicts(&self.storages)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
         self.release_tree();
         let (key, (kept, aliases), skipped) = picked?;
-        let conflicts: foldhash::HashMap<&str, (Option<u64>, Option<u64>)> =
+        let conflicts: SizeConflicts<'_> =
             conflicts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let mut checked = Vec::with_capacity(kept.len());
         // Each declaration is dropped here, its last reference once the tree is gone.
@@ -439,28 +439,11 @@ impl Checkpoint {
         }
     }
 
-    /// The storage keys that the pickle declares with two different sizes, with the first
-    /// two sizes (in bytes) met: every reference to a key must agree on its size.
-    fn size_conflicts(&self) -> foldhash::HashMap<&str, (Option<u64>, Option<u64>)> {
-        let mut sizes: foldhash::HashMap<&str, Option<u64>> =
-            foldhash::HashMap::with_capacity_and_hasher(self.storages.len(), Default::default());
-        let mut conflicts: foldhash::HashMap<&str, (Option<u64>, Option<u64>)> = Default::default();
-        for s in &self.storages {
-            let first = *sizes.entry(s.key.as_str()).or_insert(s.nbytes());
-            if first != s.nbytes() {
-                conflicts
-                    .entry(s.key.as_str())
-                    .or_insert((first, s.nbytes()));
-            }
-        }
-        conflicts
-    }
-
     fn check_tensor(
         &self,
         name: String,
         t: &TensorRef,
-        conflicts: &foldhash::HashMap<&str, (Option<u64>, Option<u64>)>,
+        conflicts: &SizeConflicts<'_>,
     ) -> Result<TensorInfo> {
         let fail = |msg: String| {
             self.err(ErrorKind::Tensor {
@@ -827,6 +810,54 @@ pub fn write_merged(
     Ok(plan.total_len)
 }
 
+/// Storage keys and the two sizes (in bytes) first met for them, for each key the pickle
+/// declares with two different sizes: every reference to a key must agree on its size.
+type SizeConflicts<'a> = foldhash::HashMap<&'a str, (Option<u64>, Option<u64>)>;
+
+/// The storage keys that `storages` declare with two different sizes.
+fn size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts<'_> {
+    numbered_size_conflicts(storages).unwrap_or_else(|| mapped_size_conflicts(storages))
+}
+
+/// [`size_conflicts`] for any keys, through a table of every key's first size.
+fn mapped_size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts<'_> {
+    let mut sizes: foldhash::HashMap<&str, Option<u64>> =
+        foldhash::HashMap::with_capacity_and_hasher(storages.len(), Default::default());
+    let mut conflicts = SizeConflicts::default();
+    for s in storages {
+        let first = *sizes.entry(s.key.as_str()).or_insert(s.nbytes());
+        if first != s.nbytes() {
+            conflicts
+                .entry(s.key.as_str())
+                .or_insert((first, s.nbytes()));
+        }
+    }
+    conflicts
+}
+
+/// [`size_conflicts`] when the keys are torch's own: `0`, `1`, … numbered in order of first
+/// appearance, a key met again naming an earlier number. The first sizes are then a vector
+/// filled in order (no table touched at random for every storage); `None` as soon as a key is
+/// not of that form.
+fn numbered_size_conflicts(storages: &[Rc<StorageRef>]) -> Option<SizeConflicts<'_>> {
+    let mut sizes: Vec<Option<u64>> = Vec::with_capacity(storages.len());
+    let mut conflicts = SizeConflicts::default();
+    let mut next = itoa::Buffer::new();
+    for s in storages {
+        if s.key == next.format(sizes.len()) {
+            sizes.push(s.nbytes());
+            continue;
+        }
+        let first = *sizes.get(Records::dense_index(&s.key)?)?;
+        if first != s.nbytes() {
+            conflicts
+                .entry(s.key.as_str())
+                .or_insert((first, s.nbytes()));
+        }
+    }
+    Some(conflicts)
+}
+
 /// Runs `pickle` on a new host, given a tar archive's tables (the one thing a host takes from
 /// its archive). The one place a checkpoint's pickle is run, guessed or opened.
 fn run_pickle(
@@ -936,6 +967,62 @@ pub fn default_output(input: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbered_keys_find_the_same_size_conflicts_as_the_table() {
+        let storage = |key: &str, numel: u64| {
+            Rc::new(StorageRef {
+                key: key.to_string(),
+                dtype: Some(DType::F32),
+                numel,
+                location: Rc::from("cpu"),
+                view: None,
+            })
+        };
+        let sorted = |c: SizeConflicts<'_>| {
+            let mut v: Vec<_> = c.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            v.sort();
+            v
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let (mut numbered, mut conflicting) = (0, 0);
+        for _ in 0..2000 {
+            let mut storages = Vec::new();
+            let mut next = 0u64;
+            for _ in 0..rnd(12) {
+                let key = match rnd(20) {
+                    // Mostly torch's own numbering: the next number, or one met before.
+                    0..=11 => {
+                        next += 1;
+                        (next - 1).to_string()
+                    }
+                    12..=16 if next > 0 => rnd(next).to_string(),
+                    17 => format!("0{}", rnd(3)),
+                    18 => (next + 1 + rnd(3)).to_string(),
+                    _ => ["x", "", "-1", "+1", " 1"][rnd(5) as usize].to_string(),
+                };
+                storages.push(storage(&key, 1 + rnd(3)));
+            }
+            let table = sorted(mapped_size_conflicts(&storages));
+            if let Some(found) = numbered_size_conflicts(&storages) {
+                assert_eq!(sorted(found), table, "{storages:?}");
+                numbered += 1;
+                conflicting += usize::from(!table.is_empty());
+            }
+            assert_eq!(sorted(size_conflicts(&storages)), table);
+        }
+        // The numbered path is taken often, with and without conflicts.
+        assert!(
+            numbered > 300 && conflicting > 100,
+            "{numbered} {conflicting}"
+        );
+    }
 
     #[test]
     fn a_releasing_selection_is_the_plain_one_and_frees_the_tree() {

@@ -76,8 +76,9 @@ impl Records {
         }
     }
 
-    /// The index of a key written as a plain decimal number (no sign, no leading zero).
-    fn dense_index(key: &str) -> Option<usize> {
+    /// The index of a key written as a plain decimal number (no sign, no leading zero): the
+    /// one number whose decimal spelling is exactly `key`.
+    pub(crate) fn dense_index(key: &str) -> Option<usize> {
         let b = key.as_bytes();
         if b.is_empty() || b.len() > 9 || (b.len() > 1 && b[0] == b'0') {
             return None;
