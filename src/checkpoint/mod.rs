@@ -286,18 +286,8 @@ impl Checkpoint {
         keep_aliases: bool,
         fopts: &FlattenOptions,
     ) -> Result<Selection> {
-        let (key, tensors, skipped) = self.select_tensors(key, keep_aliases, fopts)?;
-        let conflicts = size_conflicts(&self.storages);
-        let mut checked = Vec::with_capacity(tensors.0.len());
-        for (n, t) in tensors.0 {
-            checked.push(self.check_tensor(n, &t, &conflicts)?);
-        }
-        Ok(Selection {
-            key,
-            tensors: checked,
-            aliases: tensors.1,
-            skipped,
-        })
+        let picked = self.select_tensors(key, keep_aliases, fopts)?;
+        self.checked(picked, &size_conflicts(&self.storages))
     }
 
     /// [`Checkpoint::select_with`] then [`Checkpoint::release_tree`] (also when the selection
@@ -317,34 +307,35 @@ impl Checkpoint {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
         self.release_tree();
-        let (key, (kept, aliases), skipped) = picked?;
         let conflicts: SizeConflicts<'_> =
             conflicts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let mut checked = Vec::with_capacity(kept.len());
-        // Each declaration is dropped here, its last reference once the tree is gone.
+        // Each declaration is dropped as its entry is made, its last reference once the tree
+        // is gone.
+        self.checked(picked?, &conflicts)
+    }
+
+    /// The selection of `picked` (from [`Checkpoint::select_tensors`]), every tensor checked.
+    fn checked(&self, picked: Picked, conflicts: &SizeConflicts<'_>) -> Result<Selection> {
+        let (key, (kept, aliases), skipped) = picked;
+        let mut tensors = Vec::with_capacity(kept.len());
         for (n, t) in kept {
-            checked.push(self.check_tensor(n, &t, &conflicts)?);
+            tensors.push(self.check_tensor(n, &t, conflicts)?);
         }
         Ok(Selection {
             key,
-            tensors: checked,
+            tensors,
             aliases,
             skipped,
         })
     }
 
     /// The selected tensors, named and deduplicated (kept, aliases), and the skipped leaves.
-    #[allow(clippy::type_complexity)]
     fn select_tensors(
         &self,
         key: Option<&str>,
         keep_aliases: bool,
         fopts: &FlattenOptions,
-    ) -> Result<(
-        String,
-        (Vec<tree::Named>, Vec<(String, String)>),
-        Vec<(String, String)>,
-    )> {
+    ) -> Result<Picked> {
         let (key, sub) = tree::select(&self.root, key).map_err(|k| self.err(k))?;
         let flat = self.flatten(&sub, fopts).map_err(|k| self.err(k))?;
         // A selection that is one tensor has no name of its own.
@@ -809,6 +800,14 @@ pub fn write_merged(
     writer::write_file(output, &plan, jobs, &sources, wopts, progress).map_err(out_err)?;
     Ok(plan.total_len)
 }
+
+/// A selection before its tensors are checked: the key, the tensors kept and the aliases
+/// (alias, kept name), and the skipped leaves.
+type Picked = (
+    String,
+    (Vec<tree::Named>, Vec<(String, String)>),
+    Vec<(String, String)>,
+);
 
 /// Storage keys and the two sizes (in bytes) first met for them, for each key the pickle
 /// declares with two different sizes: every reference to a key must agree on its size.
