@@ -301,21 +301,15 @@ impl Checkpoint {
         fopts: &FlattenOptions,
     ) -> Result<Selection> {
         let picked = self.select_tensors(key, keep_aliases, fopts);
-        let conflicts: foldhash::HashMap<String, (Option<u64>, Option<u64>)> =
-            size_conflicts(&self.storages)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
+        let conflicts = size_conflicts(&self.storages);
         self.release_tree();
-        let conflicts: SizeConflicts<'_> =
-            conflicts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         // Each declaration is dropped as its entry is made, its last reference once the tree
         // is gone.
         self.checked(picked?, &conflicts)
     }
 
     /// The selection of `picked` (from [`Checkpoint::select_tensors`]), every tensor checked.
-    fn checked(&self, picked: Picked, conflicts: &SizeConflicts<'_>) -> Result<Selection> {
+    fn checked(&self, picked: Picked, conflicts: &SizeConflicts) -> Result<Selection> {
         let (key, (kept, aliases), skipped) = picked;
         let mut tensors = Vec::with_capacity(kept.len());
         for (n, t) in kept {
@@ -434,7 +428,7 @@ impl Checkpoint {
         &self,
         name: String,
         t: &TensorRef,
-        conflicts: &SizeConflicts<'_>,
+        conflicts: &SizeConflicts,
     ) -> Result<TensorInfo> {
         let fail = |msg: String| {
             self.err(ErrorKind::Tensor {
@@ -810,26 +804,30 @@ type Picked = (
 );
 
 /// Storage keys and the two sizes (in bytes) first met for them, for each key the pickle
-/// declares with two different sizes: every reference to a key must agree on its size.
-type SizeConflicts<'a> = foldhash::HashMap<&'a str, (Option<u64>, Option<u64>)>;
+/// declares with two different sizes: every reference to a key must agree on its size. Owned
+/// (a key is copied only when it conflicts), so the storages can be freed before it is used.
+type SizeConflicts = foldhash::HashMap<String, (Option<u64>, Option<u64>)>;
+
+/// Notes that storage `s`, whose key was first declared with `first` bytes, disagrees.
+fn note_conflict(conflicts: &mut SizeConflicts, s: &StorageRef, first: Option<u64>) {
+    if first != s.nbytes() && !conflicts.contains_key(&s.key) {
+        conflicts.insert(s.key.clone(), (first, s.nbytes()));
+    }
+}
 
 /// The storage keys that `storages` declare with two different sizes.
-fn size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts<'_> {
+fn size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts {
     numbered_size_conflicts(storages).unwrap_or_else(|| mapped_size_conflicts(storages))
 }
 
 /// [`size_conflicts`] for any keys, through a table of every key's first size.
-fn mapped_size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts<'_> {
+fn mapped_size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts {
     let mut sizes: foldhash::HashMap<&str, Option<u64>> =
         foldhash::HashMap::with_capacity_and_hasher(storages.len(), Default::default());
     let mut conflicts = SizeConflicts::default();
     for s in storages {
         let first = *sizes.entry(s.key.as_str()).or_insert(s.nbytes());
-        if first != s.nbytes() {
-            conflicts
-                .entry(s.key.as_str())
-                .or_insert((first, s.nbytes()));
-        }
+        note_conflict(&mut conflicts, s, first);
     }
     conflicts
 }
@@ -838,7 +836,7 @@ fn mapped_size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts<'_> {
 /// appearance, a key met again naming an earlier number. The first sizes are then a vector
 /// filled in order (no table touched at random for every storage); `None` as soon as a key is
 /// not of that form.
-fn numbered_size_conflicts(storages: &[Rc<StorageRef>]) -> Option<SizeConflicts<'_>> {
+fn numbered_size_conflicts(storages: &[Rc<StorageRef>]) -> Option<SizeConflicts> {
     let mut sizes: Vec<Option<u64>> = Vec::with_capacity(storages.len());
     let mut conflicts = SizeConflicts::default();
     let mut next = itoa::Buffer::new();
@@ -848,11 +846,7 @@ fn numbered_size_conflicts(storages: &[Rc<StorageRef>]) -> Option<SizeConflicts<
             continue;
         }
         let first = *sizes.get(Records::dense_index(&s.key)?)?;
-        if first != s.nbytes() {
-            conflicts
-                .entry(s.key.as_str())
-                .or_insert((first, s.nbytes()));
-        }
+        note_conflict(&mut conflicts, s, first);
     }
     Some(conflicts)
 }
@@ -978,8 +972,8 @@ mod tests {
                 view: None,
             })
         };
-        let sorted = |c: SizeConflicts<'_>| {
-            let mut v: Vec<_> = c.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let sorted = |c: SizeConflicts| {
+            let mut v: Vec<_> = c.into_iter().collect();
             v.sort();
             v
         };
