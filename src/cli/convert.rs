@@ -116,6 +116,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
         Event::Verified(n) => verify_bar.inc(n),
     };
     let done = pipeline.open(&args.input, &progress).and_then(|opened| {
+        crate::release_freed_memory();
         let written = pipeline.write(&opened, &target, &progress);
         // The process ends next: the opened checkpoint (the selection and the archive's
         // records: a few allocations per tensor, a million for a large MoE) is left to the
