@@ -206,65 +206,103 @@ pub fn write_file(
     opts: WriteOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), ErrorKind> {
+    start_file(target, &plan.bytes, plan.total_len, progress)?.finish(jobs, sources, opts, progress)
+}
+
+/// An output being written: its temp file beside the target, sized, with the header in place.
+/// Dropped before [`Output::finish`], the temp file is removed and the target untouched.
+pub struct Output {
+    tmp: atomic::Partial,
+    target: std::path::PathBuf,
+}
+
+/// Starts the output of [`write_file`]: the temp file of `total_len` bytes with `header` (the
+/// planned header, length prefix included) at its start. The caller can free the header
+/// before it builds the jobs (a header of 100,000 entries is 8.5 MB).
+pub fn start_file(
+    target: &Path,
+    header: &[u8],
+    total_len: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Output, ErrorKind> {
     let tmp = atomic::Partial::beside(target)?;
     let out = tmp.file();
-    out.set_len(plan.total_len)
+    out.set_len(total_len)
         .map_err(io("cannot size the output file"))?;
-    out.write_all_at(&plan.bytes, 0)
+    out.write_all_at(header, 0)
         .map_err(io("cannot write the header"))?;
-    progress(plan.bytes.len() as u64);
-    for j in &jobs {
-        if let (JobKind::Strided { view, .. }, Some(src)) = (&j.kind, sources.get(j.source)) {
-            layout::prefetch(src, view);
+    progress(header.len() as u64);
+    Ok(Output {
+        tmp,
+        target: target.to_path_buf(),
+    })
+}
+
+impl Output {
+    /// Runs `jobs`, fsyncs the file and renames it to its target.
+    pub fn finish(
+        self,
+        jobs: Vec<Job>,
+        sources: &[File],
+        opts: WriteOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), ErrorKind> {
+        let Output { tmp, target } = self;
+        let out = tmp.file();
+        for j in &jobs {
+            if let (JobKind::Strided { view, .. }, Some(src)) = (&j.kind, sources.get(j.source)) {
+                layout::prefetch(src, view);
+            }
         }
+        let jobs = split(jobs);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads)
+            .build()
+            .map_err(|e| ErrorKind::Unsupported(format!("cannot start worker threads: {e}")))?;
+        // Plain copies are I/O: one stream keeps the disk sequential and measured as fast as
+        // two with half the system time. Small ones go in windows in output order, a few
+        // system calls per window (see `batch`); large ones are one in-kernel copy each, in
+        // file order. Gathers, byte swaps and inflated data need CPU: they run on the whole
+        // pool, beside the copy stream. Sorted through (key, index) pairs and borrowed: the
+        // jobs are large to move.
+        let mut small = Vec::with_capacity(jobs.len());
+        let mut large = Vec::new();
+        let mut work = Vec::new();
+        for (i, j) in jobs.iter().enumerate() {
+            let file_order = ((j.source, j.src_start(), j.dst), i);
+            match j.kind {
+                JobKind::Copy { .. } if batch::batchable(j) => small.push((j.dst, i)),
+                JobKind::Copy { .. } => large.push(file_order),
+                _ => work.push(file_order),
+            }
+        }
+        small.sort_unstable();
+        large.sort_unstable();
+        work.sort_unstable();
+        let small: Vec<&Job> = small.iter().map(|&(_, i)| &jobs[i]).collect();
+        let large: Vec<&Job> = large.iter().map(|&(_, i)| &jobs[i]).collect();
+        let work: Vec<&Job> = work.iter().map(|&(_, i)| &jobs[i]).collect();
+        let run = |j: &Job| {
+            j.run(sources, out)?;
+            progress(j.len);
+            Ok::<(), ErrorKind>(())
+        };
+        let copy_stream = || {
+            let mut batcher = batch::Batcher::default();
+            for g in batch::group(&small, batch::WINDOW) {
+                let window = &small[g];
+                batcher.run(window, sources, out)?;
+                progress(window.iter().map(|j| j.len).sum());
+            }
+            drop(batcher);
+            large.iter().try_for_each(|j| run(j))
+        };
+        let (a, b) =
+            pool.install(|| rayon::join(copy_stream, || work.par_iter().try_for_each(|j| run(j))));
+        a?;
+        b?;
+        tmp.persist_with(&target, opts.overwrite, opts.sync_folder)
     }
-    let jobs = split(jobs);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()
-        .map_err(|e| ErrorKind::Unsupported(format!("cannot start worker threads: {e}")))?;
-    // Plain copies are I/O: one stream keeps the disk sequential and measured as fast as two
-    // with half the system time. Small ones go in windows in output order, a few system calls
-    // per window (see `batch`); large ones are one in-kernel copy each, in file order. Gathers,
-    // byte swaps and inflated data need CPU: they run on the whole pool, beside the copy stream.
-    // Sorted through (key, index) pairs and borrowed: the jobs are large to move.
-    let mut small = Vec::with_capacity(jobs.len());
-    let mut large = Vec::new();
-    let mut work = Vec::new();
-    for (i, j) in jobs.iter().enumerate() {
-        let file_order = ((j.source, j.src_start(), j.dst), i);
-        match j.kind {
-            JobKind::Copy { .. } if batch::batchable(j) => small.push((j.dst, i)),
-            JobKind::Copy { .. } => large.push(file_order),
-            _ => work.push(file_order),
-        }
-    }
-    small.sort_unstable();
-    large.sort_unstable();
-    work.sort_unstable();
-    let small: Vec<&Job> = small.iter().map(|&(_, i)| &jobs[i]).collect();
-    let large: Vec<&Job> = large.iter().map(|&(_, i)| &jobs[i]).collect();
-    let work: Vec<&Job> = work.iter().map(|&(_, i)| &jobs[i]).collect();
-    let run = |j: &Job| {
-        j.run(sources, out)?;
-        progress(j.len);
-        Ok::<(), ErrorKind>(())
-    };
-    let copy_stream = || {
-        let mut batcher = batch::Batcher::default();
-        for g in batch::group(&small, batch::WINDOW) {
-            let window = &small[g];
-            batcher.run(window, sources, out)?;
-            progress(window.iter().map(|j| j.len).sum());
-        }
-        drop(batcher);
-        large.iter().try_for_each(|j| run(j))
-    };
-    let (a, b) =
-        pool.install(|| rayon::join(copy_stream, || work.par_iter().try_for_each(|j| run(j))));
-    a?;
-    b?;
-    tmp.persist_with(target, opts.overwrite, opts.sync_folder)
 }
 
 #[cfg(test)]
