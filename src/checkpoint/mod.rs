@@ -58,10 +58,10 @@ pub struct TensorInfo {
     pub name: String,
     /// torch dtype.
     pub dtype: DType,
-    /// Shape.
-    pub shape: Vec<u64>,
+    /// Shape (boxed, as the other per-tensor lists: no spare capacity kept).
+    pub shape: Box<[u64]>,
     /// Strides in elements.
-    pub stride: Vec<u64>,
+    pub stride: Box<[u64]>,
     /// Offset into the storage in elements.
     pub offset: u64,
     /// Storage key.
@@ -99,8 +99,8 @@ impl TensorInfo {
         Strided {
             base: base + self.storage_base,
             offset: self.offset,
-            shape: self.shape.clone(),
-            stride: self.stride.clone(),
+            shape: self.shape.to_vec(),
+            stride: self.stride.to_vec(),
             itemsize: self.dtype.itemsize(),
         }
     }
@@ -559,7 +559,7 @@ impl Checkpoint {
                 records.insert(
                     key.clone(),
                     Record {
-                        name: key.clone(),
+                        name: key.as_str().into(),
                         offset: 0,
                         stored_len: len,
                         len,
@@ -719,7 +719,7 @@ pub fn write_merged(
                 name: t.name.as_str().into(),
                 // `check_tensor` refused every dtype without a safetensors type.
                 dtype: t.dtype.info().safetensors.unwrap_or(safetensors::Dtype::U8),
-                shape: t.shape.as_slice().into(),
+                shape: (&*t.shape).into(),
                 nbytes: t.nbytes,
             });
         }

@@ -360,7 +360,7 @@ mod tests {
                 "{ckpt_name}: dtype of {}",
                 t.name
             );
-            assert_eq!(&t.shape, shape, "{ckpt_name}: shape of {}", t.name);
+            assert_eq!(&*t.shape, &shape[..], "{ckpt_name}: shape of {}", t.name);
             let got = reader.read(&t.name).unwrap();
             assert!(
                 got == *bytes,

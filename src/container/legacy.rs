@@ -247,7 +247,7 @@ pub fn walk_storages(
         out.insert(
             key.clone(),
             Record {
-                name: format!("storage {key}"),
+                name: format!("storage {key}").into(),
                 offset: start,
                 stored_len: len,
                 len,

@@ -31,15 +31,15 @@ pub enum RecordMethod {
     Stored,
     /// Deflate-compressed (a user re-zipped the checkpoint).
     Deflated,
-    /// Another zip method, which torch never writes.
-    Other(String),
+    /// Another zip method (its number), which torch never writes.
+    Other(u16),
 }
 
 /// Where one record's bytes are.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// The record's name (zip entry name, or `storage <key>` for legacy streams).
-    pub name: String,
+    pub name: Box<str>,
     /// Absolute offset of the (possibly compressed) bytes.
     pub offset: u64,
     /// Bytes occupied in the file.
@@ -583,7 +583,7 @@ pub fn record_reader<'a>(file: &'a File, rec: &Record) -> Result<Box<dyn Read + 
         RecordMethod::Stored => Ok(Box::new(raw)),
         RecordMethod::Deflated => Ok(Box::new(flate2::read::DeflateDecoder::new(raw))),
         RecordMethod::Other(m) => Err(ErrorKind::Unsupported(format!(
-            "record {} uses zip compression {m}, which torch never writes",
+            "record {} uses zip compression method {m}, which torch never writes",
             rec.name
         ))),
     }
@@ -731,7 +731,7 @@ mod tests {
     #[test]
     fn records_are_a_map_whichever_way_each_key_is_kept() {
         let rec = |n: u64| Record {
-            name: format!("r{n}"),
+            name: format!("r{n}").into(),
             offset: n,
             stored_len: n,
             len: n,

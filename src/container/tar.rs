@@ -465,7 +465,7 @@ fn read_storages(
         records.insert(
             key.clone(),
             Record {
-                name: format!("tar storage {key}"),
+                name: format!("tar storage {key}").into(),
                 offset: start,
                 stored_len: len,
                 len,

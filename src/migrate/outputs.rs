@@ -55,7 +55,7 @@ fn same_tensors(header: &SafetensorsHeader, sel: &Selection) -> Result<(), Strin
     let want: BTreeMap<&str, &[u64]> = sel
         .tensors
         .iter()
-        .map(|t| (t.name.as_str(), t.shape.as_slice()))
+        .map(|t| (t.name.as_str(), &*t.shape))
         .collect();
     if found == want {
         return Ok(());

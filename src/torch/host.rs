@@ -42,10 +42,10 @@ pub struct TensorRef {
     pub dtype: DType,
     /// Offset into the storage, in elements of `dtype`.
     pub offset: u64,
-    /// Sizes.
-    pub shape: Vec<u64>,
+    /// Sizes (boxed: one per tensor, no spare capacity kept).
+    pub shape: Box<[u64]>,
     /// Strides, in elements.
-    pub stride: Vec<u64>,
+    pub stride: Box<[u64]>,
     /// The stored values must be conjugated to give the logical ones.
     pub conj: bool,
     /// The stored values must be negated to give the logical ones.
@@ -279,8 +279,8 @@ impl TorchHost {
                 storage,
                 dtype,
                 offset,
-                shape,
-                stride,
+                shape: shape.into(),
+                stride: stride.into(),
                 conj,
                 neg,
             })))
@@ -501,8 +501,8 @@ impl TorchHost {
                 storage,
                 dtype,
                 offset: 0,
-                shape,
-                stride,
+                shape: shape.into(),
+                stride: stride.into(),
                 conj: false,
                 neg: false,
             }))
@@ -555,8 +555,8 @@ impl TorchHost {
                 // torch builds the tensor with the storage's dtype; the saved class is informational.
                 dtype: s.dtype,
                 offset: t.offset,
-                shape: t.shape.clone(),
-                stride: t.stride.clone(),
+                shape: t.shape.as_slice().into(),
+                stride: t.stride.as_slice().into(),
                 conj: false,
                 neg: false,
             };

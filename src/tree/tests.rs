@@ -63,8 +63,8 @@ fn tensor_on(key: &str, dtype: DType, offset: u64, shape: &[u64]) -> Rc<TensorRe
         }),
         dtype,
         offset,
-        shape: shape.to_vec(),
-        stride,
+        shape: shape.into(),
+        stride: stride.into(),
         conj: false,
         neg: false,
     })
@@ -587,7 +587,7 @@ fn only_the_very_same_view_of_the_same_storage_is_an_alias() {
     let shape = tensor_on("0", DType::F32, 0, &[4]);
     let other = tensor_on("1", DType::F32, 0, &[2, 2]);
     let mut transposed = (*base).clone();
-    transposed.stride = vec![1, 2];
+    transposed.stride = vec![1, 2].into();
     let mut negated = (*base).clone();
     negated.neg = true;
     let mut conj = (*base).clone();

@@ -387,7 +387,7 @@ fn check_meta(
         );
         return false;
     }
-    if s.shape != t.shape {
+    if *s.shape != *t.shape {
         diff(
             i,
             &s.name,
