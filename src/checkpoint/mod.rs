@@ -433,7 +433,7 @@ impl Checkpoint {
         let fail = |msg: String| {
             self.err(ErrorKind::Tensor {
                 name: name.clone(),
-                storage: Some(t.storage.key.clone()),
+                storage: Some(t.storage.key.to_string()),
                 msg,
             })
         };
@@ -450,9 +450,9 @@ impl Checkpoint {
         let root_bytes = s
             .nbytes()
             .ok_or_else(|| fail("storage size overflows".into()))?;
-        let (vbase, vbytes) = match s.view {
+        let (vbase, vbytes) = match s.view.as_deref() {
             None => (0, root_bytes),
-            Some((off, n)) => {
+            Some(&(off, n)) => {
                 let end = off.checked_add(n).filter(|e| *e <= s.numel).ok_or_else(|| {
                     fail(format!("storage view [{off}, +{n}) lies outside its root storage of {} elements", s.numel))
                 })?;
@@ -500,7 +500,7 @@ impl Checkpoint {
                 )));
             }
         }
-        if let Some((a, b)) = conflicts.get(s.key.as_str()) {
+        if let Some((a, b)) = conflicts.get(&*s.key) {
             return Err(fail(format!(
                 "the storage is declared with two different sizes ({a:?} and {b:?} bytes)"
             )));
@@ -519,7 +519,7 @@ impl Checkpoint {
             shape: t.shape.clone(),
             stride: t.stride.clone(),
             offset: t.offset,
-            storage: s.key.clone(),
+            storage: s.key.to_string(),
             storage_declared: (s.numel, s.unit()),
             storage_base: vbase,
             nbytes,
@@ -545,7 +545,9 @@ impl Checkpoint {
         let mut declared: HashMap<String, (u64, u64)> = HashMap::new();
         if self.archive.storages_need_sizes() {
             for s in &self.storages {
-                declared.entry(s.key.clone()).or_insert((s.unit(), s.numel));
+                declared
+                    .entry(s.key.to_string())
+                    .or_insert((s.unit(), s.numel));
             }
         }
         let mut records = self
@@ -836,8 +838,8 @@ type SizeConflicts = foldhash::HashMap<String, (Option<u64>, Option<u64>)>;
 
 /// Notes that storage `s`, whose key was first declared with `first` bytes, disagrees.
 fn note_conflict(conflicts: &mut SizeConflicts, s: &StorageRef, first: Option<u64>) {
-    if first != s.nbytes() && !conflicts.contains_key(&s.key) {
-        conflicts.insert(s.key.clone(), (first, s.nbytes()));
+    if first != s.nbytes() && !conflicts.contains_key(&*s.key) {
+        conflicts.insert(s.key.to_string(), (first, s.nbytes()));
     }
 }
 
@@ -852,7 +854,7 @@ fn mapped_size_conflicts(storages: &[Rc<StorageRef>]) -> SizeConflicts {
         foldhash::HashMap::with_capacity_and_hasher(storages.len(), Default::default());
     let mut conflicts = SizeConflicts::default();
     for s in storages {
-        let first = *sizes.entry(s.key.as_str()).or_insert(s.nbytes());
+        let first = *sizes.entry(&*s.key).or_insert(s.nbytes());
         note_conflict(&mut conflicts, s, first);
     }
     conflicts
@@ -867,7 +869,7 @@ fn numbered_size_conflicts(storages: &[Rc<StorageRef>]) -> Option<SizeConflicts>
     let mut conflicts = SizeConflicts::default();
     let mut next = itoa::Buffer::new();
     for s in storages {
-        if s.key == next.format(sizes.len()) {
+        if *s.key == *next.format(sizes.len()) {
             sizes.push(s.nbytes());
             continue;
         }
@@ -991,7 +993,7 @@ mod tests {
     fn numbered_keys_find_the_same_size_conflicts_as_the_table() {
         let storage = |key: &str, numel: u64| {
             Rc::new(StorageRef {
-                key: key.to_string(),
+                key: key.into(),
                 dtype: Some(DType::F32),
                 numel,
                 location: Rc::from("cpu"),

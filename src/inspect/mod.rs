@@ -469,7 +469,7 @@ fn tensor_row(name: String, t: &TensorRef, alias_of: Option<String>, selected: b
         safetensors_dtype: t.dtype.info().safetensors.map(|d| d.to_string()),
         shape: t.shape.to_vec(),
         bytes: bytes.unwrap_or(u64::MAX),
-        storage: Some(t.storage.key.clone()),
+        storage: Some(t.storage.key.to_string()),
         offset: Some(t.offset),
         stride: Some(t.stride.to_vec()),
         layout: if contiguous { "contiguous" } else { "view" },

@@ -10,15 +10,16 @@ use crate::pickle::{Global, Host, ObjectOrigin, Refusal, Value};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageRef {
     /// The record name (`data/<key>` in zips, the key list entry in legacy streams).
-    pub key: String,
+    pub key: Box<str>,
     /// Element type of the storage class; `None` for `UntypedStorage` (bytes).
     pub dtype: Option<DType>,
     /// Declared size, in elements of `dtype` (bytes when untyped).
     pub numel: u64,
     /// Device the storage was saved from (informational: the bytes on disk are host bytes).
     pub location: Rc<str>,
-    /// Legacy (torch <= 0.4) storage views: `(offset, numel)` in elements into the root storage.
-    pub view: Option<(u64, u64)>,
+    /// Legacy (torch <= 0.4) storage views: `(offset, numel)` in elements into the root storage
+    /// (boxed: rare, and a storage per tensor is kept while the pickle runs).
+    pub view: Option<Box<(u64, u64)>>,
 }
 
 impl StorageRef {
@@ -243,11 +244,11 @@ impl TorchHost {
                 // (view_key, offset, size) in elements of the root storage.
                 let off = int_arg(t.get(1), "storage view offset")?;
                 let size = int_arg(t.get(2), "storage view size")?;
-                Some((off, size))
+                Some(Box::new((off, size)))
             }
         };
         let s = Rc::new(StorageRef {
-            key,
+            key: key.into(),
             dtype,
             numel,
             location,
@@ -392,7 +393,7 @@ impl TorchHost {
         let key = format!("{prefix}-{}", self.memory.len());
         self.memory.insert(key.clone(), bytes);
         let s = Rc::new(StorageRef {
-            key,
+            key: key.into(),
             dtype,
             numel,
             location: "cpu".into(),
@@ -431,7 +432,7 @@ impl TorchHost {
         let mut declared = std::collections::HashMap::new();
         for st in &inner.storages {
             declared
-                .entry(st.key.clone())
+                .entry(st.key.to_string())
                 .or_insert((st.unit(), st.numel));
         }
         let records = archive
@@ -527,11 +528,11 @@ impl TorchHost {
         }
         let storage_of = |s: &crate::container::tar::TarStorage| {
             Rc::new(StorageRef {
-                key: s.root.clone(),
+                key: s.root.as_str().into(),
                 dtype: Some(s.dtype),
                 numel: s.numel,
                 location: Rc::from(s.location.as_str()),
-                view: s.view,
+                view: s.view.map(Box::new),
             })
         };
         // torch keeps tensors and storages in one table; tensors are added last and win.

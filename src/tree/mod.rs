@@ -682,6 +682,7 @@ impl<'a> ViewRef<'a> {
             base: t
                 .storage
                 .view
+                .as_deref()
                 .map_or(0, |v| v.0.saturating_mul(t.storage.unit())),
             dtype: t.dtype.name(),
             offset: t.offset,
