@@ -766,14 +766,14 @@ pub fn write_merged(
         let located = starts
             .partition_point(|&s| s <= k)
             .checked_sub(1)
-            .and_then(|p| Some((p, parts.get(p)?.1.tensors.get(k - starts[p])?)));
-        let (p, i, t) = match located {
-            Some((p, t)) => (p, k - starts[p], t),
-            None => {
-                return Err(out_err(ErrorKind::Unsupported(format!(
-                    "internal: the source of planned entry {k} not found while planning"
-                ))));
-            }
+            .and_then(|p| {
+                let i = k - starts[p];
+                Some((p, i, parts.get(p)?.1.tensors.get(i)?))
+            });
+        let Some((p, i, t)) = located else {
+            return Err(out_err(ErrorKind::Unsupported(format!(
+                "internal: the source of planned entry {k} not found while planning"
+            ))));
         };
         if t.nbytes == 0 {
             continue;
@@ -812,6 +812,7 @@ pub fn write_merged(
             tensor: &t.name,
         });
     }
+    // Not needed by the copy, which holds every job until the end.
     drop((order, offsets, source_of));
     let wopts = writer::WriteOptions {
         overwrite: opts.overwrite,
