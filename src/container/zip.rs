@@ -27,8 +27,10 @@ pub struct ZipLayout {
     pub audit: ZipAudit,
 }
 
-/// Reads the central directory and classifies the records.
-pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
+/// The zip crate's reading of the archive, for one that the audit did not read plainly: its
+/// error for a broken archive, then duplicate names and an archive without a `data.pkl`;
+/// otherwise the number of entries it lists.
+fn second_reading(file: &File, file_len: u64) -> Result<usize, ErrorKind> {
     // The central directory of a million records is tens of megabytes: read it in large pieces.
     let reader = BufReader::with_capacity(1 << 20, file);
     let config = Config {
@@ -56,10 +58,11 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
             &names,
         )));
     }
-    // The zip crate's own tables (a few hundred bytes per entry) are not needed past this
-    // point: they are freed before the audit builds its own.
-    let zip_len = zip.len();
-    drop(zip);
+    Ok(zip.len())
+}
+
+/// Reads the central directory and classifies the records.
+pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
     // Readers disagree on ambiguous archives (torch looks names up case-insensitively and ignores
     // local headers): refuse rather than pick one reading.
     // Entry-count limits are the caller's (`scan::preflight`); here only the structure.
@@ -70,7 +73,24 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
             max_entries: u64::MAX,
             max_directory_bytes: u64::MAX,
         },
-    )?;
+    );
+    // An archive the audit reads plainly (every structure check passed, a `data.pkl` in it) is
+    // taken from the audit alone. Any other is first read by the zip crate too, whose verdict
+    // comes first: it names the damage of a broken archive (and is what says so for a
+    // truncated download), then duplicates and a zip that is no checkpoint. Its table of a
+    // few hundred bytes per entry is not built for the plain archives, which are nearly all.
+    let plain = audited.as_ref().is_ok_and(|a| {
+        a.first_ambiguity().is_none()
+            && a.entries
+                .iter()
+                .any(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"))
+    });
+    let second_count = if plain {
+        None
+    } else {
+        Some(second_reading(file, file_len)?)
+    };
+    let audited = audited?;
     if let Some(a) = audited.first_ambiguity() {
         let at = a
             .offset
@@ -95,9 +115,11 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
             )));
         }
     }
-    // The zip crate read the central directory; the audit also read every local header, so
-    // the data offsets come from it (one read per entry, not several).
-    if audited.entries.len() != zip_len {
+    // When the zip crate read the central directory too, both must list the same entries; the
+    // data offsets come from the audit, which read every local header.
+    if let Some(zip_len) = second_count
+        && audited.entries.len() != zip_len
+    {
         return Err(ErrorKind::Malformed(format!(
             "the zip archive lists {zip_len} entries to one reader and {} to another; refusing it",
             audited.entries.len()
@@ -375,7 +397,12 @@ pub fn first_pickle_guess(file: &File, file_len: u64, max: u64) -> Option<Vec<u8
         u64::from(le32(&entry, 20)),
         u64::from(le32(&entry, 42)),
     );
-    zip64_fields(extra, extra.len(), [&mut size, &mut stored, &mut local]);
+    if read_extras(extra, [&mut size, &mut stored, &mut local])
+        .overrun
+        .is_some()
+    {
+        return None;
+    }
     let is_pickle = name == b"data.pkl"
         || (name.ends_with(b"/data.pkl") && name.iter().filter(|&&c| c == b'/').count() == 1);
     let unread = [size, stored, local].contains(&u64::from(u32::MAX));
@@ -393,26 +420,48 @@ pub fn first_pickle_guess(file: &File, file_len: u64, max: u64) -> Option<Vec<u8
     at(start, usize::try_from(size).ok()?)
 }
 
-/// Replaces the central-directory fields that read 0xFFFFFFFF (uncompressed size, compressed
-/// size, local header offset, in that order) by their values in the zip64 extra field, among the
-/// `extra_len` bytes of extra fields at the start of `data`. A field the zip64 field's declared
-/// length has no room for keeps 0xFFFFFFFF. The values are read from `data`, which may go on past
-/// the extra fields, within that declared length.
-fn zip64_fields(data: &[u8], extra_len: usize, mut fields: [&mut u64; 3]) {
+/// What an entry's extra fields say besides its zip64 sizes.
+#[derive(Default)]
+struct Extras<'a> {
+    /// The id of a field whose declared length runs past the extra fields (the walk stops there).
+    overrun: Option<u16>,
+    /// The name an Info-ZIP Unicode path field (0x7075) gives the entry.
+    unicode_name: Option<&'a [u8]>,
+}
+
+/// Walks an entry's extra fields (`extra`, exactly the bytes its header declares) and replaces
+/// the central-directory fields that read 0xFFFFFFFF (uncompressed size, compressed size, local
+/// header offset, in that order) by their values in the zip64 field. A value is read only from
+/// within both the zip64 field's declared length and the extra fields: a field with no room
+/// for it keeps 0xFFFFFFFF, and a field that claims more bytes than there are is reported
+/// rather than read past.
+fn read_extras<'a>(extra: &'a [u8], mut fields: [&mut u64; 3]) -> Extras<'a> {
+    let mut out = Extras::default();
     let mut x = 0;
-    while x + 4 <= extra_len {
-        let (id, len) = (le16(data, x), le16(data, x + 2) as usize);
-        if id == 1 {
-            let mut q = x + 4;
-            for field in fields.iter_mut() {
-                if **field == 0xFFFF_FFFF && q + 8 <= x + 4 + len {
-                    **field = le64(data, q);
-                    q += 8;
+    // Fewer than 4 bytes left are padding, as readers treat them.
+    while x + 4 <= extra.len() {
+        let (id, len) = (le16(extra, x), le16(extra, x + 2) as usize);
+        let Some(body) = extra.get(x + 4..x + 4 + len) else {
+            out.overrun = Some(id);
+            break;
+        };
+        match id {
+            1 => {
+                let mut q = 0;
+                for field in fields.iter_mut() {
+                    if **field == 0xFFFF_FFFF && q + 8 <= body.len() {
+                        **field = le64(body, q);
+                        q += 8;
+                    }
                 }
             }
+            // Version (1 byte), the CRC-32 of the header's name (4), the UTF-8 name.
+            0x7075 if body.len() >= 5 => out.unicode_name = Some(&body[5..]),
+            _ => {}
         }
         x += 4 + len;
     }
+    out
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
@@ -549,6 +598,14 @@ pub fn audit_with(
     let mut cd_size = le32(&tail, eocd + 12) as u64;
     let mut cd_offset = le32(&tail, eocd + 16) as u64;
     let mut cd_end_expected = eocd_abs;
+    // (this disk, the directory's disk, the entries on this disk, disks in all): a spanned
+    // archive's parts are not all here.
+    let mut disks = (
+        le16(&tail, eocd + 4) as u64,
+        le16(&tail, eocd + 6) as u64,
+        le16(&tail, eocd + 8) as u64,
+        1,
+    );
     if eocd >= 20 && tail[eocd - 20..].starts_with(b"PK\x06\x07") {
         let z64 = le64(&tail, eocd - 20 + 8);
         // Offsets from the file are untrusted: near u64::MAX they must not wrap.
@@ -559,14 +616,51 @@ pub fn audit_with(
         };
         match rec {
             Some(r) if r.starts_with(b"PK\x06\x06") => {
-                count = le64(&r, 32);
-                cd_size = le64(&r, 40);
-                cd_offset = le64(&r, 48);
+                let locator = eocd - 20;
+                let wide = (
+                    le32(&r, 16) as u64,
+                    le32(&r, 20) as u64,
+                    le64(&r, 24),
+                    le64(&r, 32),
+                    le64(&r, 40),
+                    le64(&r, 48),
+                );
+                // The end record's own fields either say "see the zip64 record" (all ones) or
+                // agree with it: a reader that ignores zip64 must not find another archive.
+                let narrow = [
+                    ("disk number", disks.0, 0xFFFF, wide.0),
+                    ("directory disk", disks.1, 0xFFFF, wide.1),
+                    ("entries on this disk", disks.2, 0xFFFF, wide.2),
+                    ("entry count", count, 0xFFFF, wide.3),
+                    ("directory size", cd_size, 0xFFFF_FFFF, wide.4),
+                    ("directory offset", cd_offset, 0xFFFF_FFFF, wide.5),
+                ];
+                for (what, mine, all_ones, theirs) in narrow {
+                    if mine != all_ones && mine != theirs {
+                        out.flag(
+                            "zip64-mismatch",
+                            Some(eocd_abs),
+                            format!(
+                                "the end record gives the {what} as {mine}, the zip64 end record as {theirs}"
+                            ),
+                            true,
+                        );
+                    }
+                }
+                disks = (
+                    wide.0 | le32(&tail, locator + 4) as u64,
+                    wide.1,
+                    wide.2,
+                    le32(&tail, locator + 16) as u64,
+                );
+                count = wide.3;
+                cd_size = wide.4;
+                cd_offset = wide.5;
                 cd_end_expected = z64;
-                let declared_end = z64
-                    .checked_add(56)
-                    .and_then(|e| e.checked_add(le64(&r, 4).saturating_sub(44)));
-                if declared_end != Some(eocd_abs - 20) {
+                // The record's size counts the bytes after its first 12.
+                let size = le64(&r, 4);
+                let declared_end = z64.checked_add(12).and_then(|e| e.checked_add(size));
+                if size < 44 || declared_end != Some(eocd_abs - 20) {
                     out.flag(
                         "zip64-layout",
                         Some(z64),
@@ -582,6 +676,17 @@ pub fn audit_with(
                 true,
             ),
         }
+    }
+    if disks.0 != 0 || disks.1 != 0 || disks.2 != count || disks.3 > 1 {
+        out.flag(
+            "multi-disk",
+            Some(eocd_abs),
+            format!(
+                "the end record describes a spanned archive (disk {}, directory on disk {}, {} of {count} entries on this disk, {} disks)",
+                disks.0, disks.1, disks.2, disks.3
+            ),
+            true,
+        );
     }
     if count > limits.max_entries {
         return Err(ErrorKind::LimitExceeded(format!(
@@ -652,8 +757,31 @@ pub fn audit_with(
             Ok(n) => n.to_owned(),
             Err(_) => String::from_utf8_lossy(name_raw).into_owned(),
         };
-        let extra = &cd[p + 46 + nlen..];
-        zip64_fields(extra, xlen, [&mut size, &mut compressed, &mut local_offset]);
+        let extras = read_extras(
+            &cd[p + 46 + nlen..p + 46 + nlen + xlen],
+            [&mut size, &mut compressed, &mut local_offset],
+        );
+        if let Some(id) = extras.overrun {
+            out.flag(
+                "extra-field-overrun",
+                Some(cd_offset + p as u64),
+                format!(
+                    "entry {name:?}: extra field 0x{id:04x} declares more bytes than the entry's {xlen} bytes of extra fields"
+                ),
+                true,
+            );
+        }
+        if let Some(u) = extras.unicode_name.filter(|u| *u != name_raw) {
+            out.flag(
+                "unicode-path-name",
+                Some(cd_offset + p as u64),
+                format!(
+                    "entry {name:?} carries a Unicode path field naming it {:?}: readers that honour the field see another name",
+                    String::from_utf8_lossy(u)
+                ),
+                true,
+            );
+        }
         if flags & 0x61 != 0 {
             out.flag(
                 "encrypted-entry",
@@ -2372,5 +2500,254 @@ mod tests {
         // Nor on a file that is not a zip, or is too short for an end record.
         assert_eq!(first_pickle_guess(&file_of(b"PK"), 2, u64::MAX), None);
         assert_eq!(first_pickle_guess(&file_of(&[0u8; 64]), 64, u64::MAX), None);
+    }
+
+    fn zip64_archive() -> Built {
+        let mut m = torch_members();
+        m[2].zip64 = true;
+        build_with(
+            &m,
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        )
+    }
+
+    #[test]
+    fn end_records_that_tell_two_stories_are_ambiguous() {
+        // A spanned archive: the end record says it is not the first disk.
+        let mut z = build(&torch_members());
+        z.bytes[z.eocd + 4] = 1;
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert_eq!(a.first_ambiguity().map(|x| x.kind), Some("multi-disk"));
+        assert!(layout_bytes(&z.bytes).is_err());
+        // The end record counts 2 entries, the zip64 end record 3: a reader that ignores zip64
+        // would read another archive.
+        let mut z = zip64_archive();
+        assert!(audit_bytes(&z.bytes).unwrap().anomalies.is_empty());
+        z.bytes[z.eocd + 10..z.eocd + 12].copy_from_slice(&[2, 0]);
+        let a = audit_bytes(&z.bytes).unwrap();
+        let first = a.first_ambiguity().unwrap();
+        assert_eq!(first.kind, "zip64-mismatch");
+        assert!(
+            first.detail.contains("entry count as 2"),
+            "{}",
+            first.detail
+        );
+        let err = layout_bytes(&z.bytes).err().unwrap().to_string();
+        assert!(err.contains("zip64-mismatch"), "{err}");
+        // A zip64 end record whose size field is below the 44 bytes it must count.
+        let mut z = zip64_archive();
+        let record = z.eocd - 20 - 56;
+        assert!(z.bytes[record..].starts_with(b"PK\x06\x06"));
+        z.bytes[record + 4] = 0;
+        assert_eq!(
+            audit_bytes(&z.bytes)
+                .unwrap()
+                .first_ambiguity()
+                .map(|x| x.kind),
+            Some("zip64-layout")
+        );
+        // The locator names another disk for the zip64 end record.
+        let mut z = zip64_archive();
+        z.bytes[z.eocd - 20 + 4] = 1;
+        assert_eq!(
+            audit_bytes(&z.bytes)
+                .unwrap()
+                .first_ambiguity()
+                .map(|x| x.kind),
+            Some("multi-disk")
+        );
+    }
+
+    #[test]
+    fn an_extra_field_is_read_within_its_own_bytes_only() {
+        let mut z = zip64_archive();
+        // The zip64 field claims 24 bytes of the entry's 20 bytes of extra fields: the values
+        // after them (the next header) are not taken for sizes.
+        let field = z.central[2] + 46 + "archive/data/0".len();
+        assert_eq!(le16(&z.bytes, field), 1);
+        z.bytes[field + 2] = 24;
+        let a = audit_bytes(&z.bytes).unwrap();
+        assert!(
+            kinds(&a).contains(&"extra-field-overrun"),
+            "{:?}",
+            kinds(&a)
+        );
+        assert_eq!(a.entries[2].size, 0xFFFF_FFFF);
+        assert!(layout_bytes(&z.bytes).is_err());
+        // The first-record guess does not read past one either.
+        let mut size = 0xFFFF_FFFF;
+        let (mut stored, mut local) = (0xFFFF_FFFF, 5);
+        let mut extra = vec![1, 0, 24, 0];
+        extra.extend_from_slice(&[9; 16]);
+        let e = read_extras(&extra, [&mut size, &mut stored, &mut local]);
+        assert_eq!(
+            (e.overrun, size, stored, local),
+            (Some(1), 0xFFFF_FFFF, 0xFFFF_FFFF, 5)
+        );
+        extra[2] = 16;
+        let e = read_extras(&extra, [&mut size, &mut stored, &mut local]);
+        let nines = u64::from_le_bytes([9; 8]);
+        assert_eq!((e.overrun, size, stored, local), (None, nines, nines, 5));
+    }
+
+    #[test]
+    fn a_unicode_path_field_naming_another_entry_is_ambiguous() {
+        let mut z = zip64_archive();
+        // Replace the 20-byte zip64 field by a Unicode path field (version, CRC, name) that
+        // renames `archive/data/0` to `archive/zzz` for the readers that honour it.
+        let field = z.central[2] + 46 + "archive/data/0".len();
+        let mut unicode = vec![0x75, 0x70, 16, 0, 1, 0, 0, 0, 0];
+        unicode.extend_from_slice(b"archive/zzz");
+        z.bytes[field..field + 20].copy_from_slice(&unicode);
+        let a = audit_bytes(&z.bytes).unwrap();
+        let u = a
+            .anomalies
+            .iter()
+            .find(|x| x.kind == "unicode-path-name")
+            .unwrap();
+        assert!(
+            u.ambiguous && u.detail.contains("archive/zzz"),
+            "{}",
+            u.detail
+        );
+        // The field's name is what is compared with the header's (the audit flags a
+        // difference only).
+        let mut field = vec![0x75, 0x70, 19, 0, 1, 0, 0, 0, 0];
+        field.extend_from_slice(b"archive/data/0");
+        let mut none = [u64::MAX; 3];
+        let [a, b, c] = &mut none;
+        let e = read_extras(&field, [a, b, c]);
+        assert_eq!(e.unicode_name, Some(&b"archive/data/0"[..]));
+    }
+
+    /// What the zip crate reads from `bytes`, entry by entry, when it opens them at all:
+    /// (raw name, local header offset, compressed size, size, data offset) for each entry whose
+    /// local header it accepts, `None` for the others.
+    type CrateEntry = Option<(Vec<u8>, u64, u64, u64, Option<u64>)>;
+
+    fn crate_reading(bytes: &[u8]) -> Result<(bool, Vec<CrateEntry>), String> {
+        let config = Config {
+            archive_offset: ArchiveOffset::Known(0),
+        };
+        let mut zip = ZipArchive::with_config(config, std::io::Cursor::new(bytes))
+            .map_err(|e| e.to_string())?;
+        let duplicates = zip.has_duplicate_names();
+        let entries = (0..zip.len())
+            .map(|i| {
+                let f = zip.by_index_raw(i).ok()?;
+                Some((
+                    f.name_raw().to_vec(),
+                    f.header_start(),
+                    f.compressed_size(),
+                    f.size(),
+                    f.data_start(),
+                ))
+            })
+            .collect();
+        Ok((duplicates, entries))
+    }
+
+    /// `read_layout` asks the zip crate nothing about an archive the audit reads plainly. That is
+    /// sound only if the crate would have accepted every such archive and read it the same way:
+    /// checked here on thousands of deterministic mutations of a real torch archive and of a
+    /// zip64 one (1 to 3 bytes changed, mostly in the directory and end records, where the
+    /// readers' rules live). Each mutant the audit reads plainly must open in the crate without
+    /// duplicate names, and list the same entries at the same offsets and sizes.
+    #[test]
+    fn an_archive_the_audit_reads_plainly_reads_the_same_in_the_zip_crate() {
+        let torch = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ckpt/root_list.pt"
+        ))
+        .unwrap();
+        let mut big = member("archive/data/0", &[7u8; 40]);
+        big.zip64 = true;
+        let z64 = build_with(
+            &[member("archive/data.pkl", b"\x80\x02K\x01."), big],
+            &Options {
+                zip64_end: true,
+                ..Options::default()
+            },
+        );
+        // A small xorshift: the same mutants on every run.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut plain, mut tried) = (0, 0);
+        for (base, directory) in [
+            (&torch, torch_directory_start(&torch)),
+            (&z64.bytes, z64.cd_offset),
+        ] {
+            for _ in 0..4000 {
+                let mut b = base.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = if next() % 10 < 8 {
+                        directory + (next() as usize) % (b.len() - directory)
+                    } else {
+                        (next() as usize) % b.len()
+                    };
+                    b[at] = match next() % 5 {
+                        0 => 0,
+                        1 => 0xFF,
+                        2 => b[at].wrapping_add(1),
+                        3 => b[at].wrapping_sub(1),
+                        _ => next() as u8,
+                    };
+                }
+                tried += 1;
+                let file = file_of(&b);
+                let Ok(a) = audit(&file, b.len() as u64, &ZipLimits::default()) else {
+                    continue;
+                };
+                let has_pickle = a
+                    .entries
+                    .iter()
+                    .any(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"));
+                if a.first_ambiguity().is_some() || !has_pickle {
+                    continue;
+                }
+                plain += 1;
+                let (duplicates, entries) = crate_reading(&b).unwrap_or_else(|e| {
+                    panic!("the audit reads a mutant plainly that the zip crate refuses: {e}")
+                });
+                assert!(!duplicates, "duplicate names the audit missed");
+                assert_eq!(entries.len(), a.entries.len(), "entry counts differ");
+                for (ours, theirs) in a.entries.iter().zip(&entries) {
+                    // An entry whose local header the crate refuses: a check `read_layout`
+                    // never asked the crate for (it opened the archive, read no entry).
+                    let Some((name, local, compressed, size, data)) = theirs else {
+                        continue;
+                    };
+                    assert_eq!(ours.name.as_bytes(), &name[..]);
+                    assert_eq!(
+                        (
+                            ours.local_offset,
+                            ours.compressed,
+                            ours.size,
+                            ours.data_offset
+                        ),
+                        (*local, *compressed, *size, *data),
+                        "entry {}",
+                        ours.name
+                    );
+                }
+            }
+        }
+        // The mutations must leave plain archives to compare, and must break most.
+        assert!(plain > 200 && plain < tried / 2, "{plain} plain of {tried}");
+    }
+
+    /// Where the central directory of `bytes` starts (from its end record).
+    fn torch_directory_start(bytes: &[u8]) -> usize {
+        let eocd = bytes.len() - 22;
+        assert!(bytes[eocd..].starts_with(b"PK\x05\x06"));
+        le32(bytes, eocd + 16) as usize
     }
 }
