@@ -107,6 +107,8 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
         Event::Allowed(e) => eprintln!(
             "warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed"
         ),
+        // What the pickle and the audit held goes back before the selection allocates anew.
+        Event::Judged => crate::release_freed_memory(),
         Event::Selected { bytes, .. } => write_bar.set_length(bytes),
         Event::Written(n) => write_bar.inc(n),
         Event::Verifying { bytes } => {

@@ -91,6 +91,10 @@ impl Target {
 pub enum Event<'a> {
     /// The policy would have refused the file; `allow_dangerous` converts it anyway.
     Allowed(&'a Error),
+    /// The pickle ran and the policy judged it and the archive: their memory (the pickle's
+    /// bytes, the zip audit) is freed, the selection comes next. A binary that owns its
+    /// allocator may return freed memory to the system here.
+    Judged,
     /// The tensors are selected and checked; this many output bytes are to be written.
     Selected {
         /// Tensors to write.
@@ -191,6 +195,7 @@ impl Pipeline {
         // checkpoint of many tensors they are a large part of its memory.
         checkpoint.release_pickle();
         checkpoint.release_audit(false);
+        progress(Event::Judged);
         let c = &self.convert;
         // What the write needs is the selection and the archive's records: the rest of a
         // checkpoint of many tensors is most of its memory, freed before the write allocates
