@@ -307,6 +307,46 @@ fn tensor_holders(root: &Value, opts: &FlattenOptions) -> foldhash::HashMap<usiz
     holds
 }
 
+/// The children of a container being walked by [`flatten_with`], from the next one on.
+enum Kids {
+    /// A dict's entries, read in place from this index.
+    Dict(Rc<std::cell::RefCell<crate::pickle::Dict>>, usize),
+    /// Any other container's children, listed once.
+    Listed(std::vec::IntoIter<(Option<String>, Value)>),
+}
+
+impl Kids {
+    fn len(&self) -> usize {
+        match self {
+            Kids::Dict(d, i) => d.borrow().len().saturating_sub(*i),
+            Kids::Listed(k) => k.len(),
+        }
+    }
+}
+
+/// A container being walked: its name, its children left, and how it was reached.
+struct Walk {
+    name: String,
+    kids: Kids,
+    depth: usize,
+    nameable: bool,
+}
+
+impl Walk {
+    /// The next child as [`children`] names it (a dict key as [`key_name`] makes it).
+    fn next_child(&mut self) -> Option<(Option<String>, Value)> {
+        match &mut self.kids {
+            Kids::Dict(d, i) => {
+                let d = d.borrow();
+                let (k, v) = d.entries().get(*i)?;
+                *i += 1;
+                Some((key_name(k), v.clone()))
+            }
+            Kids::Listed(k) => k.next(),
+        }
+    }
+}
+
 /// Walks `root` and names every leaf below it.
 pub fn flatten(root: &Value, prefix: &str) -> Result<Flattened, ErrorKind> {
     flatten_with(root, prefix, &FlattenOptions::default())
@@ -321,11 +361,30 @@ pub fn flatten_with(
     let mut out = Flattened::default();
     let holders = tensor_holders(root, opts);
     let mut walked: foldhash::HashSet<usize> = Default::default();
-    // (name, value, depth, nameable)
-    let mut stack: Vec<(String, Value, usize, bool)> =
-        vec![(prefix.to_string(), root.clone(), 0, true)];
+    // The containers being walked, innermost last, each with its next child. A dict is read in
+    // place, by index: a state dict's 100,000 entries are not first copied into a list of
+    // children (and their keys into strings) that a stack of 100,000 pending names would then
+    // hold too; each leaf's name is made once, as it is met.
+    let mut open: Vec<Walk> = Vec::new();
+    // (name, value, depth, nameable): the value to visit next, the root first.
+    let mut next = Some((prefix.to_string(), root.clone(), 0, true));
     let mut visited = 0usize;
-    while let Some((name, v, depth, nameable)) = stack.pop() {
+    loop {
+        let (name, v, depth, nameable) = match next.take() {
+            Some(n) => n,
+            None => {
+                let Some(w) = open.last_mut() else { break };
+                let Some((k, child)) = w.next_child() else {
+                    open.pop();
+                    continue;
+                };
+                let (part, ok) = match k {
+                    Some(k) => (k, w.nameable),
+                    None => ("<unnamed key>".to_string(), false),
+                };
+                (join(&w.name, part), child, w.depth + 1, ok)
+            }
+        };
         visited += 1;
         if visited > MAX_NODES {
             return Err(ErrorKind::Malformed(format!(
@@ -341,7 +400,11 @@ pub fn flatten_with(
             out.leaves.push((name, l));
             continue;
         }
-        match children(&v) {
+        let kids = match &v {
+            Value::Dict(d) => Some(Kids::Dict(d.clone(), 0)),
+            _ => children(&v).map(|k| Kids::Listed(k.into_iter())),
+        };
+        match kids {
             // A tensor-free container met again (shared) is listed, not walked again: shared
             // containers can make a small pickle an exponentially large tree.
             Some(_)
@@ -357,17 +420,15 @@ pub fn flatten_with(
                         opts.max_depth
                     )));
                 }
-                // Sized once per container, not grown by doubling (a state dict's 100,000
-                // entries were copied some 17 times on the way): at most every child is a leaf.
-                stack.reserve(kids.len());
+                // Sized once per container, not grown by doubling: at most every child is a
+                // leaf.
                 out.leaves.reserve(kids.len());
-                for (k, child) in kids.into_iter().rev() {
-                    let (part, ok) = match k {
-                        Some(k) => (k, nameable),
-                        None => ("<unnamed key>".to_string(), false),
-                    };
-                    stack.push((join(&name, part), child, depth + 1, ok));
-                }
+                open.push(Walk {
+                    name,
+                    kids,
+                    depth,
+                    nameable,
+                });
             }
             None => {
                 if v.ext::<NumpyArray>().is_some() {

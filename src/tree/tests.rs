@@ -664,3 +664,33 @@ fn numpy_arrays_are_tensors_only_when_asked_for() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn leaves_and_skipped_values_come_in_checkpoint_order_at_every_depth() {
+    // Leaves before, between and after nested containers, and shared tensor-free containers:
+    // the walk names them in the pickle's order, depth first.
+    let empty = dict(vec![]);
+    let root = dict(vec![
+        ("a", t("0")),
+        (
+            "b",
+            dict(vec![
+                ("c", t("1")),
+                (
+                    "d",
+                    list(vec![t("2"), Value::Int(1), dict(vec![("e", t("3"))])]),
+                ),
+                ("s", empty.clone()),
+            ]),
+        ),
+        ("f", Value::str("x")),
+        ("g", t("4")),
+        ("h", empty),
+    ]);
+    let f = flatten(&root, "").unwrap();
+    assert_eq!(leaf_names(&f), ["a", "b.c", "b.d.0", "b.d.2.e", "g"]);
+    assert_eq!(skipped(&f), [("b.d.1", "int"), ("f", "str"), ("h", "dict")]);
+    // Under a prefix, every name carries it.
+    let f = flatten(&root, "m").unwrap();
+    assert_eq!(leaf_names(&f)[..2], ["m.a", "m.b.c"]);
+}
