@@ -300,9 +300,23 @@ impl Checkpoint {
         keep_aliases: bool,
         fopts: &FlattenOptions,
     ) -> Result<Selection> {
+        self.select_releasing_with(key, keep_aliases, fopts, &|| {})
+    }
+
+    /// [`Checkpoint::select_releasing`], calling `released` once the tree is freed and before
+    /// the selection's entries are made: a binary that owns its allocator may return the
+    /// freed memory to the system there, so the entries do not take memory on top of it.
+    pub fn select_releasing_with(
+        &mut self,
+        key: Option<&str>,
+        keep_aliases: bool,
+        fopts: &FlattenOptions,
+        released: &dyn Fn(),
+    ) -> Result<Selection> {
         let picked = self.select_tensors(key, keep_aliases, fopts);
         let conflicts = size_conflicts(&self.storages);
         self.release_tree();
+        released();
         // Each declaration is dropped as its entry is made, its last reference once the tree
         // is gone.
         self.checked(picked?, &conflicts)

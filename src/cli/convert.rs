@@ -107,8 +107,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<Exit> {
         Event::Allowed(e) => eprintln!(
             "warning: {e:#}\nwarning: converting anyway (--allow-dangerous); nothing is executed"
         ),
-        // What the pickle and the audit held goes back before the selection allocates anew.
-        Event::Judged => crate::release_freed_memory(),
+        // What the pickle, the audit and then the tree held goes back before the next step
+        // allocates anew.
+        Event::Released => crate::release_freed_memory(),
         Event::Selected { bytes, .. } => write_bar.set_length(bytes),
         Event::Written(n) => write_bar.inc(n),
         Event::Verifying { bytes } => {

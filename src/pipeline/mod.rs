@@ -91,10 +91,10 @@ impl Target {
 pub enum Event<'a> {
     /// The policy would have refused the file; `allow_dangerous` converts it anyway.
     Allowed(&'a Error),
-    /// The pickle ran and the policy judged it and the archive: their memory (the pickle's
-    /// bytes, the zip audit) is freed, the selection comes next. A binary that owns its
-    /// allocator may return freed memory to the system here.
-    Judged,
+    /// Memory was freed in bulk: the pickle's bytes and the zip audit once the policy judged
+    /// them, then the object tree once the tensors are picked, each before the next step
+    /// allocates. A binary that owns its allocator may return freed memory to the system here.
+    Released,
     /// The tensors are selected and checked; this many output bytes are to be written.
     Selected {
         /// Tensors to write.
@@ -195,12 +195,12 @@ impl Pipeline {
         // checkpoint of many tensors they are a large part of its memory.
         checkpoint.release_pickle();
         checkpoint.release_audit(false);
-        progress(Event::Judged);
+        progress(Event::Released);
         let c = &self.convert;
         // What the write needs is the selection and the archive's records: the rest of a
         // checkpoint of many tensors is most of its memory, freed before the write allocates
         // (the tree as soon as the selected tensors are known).
-        let selection = checkpoint.select_releasing(
+        let selection = checkpoint.select_releasing_with(
             c.key.as_deref(),
             c.keep_aliases,
             &FlattenOptions {
@@ -208,6 +208,7 @@ impl Pipeline {
                 max_depth: self.limits.max_depth,
                 torchscript_attributes: c.torchscript_attributes,
             },
+            &|| progress(Event::Released),
         )?;
         check_selection(&checkpoint, &selection, &self.limits)?;
         checkpoint.release_audit(true);
