@@ -912,6 +912,8 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
                 self.collection(at, Collection::Tuple, items)?;
             }
             Op::Get(i) => {
+                // Decoded from a u32: lossless.
+                let i = i as u32;
                 let v = match self.memo.get(i) {
                     Some(v) => v.clone(),
                     None => self.broken(
@@ -922,6 +924,8 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
                 self.stack.push(v);
             }
             Op::Put(i) => {
+                // Decoded from a u32: lossless.
+                let i = i as u32;
                 self.poll_reads();
                 let v = self.peek_if(self.memo.keeps(i))?;
                 self.memo_put(i, v)?;

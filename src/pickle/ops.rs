@@ -7,7 +7,14 @@ use std::borrow::Cow;
 use super::{Limit, PickleError};
 
 /// One decoded opcode with its inline argument.
+///
+/// Word-wide tag, as [`super::Value`]'s, and word-wide memo indexes: the decoder writes an
+/// opcode and the machine reads it back at once, and a word-wide read of a narrower store is
+/// not forwarded from the store but waits for it (perf: with a byte-wide tag, the hottest
+/// instruction of `Machine::run`, a third of its own time; then the same for the u32 index of
+/// every memo get and put).
 #[derive(Debug, Clone, PartialEq)]
+#[repr(u64)]
 pub enum Op<'a> {
     /// `(` MARK
     Mark,
@@ -57,8 +64,8 @@ pub enum Op<'a> {
     EmptyDict,
     /// `e` APPENDS
     Appends,
-    /// `g`, `h`, `j` memo get
-    Get(u32),
+    /// `g`, `h`, `j` memo get: a u32 index, held in a word (see the type's note)
+    Get(u64),
     /// `i` INST
     Inst(&'a [u8], &'a [u8]),
     /// `l` LIST
@@ -67,8 +74,8 @@ pub enum Op<'a> {
     EmptyList,
     /// `o` OBJ
     Obj,
-    /// `p`, `q`, `r` memo put
-    Put(u32),
+    /// `p`, `q`, `r` memo put: a u32 index, held in a word
+    Put(u64),
     /// 0x94 MEMOIZE
     Memoize,
     /// `s` SETITEM
@@ -368,9 +375,9 @@ impl<'a> Decoder<'a> {
             b'd' => Op::Dict,
             b'}' => Op::EmptyDict,
             b'e' => Op::Appends,
-            b'g' => Op::Get(parse_memo_index(self.line()?, start)?),
-            b'h' => Op::Get(self.u8()? as u32),
-            b'j' => Op::Get(u32::from_le_bytes(self.le::<4>()?)),
+            b'g' => Op::Get(u64::from(parse_memo_index(self.line()?, start)?)),
+            b'h' => Op::Get(u64::from(self.u8()?)),
+            b'j' => Op::Get(u64::from(u32::from_le_bytes(self.le::<4>()?))),
             b'i' => {
                 let m = self.line()?;
                 let n = self.line()?;
@@ -379,9 +386,9 @@ impl<'a> Decoder<'a> {
             b'l' => Op::List,
             b']' => Op::EmptyList,
             b'o' => Op::Obj,
-            b'p' => Op::Put(parse_memo_index(self.line()?, start)?),
-            b'q' => Op::Put(self.u8()? as u32),
-            b'r' => Op::Put(u32::from_le_bytes(self.le::<4>()?)),
+            b'p' => Op::Put(u64::from(parse_memo_index(self.line()?, start)?)),
+            b'q' => Op::Put(u64::from(self.u8()?)),
+            b'r' => Op::Put(u64::from(u32::from_le_bytes(self.le::<4>()?))),
             0x94 => Op::Memoize,
             b's' => Op::SetItem,
             b'u' => Op::SetItems,

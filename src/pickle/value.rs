@@ -195,7 +195,13 @@ impl Dict {
 }
 
 /// A value on the VM stack or in the memo.
+///
+/// The tag is a whole word (it takes the padding a one-byte tag leaves anyway): the VM reads a
+/// value back right after writing it, and a word-wide read of a byte-wide store is not
+/// forwarded from the store but waits for it (profiled: a few percent of a run of 100,000
+/// tensors).
 #[derive(Clone)]
+#[repr(u64)]
 pub enum Value {
     /// `None`.
     None,

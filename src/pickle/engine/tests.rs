@@ -546,7 +546,7 @@ fn decoded_gets(data: &[u8]) -> Option<Vec<u32>> {
     let mut gets = Vec::new();
     loop {
         match d.next_op().ok()?.1 {
-            Op::Get(i) => gets.push(i),
+            Op::Get(i) => gets.push(i as u32),
             Op::Stop => return Some(gets),
             _ => {}
         }
