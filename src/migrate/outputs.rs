@@ -37,12 +37,7 @@ pub fn read_header(path: &Path) -> Result<(SafetensorsHeader, u64)> {
         .map_err(|e| err(io("cannot stat")(e)))?
         .len();
     let header = read_safetensors_header(&file, len).map_err(err)?;
-    let expected = header.data_start() + header.data_len;
-    if len != expected {
-        return Err(err(ErrorKind::Malformed(format!(
-            "{len} bytes but its header describes {expected}"
-        ))));
-    }
+    header.check_len(len).map_err(err)?;
     Ok((header, len))
 }
 

@@ -176,18 +176,7 @@ pub fn verify(
     }
     let out_file = File::open(output).map_err(|e| out_err(io("cannot open the output")(e)))?;
     let header = read_safetensors_header(&out_file, meta.len()).map_err(out_err)?;
-    let expected = header.data_start() + header.data_len;
-    if meta.len() != expected {
-        let what = if meta.len() < expected {
-            "truncated"
-        } else {
-            "longer than its header says"
-        };
-        return Err(out_err(ErrorKind::Malformed(format!(
-            "the safetensors file is {what}: its header needs {expected} bytes, found {}",
-            meta.len()
-        ))));
-    }
+    header.check_len(meta.len()).map_err(out_err)?;
 
     let out_by_name: HashMap<&str, &HeaderTensor> = header
         .tensors

@@ -55,6 +55,23 @@ impl SafetensorsHeader {
         8 + self.json_len
     }
 
+    /// Refuses a file of `file_len` bytes that is not exactly as long as this header
+    /// describes (cut short, or with bytes after the data).
+    pub fn check_len(&self, file_len: u64) -> std::result::Result<(), ErrorKind> {
+        let expected = self.data_start() + self.data_len;
+        if file_len == expected {
+            return Ok(());
+        }
+        let what = if file_len < expected {
+            "truncated"
+        } else {
+            "longer than its header says"
+        };
+        Err(ErrorKind::Malformed(format!(
+            "the safetensors file is {what}: its header needs {expected} bytes, found {file_len}"
+        )))
+    }
+
     /// `__metadata__` entries that name a tensor of the file (`alias`, `kept`), as `convert`
     /// records tensors that share one view. Other entries (`format`, …) are not aliases.
     pub fn aliases(&self) -> Vec<(&str, &str)> {
