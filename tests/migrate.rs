@@ -1158,3 +1158,56 @@ fn json_prints_the_report_on_stdout() {
     assert_eq!(report["dry_run"], true);
     assert!(report["files"].as_array().is_some_and(|f| !f.is_empty()));
 }
+
+/// The library tells its observer, on the worker that opened each source, when bulk memory was
+/// freed: three times per converted checkpoint (the pickle and audit, the tree, the selection's
+/// leftovers), never for a folder with nothing to convert.
+#[test]
+fn the_observer_hears_when_each_opened_source_released_its_memory() {
+    use safetensorize::migrate::{self, Control, MigrateOptions, Observer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Observer for Count {
+        fn released(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let t = tree(&["sharded"]);
+    let out = tempfile::tempdir().unwrap();
+    let opts = MigrateOptions {
+        output_dir: Some(out.path().to_path_buf()),
+        ..MigrateOptions::default()
+    };
+    let count = Count::default();
+    let report = migrate::run(&[t.path().to_path_buf()], &opts, &count, &Control::new()).unwrap();
+    let shards = fs::read_dir(t.path().join("sharded"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "bin")
+        })
+        .count();
+    assert!(shards >= 2, "{shards}");
+    assert_eq!(report.summary.failed, 0);
+    assert_eq!(count.0.load(Ordering::Relaxed), 3 * shards);
+    // Nothing opened, nothing released.
+    let empty = tempfile::tempdir().unwrap();
+    fs::write(empty.path().join("notes.txt"), "no checkpoint here").unwrap();
+    let count = Count::default();
+    let opts = MigrateOptions {
+        output_dir: Some(out.path().join("empty")),
+        ..MigrateOptions::default()
+    };
+    migrate::run(
+        &[empty.path().to_path_buf()],
+        &opts,
+        &count,
+        &Control::new(),
+    )
+    .unwrap();
+    assert_eq!(count.0.load(Ordering::Relaxed), 0);
+}

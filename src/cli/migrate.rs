@@ -183,6 +183,10 @@ impl Observer for Printer {
         self.bar.inc(bytes);
     }
 
+    fn released(&self) {
+        crate::release_freed_memory();
+    }
+
     fn finished(&self, r: &FileRecord) {
         if self.quiet && r.status != Status::Failed {
             return;

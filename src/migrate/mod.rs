@@ -188,6 +188,10 @@ pub trait Observer: Sync {
     fn advance(&self, _bytes: u64) {}
     /// A file is done.
     fn finished(&self, _record: &FileRecord) {}
+    /// Memory was freed in bulk on the calling worker thread (a source's pickle and zip audit,
+    /// then its object tree, then what selecting its tensors left): a binary that owns its
+    /// allocator may return it to the system here, as `convert` does between the same steps.
+    fn released(&self) {}
 }
 
 /// An observer that ignores everything.

@@ -195,10 +195,18 @@ enum Opened {
 /// Opens a source through the conversion pipeline (the same preflight, policy, selection and
 /// limits as `convert`).
 fn open(source: &Path, ctx: &Context) -> Opened {
-    match ctx.pipeline().open(source, &|_| {}) {
+    let progress = |e: pipeline::Event<'_>| {
+        if matches!(e, pipeline::Event::Released) {
+            ctx.observer.released();
+        }
+    };
+    match ctx.pipeline().open(source, &progress) {
         // The shards of a model are held open together until their outputs are written: the
         // pipeline left each only what the write needs.
-        Ok(o) => Opened::Ready(Box::new(o.checkpoint), o.selection),
+        Ok(o) => {
+            ctx.observer.released();
+            Opened::Ready(Box::new(o.checkpoint), o.selection)
+        }
         Err(e) if matches!(e.kind, ErrorKind::NotACheckpoint(_)) => {
             Opened::Skip(SkipReason::NotACheckpoint, format!("{e:#}"))
         }
