@@ -18,7 +18,7 @@ pub use sniff::sniff;
 pub use torchscript::{ScriptClass, ScriptClasses};
 pub use zip::{
     AuditEntry, INFO_RECORDS, Role, ZipAnomaly, ZipAudit, ZipLimits, audit as audit_zip,
-    audit_with as audit_zip_with, crc_matches, role,
+    audit_with as audit_zip_with, crc_matches, is_any_pickle_name, is_main_pickle_name, role,
 };
 
 use crate::error::{ErrorKind, io};

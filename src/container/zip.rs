@@ -27,6 +27,17 @@ pub struct ZipLayout {
     pub audit: ZipAudit,
 }
 
+/// True for a `data.pkl` record at any depth: an archive holding one is laid out as torch's.
+pub fn is_any_pickle_name(n: &[u8]) -> bool {
+    n == b"data.pkl" || n.ends_with(b"/data.pkl")
+}
+
+/// True for the name of a torch archive's main pickle: `data.pkl` at the root or in the one
+/// root folder.
+pub fn is_main_pickle_name(n: &[u8]) -> bool {
+    n == b"data.pkl" || (n.ends_with(b"/data.pkl") && n.iter().filter(|&&c| c == b'/').count() == 1)
+}
+
 /// The zip crate's reading of the archive, for one that the audit did not read plainly: its
 /// error for a broken archive, then duplicate names and an archive without a `data.pkl`;
 /// otherwise the number of entries it lists.
@@ -48,8 +59,7 @@ fn second_reading(file: &File, file_len: u64) -> Result<usize, ErrorKind> {
         ));
     }
     // Not a torch archive at all (.npz, .keras, a zipped SavedModel): say what it is.
-    let is_pickle = |n: &[u8]| n == b"data.pkl" || n.ends_with(b"/data.pkl");
-    if !zip.file_names_raw().any(is_pickle) {
+    if !zip.file_names_raw().any(is_any_pickle_name) {
         let names: Vec<String> = zip
             .file_names_raw()
             .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -83,7 +93,7 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         a.first_ambiguity().is_none()
             && a.entries
                 .iter()
-                .any(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"))
+                .any(|e| is_any_pickle_name(e.name.as_bytes()))
     });
     let second_count = if plain {
         None
@@ -154,7 +164,7 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         .entries
         .iter()
         .map(|e| &e.name)
-        .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
+        .filter(|n| is_main_pickle_name(n.as_bytes()))
         .collect();
     let pickle_name = match pickles.as_slice() {
         [one] => (*one).clone(),
@@ -403,8 +413,7 @@ pub fn first_pickle_guess(file: &File, file_len: u64, max: u64) -> Option<Vec<u8
     {
         return None;
     }
-    let is_pickle = name == b"data.pkl"
-        || (name.ends_with(b"/data.pkl") && name.iter().filter(|&&c| c == b'/').count() == 1);
+    let is_pickle = is_main_pickle_name(name);
     let unread = [size, stored, local].contains(&u64::from(u32::MAX));
     if !is_pickle || size != stored || size > max || unread {
         return None;
@@ -2709,7 +2718,7 @@ mod tests {
                 let has_pickle = a
                     .entries
                     .iter()
-                    .any(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"));
+                    .any(|e| is_any_pickle_name(e.name.as_bytes()));
                 if a.first_ambiguity().is_some() || !has_pickle {
                     continue;
                 }

@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::container::{
-    Archive, Container, Kind, Role, StorageIndex, ZipLimits, audit_zip, crc_matches, role, sniff,
+    Archive, Container, Kind, Role, StorageIndex, ZipLimits, audit_zip, crc_matches,
+    is_any_pickle_name, is_main_pickle_name, role, sniff,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pickle::Limits;
@@ -663,7 +664,7 @@ fn scan_raw_zip(
     let torch_layout = audit
         .entries
         .iter()
-        .any(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"));
+        .any(|e| is_any_pickle_name(e.name.as_bytes()));
     if !torch_layout
         && !audit.entries.is_empty()
         && audit.entries.iter().all(|e| e.name.ends_with(".npy"))
@@ -686,10 +687,7 @@ fn scan_raw_zip(
     let pickles: Vec<&crate::container::AuditEntry> = audit
         .entries
         .iter()
-        .filter(|e| {
-            e.name == "data.pkl"
-                || (e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1)
-        })
+        .filter(|e| is_main_pickle_name(e.name.as_bytes()))
         .collect();
     let prefix = pickles
         .first()
