@@ -1117,3 +1117,277 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    //! Tensor records taken whole ([`crate::pickle::TensorRecord`]) against the same pickle
+    //! run one opcode at a time.
+    use super::*;
+    use crate::pickle::{GlobalUse, Host, Loaded, ObjectOrigin, PickleError, Refusal};
+    use crate::torch::{NotATensor, TensorRef};
+
+    /// A host that counts the tensor records it took whole.
+    struct Counting<'h> {
+        host: &'h mut TorchHost,
+        taken: usize,
+    }
+
+    impl Host for Counting<'_> {
+        fn persistent_load(&mut self, pid: Value) -> std::result::Result<Value, Refusal> {
+            self.host.persistent_load(pid)
+        }
+        fn call(
+            &mut self,
+            callable: &Value,
+            args: &Value,
+            origin: ObjectOrigin,
+        ) -> std::result::Result<Option<Value>, Refusal> {
+            self.host.call(callable, args, origin)
+        }
+        fn build(&mut self, target: &Value, state: &Value) -> std::result::Result<bool, Refusal> {
+            self.host.build(target, state)
+        }
+        fn tensor_record(
+            &mut self,
+            rec: &crate::pickle::TensorRecord<'_, '_, Value>,
+            key: &str,
+        ) -> Option<Value> {
+            let v = self.host.tensor_record(rec, key)?;
+            self.taken += 1;
+            Some(v)
+        }
+    }
+
+    /// Everything a value is, to any depth (a container met again is named, not shown again).
+    fn show(v: &Value, seen: &mut HashMap<usize, usize>, out: &mut String) {
+        use std::fmt::Write;
+        let id = |p: usize, seen: &mut HashMap<usize, usize>| -> Option<usize> {
+            let n = seen.len();
+            match seen.entry(p) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(n);
+                    None
+                }
+            }
+        };
+        match v {
+            Value::Tuple(t) => {
+                if let Some(n) = id(Rc::as_ptr(t) as *const () as usize, seen) {
+                    let _ = write!(out, "#{n}");
+                    return;
+                }
+                out.push('(');
+                for c in t.iter() {
+                    show(c, seen, out);
+                    out.push(',');
+                }
+                out.push(')');
+            }
+            Value::List(l) | Value::Set(l) => {
+                if let Some(n) = id(Rc::as_ptr(l) as *const () as usize, seen) {
+                    let _ = write!(out, "#{n}");
+                    return;
+                }
+                out.push('[');
+                for c in l.borrow().iter() {
+                    show(c, seen, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            Value::Dict(d) => {
+                if let Some(n) = id(Rc::as_ptr(d) as *const () as usize, seen) {
+                    let _ = write!(out, "#{n}");
+                    return;
+                }
+                out.push('{');
+                for (k, c) in d.borrow().entries() {
+                    show(k, seen, out);
+                    out.push(':');
+                    show(c, seen, out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            Value::Object(o) => {
+                if let Some(n) = id(Rc::as_ptr(o) as *const () as usize, seen) {
+                    let _ = write!(out, "#{n}");
+                    return;
+                }
+                out.push_str("obj<");
+                show(&o.callable, seen, out);
+                show(&o.args, seen, out);
+                if let Some(s) = &*o.state.borrow() {
+                    show(s, seen, out);
+                }
+                for (k, c) in o.items.borrow().entries() {
+                    show(k, seen, out);
+                    show(c, seen, out);
+                }
+                for c in o.list.borrow().iter() {
+                    show(c, seen, out);
+                }
+                out.push('>');
+            }
+            Value::Ext(e) => {
+                if let Some(t) = e.downcast_ref::<TensorRef>() {
+                    let _ = write!(out, "{t:?}");
+                } else if let Some(s) = e.downcast_ref::<StorageRef>() {
+                    let _ = write!(out, "{s:?}");
+                } else if let Some(n) = e.downcast_ref::<NotATensor>() {
+                    let _ = write!(out, "{n:?}");
+                } else {
+                    out.push_str("ext");
+                }
+            }
+            Value::Str(s) => {
+                let _ = write!(out, "{s:?}");
+            }
+            Value::Bytes(b) | Value::BigInt(b) => {
+                let _ = write!(out, "{b:?}");
+            }
+            Value::Global(g) => {
+                let _ = write!(out, "<{g}>");
+            }
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => {
+                let _ = write!(out, "{:?}", f.to_bits());
+            }
+            Value::Complex(a, b) => {
+                let _ = write!(out, "{:?}", (a.to_bits(), b.to_bits()));
+            }
+            Value::Bool(b) => {
+                let _ = write!(out, "{b}");
+            }
+            Value::None => out.push_str("None"),
+        }
+    }
+
+    /// The whole outcome of one run: its value, its globals, its counts, the host's storages.
+    fn outcome(r: &std::result::Result<Loaded, PickleError>, host: &TorchHost) -> String {
+        let mut out = match r {
+            Ok(l) => {
+                let mut s = String::new();
+                show(&l.value, &mut HashMap::new(), &mut s);
+                let globals: Vec<(String, usize)> = l
+                    .globals
+                    .iter()
+                    .map(|GlobalUse { global, offset }| (global.to_string(), *offset))
+                    .collect();
+                format!(
+                    "{s}\nend {} protocol {} globals {globals:?} embedded {} renamed {}",
+                    l.end, l.protocol, l.embedded_pickles, l.renamed_globals
+                )
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        out.push_str(&format!("\nstorages {:?}", host.storages));
+        out
+    }
+
+    /// Runs `pickle` both ways; returns how many records were taken whole.
+    fn compare(pickle: &[u8], limits: &Limits, what: &str) -> usize {
+        let mut whole = TorchHost::with_limits(*limits);
+        let mut counting = Counting {
+            host: &mut whole,
+            taken: 0,
+        };
+        let a = crate::pickle::load(pickle, 0, &mut counting, limits);
+        let taken = counting.taken;
+        let mut single = TorchHost::with_limits(*limits);
+        let b = crate::pickle::load_opcode_by_opcode(pickle, 0, &mut single, limits);
+        assert_eq!(outcome(&a, &whole), outcome(&b, &single), "{what}");
+        taken
+    }
+
+    fn lcg(state: &mut u64) -> u64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *state >> 33
+    }
+
+    fn pickle_of(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ckpt")
+            .join(name);
+        crate::container::Archive::open(&path)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+            .pickle
+    }
+
+    #[test]
+    fn every_fixture_loads_the_same_with_tensor_records_taken_whole() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ckpt");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let (mut compared, mut taken) = (0, 0);
+        for f in &files {
+            let Ok(archive) = crate::container::Archive::open(f) else {
+                continue;
+            };
+            taken += compare(
+                &archive.pickle,
+                &Limits::default(),
+                &f.display().to_string(),
+            );
+            compared += 1;
+        }
+        // Most fixtures open, and the zip and legacy ones written by torch have records.
+        assert!(compared > 40 && taken > 100, "{compared} {taken}");
+    }
+
+    /// Mutants of torch's own pickles (bytes changed inside and around the records, the
+    /// limits tightened) load the same either way, or fail with the same error.
+    #[test]
+    fn mutated_pickles_load_the_same_with_tensor_records_taken_whole() {
+        let mut rng = 0x5eed_u64;
+        let mut taken = 0;
+        for name in [
+            "proto2_zip.pt",
+            "views_zip.pt",
+            "aliases.pt",
+            "many_tensors.pt",
+            "proto2_legacy.pt",
+            "aliases_legacy.pt",
+        ] {
+            let pickle = pickle_of(name);
+            assert!(
+                compare(&pickle, &Limits::default(), name) > 0,
+                "{name}: no record"
+            );
+            for k in 0..1500 {
+                let mut m = pickle.clone();
+                for _ in 0..1 + lcg(&mut rng) % 3 {
+                    let at = (lcg(&mut rng) as usize) % m.len();
+                    m[at] = match lcg(&mut rng) % 4 {
+                        // An opcode byte a record reads, or a small number.
+                        0 => {
+                            let ops = b"hjqrKMJ()tRQ\x85\x86\x87\x88\x89X";
+                            ops[(lcg(&mut rng) as usize) % ops.len()]
+                        }
+                        1 => m[at].wrapping_add(1),
+                        2 => m[at].wrapping_sub(1),
+                        _ => lcg(&mut rng) as u8,
+                    };
+                }
+                let mut limits = Limits::default();
+                match k % 5 {
+                    0 => limits.max_ops = lcg(&mut rng) % 4000,
+                    1 => limits.max_memo = (lcg(&mut rng) % 200) as usize,
+                    2 => limits.max_stack = (lcg(&mut rng) % 120) as usize,
+                    3 => limits.max_string = lcg(&mut rng) % 12,
+                    _ => {}
+                }
+                taken += compare(&m, &limits, &format!("{name} mutant {k}"));
+            }
+        }
+        assert!(taken > 5000, "{taken}");
+    }
+}

@@ -14,9 +14,12 @@
 
 use std::collections::HashMap;
 
+mod record;
+
 pub use super::limits::Limits;
 use super::ops::{DecodeError, Decoder, Op};
 use super::{Limit, PickleError, Refusal};
+pub use record::{Recognised, RecordKey, TensorRecord};
 
 /// How the machine treats a pickle that breaks the stack, mark or memo rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +261,20 @@ pub trait Semantics<'p> {
         op: Exotic,
         top: Option<&Self::Value>,
     ) -> Result<Option<Self::Value>, Refusal>;
+
+    /// Whether the strict machine looks for [`TensorRecord`]s at all.
+    const TENSOR_RECORDS: bool = false;
+
+    /// The value of the tensor record at `at`: exactly what running its opcodes one by one
+    /// would push, with the same effects on the semantics, or `None` to have them run one by
+    /// one (which also gives any error at its own opcode).
+    fn tensor_record(
+        &mut self,
+        _at: usize,
+        _rec: &TensorRecord<'_, 'p, Self::Value>,
+    ) -> Option<Recognised<Self::Value>> {
+        None
+    }
 }
 
 /// Maps Python 2 module names to Python 3 ones, as `pickle`'s compat layer does.
@@ -490,6 +507,10 @@ pub struct Machine<'l, 'p, S: Semantics<'p>> {
     protocol: u8,
     /// Offset of the opcode being executed.
     at: usize,
+    /// Whether tensor records may be taken whole ([`Machine::opcode_by_opcode`]).
+    records: bool,
+    /// The dimensions of the tensor record being read.
+    dims: Vec<i64>,
 }
 
 impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
@@ -505,7 +526,15 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
             pending_reads: None,
             protocol: 0,
             at: 0,
+            records: true,
+            dims: Vec::new(),
         }
+    }
+
+    /// Runs every opcode on its own, tensor records too ([`TensorRecord`]): the reference
+    /// the shortcut is compared with.
+    pub fn opcode_by_opcode(&mut self) {
+        self.records = false;
     }
 
     /// Keeps in the memo only the values that the pickle starting at `start` in `data` reads
@@ -585,6 +614,17 @@ impl<'l, 'p, S: Semantics<'p>> Machine<'l, 'p, S> {
         let mut frame_end: Option<usize> = None;
         let mut first = true;
         loop {
+            if S::TENSOR_RECORDS
+                && self.records
+                && frame_end.is_none()
+                && matches!(data.get(d.pos()), Some(b'h' | b'j'))
+                && let Some((end, n)) = self.tensor_record(data, d.pos(), ops)
+            {
+                ops += n;
+                d = Decoder::new(data, end, limits.max_string);
+                first = false;
+                continue;
+            }
             let (at, op) = match d.next_op() {
                 Ok(x) => x,
                 Err(DecodeError::Incomplete) => {

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use super::engine::{
     Anomaly, Call, Collection, Exotic, Extend, Limits, Literal, Machine, Mode, PersistentId,
-    Semantics, py3_module,
+    Recognised, RecordKey, Semantics, TensorRecord, py3_module,
 };
 use super::ops::could_be_pickle;
 use super::value::{Global, Object, ObjectOrigin, Seq, Value};
@@ -56,6 +56,14 @@ pub trait Host {
     fn build(&mut self, _target: &Value, _state: &Value) -> Result<bool, Refusal> {
         Ok(false)
     }
+
+    /// The value of a tensor record whose storage key is `key` ([`TensorRecord`]): exactly
+    /// what [`Host::persistent_load`] and [`Host::call`] (and the VM's own rules for a call
+    /// they leave to it) would make of its opcodes run one by one, with the same effects on
+    /// the host; `None` to have them run so.
+    fn tensor_record(&mut self, _rec: &TensorRecord<'_, '_, Value>, _key: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// A host that refuses persistent ids and interprets nothing: for plain pickles.
@@ -81,6 +89,17 @@ pub fn load(
     load_with_reads(data, start, host, limits, None)
 }
 
+/// [`load`] with every opcode run on its own, tensor records too ([`TensorRecord`]): the
+/// reference the shortcut is compared with. The result is the same.
+pub fn load_opcode_by_opcode(
+    data: &[u8],
+    start: usize,
+    host: &mut dyn Host,
+    limits: &Limits,
+) -> Result<Loaded, PickleError> {
+    run(data, start, host, limits, None, false)
+}
+
 /// [`load`], with the pickle's memo reads found meanwhile by another thread
 /// ([`super::engine::MemoReads::of`] on the same bytes) instead of by a pass before the run.
 pub fn load_with_reads(
@@ -90,6 +109,17 @@ pub fn load_with_reads(
     limits: &Limits,
     reads: Option<&std::sync::OnceLock<super::engine::MemoReads>>,
 ) -> Result<Loaded, PickleError> {
+    run(data, start, host, limits, reads, true)
+}
+
+fn run(
+    data: &[u8],
+    start: usize,
+    host: &mut dyn Host,
+    limits: &Limits,
+    reads: Option<&std::sync::OnceLock<super::engine::MemoReads>>,
+    records: bool,
+) -> Result<Loaded, PickleError> {
     let vm = Vm {
         host,
         globals: Vec::new(),
@@ -98,6 +128,9 @@ pub fn load_with_reads(
         renamed_globals: false,
     };
     let mut m = Machine::new(vm, Mode::Strict, limits);
+    if !records {
+        m.opcode_by_opcode();
+    }
     match reads {
         Some(reads) => m.keep_only_memo_reads_when(reads),
         None => m.keep_only_memo_reads(data, start),
@@ -301,6 +334,28 @@ impl<'p> Semantics<'p> for Vm<'_> {
             build_default(target, state)?;
         }
         Ok(())
+    }
+
+    const TENSOR_RECORDS: bool = true;
+
+    fn tensor_record(
+        &mut self,
+        _at: usize,
+        rec: &TensorRecord<'_, 'p, Value>,
+    ) -> Option<Recognised<Value>> {
+        let key = match &rec.key {
+            // A key that is not UTF-8 would be a bytes value, which no storage id takes.
+            RecordKey::Text(b) => std::str::from_utf8(b).ok()?,
+            RecordKey::Memo(v) => v.as_str()?,
+        };
+        let tensor = self.host.tensor_record(rec, key)?;
+        let mut kept = None;
+        if let RecordKey::Text(b) = &rec.key {
+            // What the key's literal would have counted and made.
+            self.embedded_pickles += usize::from(could_be_pickle(b, self.max_string));
+            kept = rec.key_kept.then(|| Value::str(key));
+        }
+        Some(Recognised { tensor, key: kept })
     }
 
     fn exotic(

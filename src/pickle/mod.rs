@@ -13,8 +13,10 @@ mod machine;
 pub mod ops;
 mod value;
 
-pub use engine::{Limits, Machine, MemoReads, Mode, Semantics, py3_module};
-pub use machine::{GlobalUse, Host, Loaded, NoHost, load, load_with_reads};
+pub use engine::{
+    Limits, Machine, MemoReads, Mode, Recognised, RecordKey, Semantics, TensorRecord, py3_module,
+};
+pub use machine::{GlobalUse, Host, Loaded, NoHost, load, load_opcode_by_opcode, load_with_reads};
 pub use value::{Dict, Global, Object, ObjectOrigin, Seq, Value, truncate};
 
 /// A pickle that could not be executed: where and why.

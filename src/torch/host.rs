@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use crate::dtype::DType;
-use crate::pickle::{Global, Host, ObjectOrigin, Refusal, Value};
+use crate::pickle::{Global, Host, ObjectOrigin, Refusal, TensorRecord, Value};
 
 /// A storage as a persistent id declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +199,27 @@ impl TorchHost {
         }
     }
 
+    /// The dtype of storage class `cls` (`None` for untyped), or `None` when it names none.
+    /// torch memoizes each class once, so consecutive ids name the same global: it is looked
+    /// up once, not per tensor.
+    fn storage_dtype(&mut self, cls: &Rc<Global>) -> Option<Option<DType>> {
+        match &self.last_class {
+            Some((last, dtype)) if Rc::ptr_eq(last, cls) => Some(*dtype),
+            _ => {
+                let dtype = storage_class(cls)?;
+                self.last_class = Some((cls.clone(), dtype));
+                Some(dtype)
+            }
+        }
+    }
+
+    /// Records a storage declared by a persistent id.
+    fn declare_storage(&mut self, s: StorageRef) -> Rc<StorageRef> {
+        let s = Rc::new(s);
+        self.storages.push(s.clone());
+        s
+    }
+
     fn storage_pid(&mut self, items: &[Value]) -> Result<Value, String> {
         let cls = match items.get(1) {
             Some(Value::Global(g)) => g.clone(),
@@ -210,16 +231,9 @@ impl TorchHost {
             }
             None => return Err("storage persistent id: too short".into()),
         };
-        let dtype = match &self.last_class {
-            Some((last, dtype)) if Rc::ptr_eq(last, &cls) => *dtype,
-            _ => {
-                let dtype = storage_class(&cls).ok_or_else(|| {
-                    format!("storage persistent id names {cls}, which is not a torch storage class")
-                })?;
-                self.last_class = Some((cls.clone(), dtype));
-                dtype
-            }
-        };
+        let dtype = self.storage_dtype(&cls).ok_or_else(|| {
+            format!("storage persistent id names {cls}, which is not a torch storage class")
+        })?;
         let key = match items.get(2) {
             Some(Value::Str(s)) => String::from(&**s),
             Some(Value::Int(i)) => i.to_string(),
@@ -247,15 +261,13 @@ impl TorchHost {
                 Some(Box::new((off, size)))
             }
         };
-        let s = Rc::new(StorageRef {
+        Ok(Value::Ext(self.declare_storage(StorageRef {
             key: key.into(),
             dtype,
             numel,
             location,
             view,
-        });
-        self.storages.push(s.clone());
-        Ok(Value::Ext(s))
+        })))
     }
 
     fn rebuild(&mut self, g: &Global, a: &[Value]) -> Result<Option<Value>, String> {
@@ -587,6 +599,55 @@ fn describe_pid(pid: &Value) -> String {
 }
 
 impl Host for TorchHost {
+    /// `_rebuild_tensor_v2(storage, offset, size, stride, requires_grad, OrderedDict())` over a
+    /// `("storage", class, key, location, numel)` id, as `persistent_load`, `call` and the VM's
+    /// `OrderedDict` would make it; any other record, or one they would refuse, is left to them.
+    fn tensor_record(&mut self, rec: &TensorRecord<'_, '_, Value>, key: &str) -> Option<Value> {
+        let (
+            Value::Global(rebuild),
+            Value::Str(tag),
+            Value::Global(cls),
+            Value::Str(location),
+            Value::Global(hooks),
+        ) = (rec.rebuild, rec.tag, rec.class, rec.location, rec.hooks)
+        else {
+            return None;
+        };
+        if !rebuild.is("torch._utils", "_rebuild_tensor_v2")
+            || !hooks.is("collections", "OrderedDict")
+            || &**tag != "storage"
+        {
+            return None;
+        }
+        // `_rebuild_tensor_v2` refuses an untyped storage.
+        let dtype = self.storage_dtype(cls)??;
+        let unsigned = |v: i64| u64::try_from(v).ok();
+        let numel = unsigned(rec.numel)?;
+        let offset = unsigned(rec.offset)?;
+        let shape: Option<Box<[u64]>> = rec.size.iter().map(|&d| unsigned(d)).collect();
+        let stride: Option<Box<[u64]>> = rec.stride.iter().map(|&d| unsigned(d)).collect();
+        let (shape, stride) = (shape?, stride?);
+        if shape.len() != stride.len() {
+            return None;
+        }
+        let storage = self.declare_storage(StorageRef {
+            key: key.into(),
+            dtype: Some(dtype),
+            numel,
+            location: location.clone(),
+            view: None,
+        });
+        Some(Value::Ext(Rc::new(TensorRef {
+            storage,
+            dtype,
+            offset,
+            shape,
+            stride,
+            conj: false,
+            neg: false,
+        })))
+    }
+
     fn build(&mut self, target: &Value, state: &Value) -> Result<bool, Refusal> {
         if let Some(arr) = target.ext::<NumpyArray>() {
             self.numpy_build(arr, state)?;
