@@ -809,11 +809,16 @@ pub fn audit_with(
                     head.copy_from_slice(&lh[..30]);
                     let lh = head;
                     // A name cut short by the end of the file is no name.
-                    let lname = local
-                        .get(local_offset + 30, lnlen)
-                        .filter(|n| n.len() == lnlen)
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default();
+                    fn local_name<'l>(
+                        local: &'l mut LocalReader<'_>,
+                        at: u64,
+                        len: usize,
+                    ) -> Option<&'l [u8]> {
+                        local.get(at, len).filter(|n| n.len() == len)
+                    }
+                    let same_name = local_name(&mut local, local_offset + 30, lnlen)
+                        .unwrap_or_default()
+                        == name_raw;
                     let (lflags, lmethod, lcrc, lcsize, lsize) = (
                         le16(&lh, 6),
                         le16(&lh, 8),
@@ -822,8 +827,10 @@ pub fn audit_with(
                         le32(&lh, 22),
                     );
                     let mut why = Vec::new();
-                    if lname != name_raw {
-                        why.push(format!("local name {:?}", String::from_utf8_lossy(&lname)));
+                    if !same_name {
+                        let lname =
+                            local_name(&mut local, local_offset + 30, lnlen).unwrap_or_default();
+                        why.push(format!("local name {:?}", String::from_utf8_lossy(lname)));
                     }
                     if lmethod != method {
                         why.push(format!("local method {lmethod} vs central {method}"));
@@ -907,15 +914,19 @@ pub fn audit_with(
     for (kind, off, d) in dup {
         out.flag(kind, Some(off), d, true);
     }
-    let roots: std::collections::BTreeSet<&str> = out
-        .entries
-        .iter()
-        .map(|e| e.name.split_once('/').map_or("", |(r, _)| r))
-        .collect();
+    fn root(e: &AuditEntry) -> &str {
+        e.name.split_once('/').map_or("", |(r, _)| r)
+    }
     // An archive whose records sit at the top level (`data.pkl`, `data/0`, …) has no root
     // folder at all; otherwise every entry must share one.
     let top_level = out.entries.iter().any(|e| e.name == "data.pkl");
-    if !top_level && (roots.len() > 1 || roots.contains("")) {
+    let one_root = out
+        .entries
+        .first()
+        .map(root)
+        .is_none_or(|first| !first.is_empty() && out.entries.iter().all(|e| root(e) == first));
+    if !top_level && !one_root {
+        let roots: std::collections::BTreeSet<&str> = out.entries.iter().map(root).collect();
         let list: Vec<&str> = roots.iter().take(5).copied().collect();
         out.flag(
             "several-roots",
@@ -927,12 +938,7 @@ pub fn audit_with(
     let unsafe_names: Vec<(u64, String)> = out
         .entries
         .iter()
-        .filter(|e| {
-            e.name.split('/').any(|c| c == "..")
-                || e.name.starts_with('/')
-                || e.name.contains('\\')
-                || e.name.chars().any(|c| c.is_control())
-        })
+        .filter(|e| unsafe_name(&e.name))
         .map(|e| (e.local_offset, format!("entry name {:?}", e.name)))
         .collect();
     for (o, d) in unsafe_names {
@@ -1014,6 +1020,21 @@ pub fn audit_with(
 
 /// Bytes of the data descriptor after an entry's data (flag bit 3): optional signature, CRC,
 /// then 4- or 8-byte sizes.
+/// A name that climbs out of the folder it is extracted to (a `..` component), is absolute,
+/// has a backslash or a control character.
+fn unsafe_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let control = if name.is_ascii() {
+        b.iter().any(|&c| c < 0x20 || c == 0x7f)
+    } else {
+        name.chars().any(char::is_control)
+    };
+    control
+        || b.first() == Some(&b'/')
+        || b.contains(&b'\\')
+        || (b.windows(2).any(|w| w == b"..") && name.split('/').any(|c| c == ".."))
+}
+
 fn descriptor_len(file: &File, e: &AuditEntry, end: u64) -> u64 {
     if e.flags & 0x08 == 0 {
         return 0;
