@@ -38,8 +38,9 @@ pub enum RecordMethod {
 /// Where one record's bytes are.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// The record's name (zip entry name, or `storage <key>` for legacy streams).
-    pub name: Box<str>,
+    /// The record's name (zip entry name, or `storage <key>` for legacy streams), shared with
+    /// the zip audit's entry.
+    pub name: std::sync::Arc<str>,
     /// Absolute offset of the (possibly compressed) bytes.
     pub offset: u64,
     /// Bytes occupied in the file.

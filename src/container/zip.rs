@@ -160,22 +160,22 @@ pub fn read_layout(file: &File, file_len: u64) -> Result<ZipLayout, ErrorKind> {
         }
     }
     // Names are unique here (duplicates were refused above).
-    let pickles: Vec<&String> = audited
+    let pickles: Vec<&str> = audited
         .entries
         .iter()
-        .map(|e| &e.name)
+        .map(|e| &*e.name)
         .filter(|n| is_main_pickle_name(n.as_bytes()))
         .collect();
     let pickle_name = match pickles.as_slice() {
-        [one] => (*one).clone(),
+        [one] => one.to_string(),
         [] => {
-            let names: Vec<String> = audited.entries.iter().map(|e| e.name.clone()).collect();
+            let names: Vec<String> = audited.entries.iter().map(|e| e.name.to_string()).collect();
             return Err(ErrorKind::NotACheckpoint(super::sniff::describe_zip(
                 &names,
             )));
         }
         many => {
-            let mut many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+            let mut many: Vec<&str> = many.to_vec();
             many.sort();
             return Err(ErrorKind::Malformed(format!(
                 "the zip archive holds several data.pkl records ({many:?}); refusing an ambiguous archive"
@@ -273,8 +273,8 @@ pub fn parse_byteorder(text: &[u8]) -> Result<ByteOrder, ErrorKind> {
 /// One entry of the central directory, as the raw bytes declare it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditEntry {
-    /// Entry name (lossy UTF-8).
-    pub name: String,
+    /// Entry name (lossy UTF-8), shared with its [`Record`].
+    pub name: std::sync::Arc<str>,
     /// Compression method.
     pub method: u16,
     /// General-purpose flags.
@@ -295,7 +295,7 @@ impl AuditEntry {
     /// Where the entry's bytes are, as a [`Record`]; `None` when its local header is unreadable.
     pub fn record(&self) -> Option<Record> {
         Some(Record {
-            name: self.name.as_str().into(),
+            name: self.name.clone(),
             offset: self.data_offset?,
             stored_len: self.compressed,
             len: self.size,
@@ -874,7 +874,7 @@ pub fn audit_with(
             }
         }
         out.entries.push(AuditEntry {
-            name,
+            name: name.into(),
             method,
             flags,
             crc,
@@ -896,6 +896,9 @@ pub fn audit_with(
             true,
         );
     }
+    // The directory's bytes (~70 per entry) are not needed by the checks below, which make
+    // tables of their own: freed first, the audit's peak is the larger of the two, not both.
+    drop((cd, local));
     // Without the local headers the audit is for counts and sizes (the preflight's): the name
     // and layout checks are left to the full audit the container makes.
     if !local_headers {
@@ -904,7 +907,7 @@ pub fn audit_with(
     // Names: exact duplicates, case variants, one root folder.
     let mut dup = Vec::new();
     for (prev, e) in case_collisions(&out.entries) {
-        let kind = if prev == e.name {
+        let kind = if prev == &*e.name {
             "duplicate-name"
         } else {
             "case-variant-name"
@@ -919,7 +922,7 @@ pub fn audit_with(
     }
     // An archive whose records sit at the top level (`data.pkl`, `data/0`, …) has no root
     // folder at all; otherwise every entry must share one.
-    let top_level = out.entries.iter().any(|e| e.name == "data.pkl");
+    let top_level = out.entries.iter().any(|e| &*e.name == "data.pkl");
     let one_root = out
         .entries
         .first()
@@ -956,7 +959,7 @@ pub fn audit_with(
             (
                 e.local_offset,
                 end.saturating_add(descriptor_len(file, e, end)),
-                e.name.as_str(),
+                &*e.name,
             )
         })
         .collect();
@@ -1099,7 +1102,7 @@ fn case_collisions(entries: &[AuditEntry]) -> Vec<(&str, &AuditEntry)> {
         let h = hash(i);
         match seen.entry(h, |&j| same(i, j), |&j| hash(j)) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
-                out.push((entries[*o.get()].name.as_str(), e));
+                out.push((&*entries[*o.get()].name, e));
                 *o.get_mut() = i;
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
@@ -1386,7 +1389,7 @@ mod tests {
         let a = audit_bytes(&z.bytes).unwrap();
         assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
         assert_eq!(a.first_ambiguity().map(|x| x.kind), None);
-        let names: Vec<&str> = a.entries.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<&str> = a.entries.iter().map(|e| &*e.name).collect();
         assert_eq!(
             names,
             ["archive/data.pkl", "archive/byteorder", "archive/data/0"]
@@ -1601,7 +1604,7 @@ mod tests {
         let entries: Vec<AuditEntry> = names
             .iter()
             .map(|n| AuditEntry {
-                name: n.clone(),
+                name: n.as_str().into(),
                 method: 0,
                 flags: 0,
                 crc: 0,
@@ -1615,12 +1618,12 @@ mod tests {
         let mut want = Vec::new();
         for e in &entries {
             if let Some(prev) = seen.insert(e.name.to_lowercase(), &e.name) {
-                want.push((prev.to_string(), e.name.clone()));
+                want.push((prev.to_string(), e.name.to_string()));
             }
         }
         let got: Vec<(String, String)> = case_collisions(&entries)
             .into_iter()
-            .map(|(p, e)| (p.to_string(), e.name.clone()))
+            .map(|(p, e)| (p.to_string(), e.name.to_string()))
             .collect();
         assert_eq!(got, want);
         assert_eq!(want.len(), 9);

@@ -764,8 +764,8 @@ fn scan_raw_zip(
         }
         // Read the member (bounded) and walk it if it is a pickle.
         let bytes: std::borrow::Cow<'_, [u8]> = match main {
-            MainPickle::Judged(name) if is_main && e.name == name => continue,
-            MainPickle::Bytes(name, b) if is_main && e.name == name => {
+            MainPickle::Judged(name) if is_main && &*e.name == name => continue,
+            MainPickle::Bytes(name, b) if is_main && &*e.name == name => {
                 std::borrow::Cow::Borrowed(b)
             }
             _ => match read_member(file, e, limits) {
