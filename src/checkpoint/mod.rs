@@ -533,7 +533,7 @@ impl Checkpoint {
             shape: t.shape.clone(),
             stride: t.stride.clone(),
             offset: t.offset,
-            storage: s.key.to_string(),
+            storage: String::from(&*s.key),
             storage_declared: (s.numel, s.unit()),
             storage_base: vbase,
             nbytes,
@@ -560,7 +560,7 @@ impl Checkpoint {
         if self.archive.storages_need_sizes() {
             for s in &self.storages {
                 declared
-                    .entry(s.key.to_string())
+                    .entry(String::from(&*s.key))
                     .or_insert((s.unit(), s.numel));
             }
         }
@@ -854,7 +854,7 @@ type SizeConflicts = foldhash::HashMap<String, (Option<u64>, Option<u64>)>;
 /// Notes that storage `s`, whose key was first declared with `first` bytes, disagrees.
 fn note_conflict(conflicts: &mut SizeConflicts, s: &StorageRef, first: Option<u64>) {
     if first != s.nbytes() && !conflicts.contains_key(&*s.key) {
-        conflicts.insert(s.key.to_string(), (first, s.nbytes()));
+        conflicts.insert(String::from(&*s.key), (first, s.nbytes()));
     }
 }
 

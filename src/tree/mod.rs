@@ -99,10 +99,13 @@ fn key_name(k: &Value) -> Option<String> {
 
 fn join(prefix: &str, key: String) -> String {
     if prefix.is_empty() {
-        key
-    } else {
-        format!("{prefix}.{key}")
+        return key;
     }
+    let mut name = String::with_capacity(prefix.len() + 1 + key.len());
+    name.push_str(prefix);
+    name.push('.');
+    name.push_str(&key);
+    name
 }
 
 /// Children of a value, as (name part, child) in order. `None` for leaves.
