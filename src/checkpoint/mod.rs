@@ -1343,6 +1343,26 @@ mod record_tests {
         assert!(compared > 40 && taken > 100, "{compared} {taken}");
     }
 
+    /// A record whose storage key is memoized at the very index its location then reads back
+    /// (a crafted file): the location is the key, as opcode by opcode.
+    #[test]
+    fn a_record_that_reads_back_its_own_key_loads_the_same() {
+        let mut pickle = pickle_of("many_tensors.pt");
+        // `X len key q put h get`: a key, its memo write and the location's memo read.
+        let at = (0..pickle.len() - 16)
+            .find(|&i| {
+                pickle[i] == b'X'
+                    && pickle[i + 1..i + 5] == [1, 0, 0, 0]
+                    && pickle[i + 6] == b'q'
+                    && pickle[i + 8] == b'h'
+                    && i > 200
+            })
+            .expect("a record with a one-byte key");
+        pickle[at + 7] = pickle[at + 9];
+        let taken = compare(&pickle, &Limits::default(), "key read back as location");
+        assert!(taken > 0);
+    }
+
     /// Mutants of torch's own pickles (bytes changed inside and around the records, the
     /// limits tightened) load the same either way, or fail with the same error.
     #[test]

@@ -282,6 +282,11 @@ impl<'p, S: Semantics<'p>> Machine<'_, 'p, S> {
             ParsedKey::Text(b, put) => (RecordKey::Text(b), put),
             ParsedKey::Memo(i) => (RecordKey::Memo(memo.get(i)?), None),
         };
+        // The location and the hooks are read after the key is memoized: a record that reads
+        // the key's own index back there is left to the opcodes.
+        if key_put.is_some_and(|i| i == p.gets[3] || i == p.gets[4]) {
+            return None;
+        }
         let key_kept = key_put.is_some_and(|i| memo.keeps(i));
         let (size, stride) = self.dims.split_at(p.ndim);
         let rec = TensorRecord {
