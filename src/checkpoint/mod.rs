@@ -1384,6 +1384,24 @@ mod record_tests {
             );
             for k in 0..1500 {
                 let mut m = pickle.clone();
+                // A memo write or read (BINPUT, BINGET) made to use the index of another one
+                // near it: values read back inside a record, keys and tensors memoized twice.
+                let width = if lcg(&mut rng).is_multiple_of(2) {
+                    1
+                } else {
+                    4
+                };
+                let codes: &[u8] = if width == 1 { b"qh" } else { b"rj" };
+                let memo_ops: Vec<usize> = (0..m.len().saturating_sub(width))
+                    .filter(|&i| codes.contains(&m[i]))
+                    .collect();
+                if k % 3 == 0 && memo_ops.len() > 64 {
+                    let a = (lcg(&mut rng) as usize) % memo_ops.len();
+                    let near = (a + 1 + (lcg(&mut rng) as usize) % 8).min(memo_ops.len() - 1);
+                    let (from, to) = (memo_ops[near], memo_ops[a]);
+                    let arg = m[from + 1..from + 1 + width].to_vec();
+                    m[to + 1..to + 1 + width].copy_from_slice(&arg);
+                }
                 for _ in 0..1 + lcg(&mut rng) % 3 {
                     let at = (lcg(&mut rng) as usize) % m.len();
                     m[at] = match lcg(&mut rng) % 4 {
