@@ -1161,22 +1161,20 @@ mod record_tests {
     /// Everything a value is, to any depth (a container met again is named, not shown again).
     fn show(v: &Value, seen: &mut HashMap<usize, usize>, out: &mut String) {
         use std::fmt::Write;
-        let id = |p: usize, seen: &mut HashMap<usize, usize>| -> Option<usize> {
+        if let Some(p) = crate::tree::node_id(v) {
             let n = seen.len();
             match seen.entry(p) {
-                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(n);
-                    None
-                }
-            }
-        };
-        match v {
-            Value::Tuple(t) => {
-                if let Some(n) = id(Rc::as_ptr(t) as *const () as usize, seen) {
-                    let _ = write!(out, "#{n}");
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let _ = write!(out, "#{}", e.get());
                     return;
                 }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(n);
+                }
+            }
+        }
+        match v {
+            Value::Tuple(t) => {
                 out.push('(');
                 for c in t.iter() {
                     show(c, seen, out);
@@ -1185,10 +1183,6 @@ mod record_tests {
                 out.push(')');
             }
             Value::List(l) | Value::Set(l) => {
-                if let Some(n) = id(Rc::as_ptr(l) as *const () as usize, seen) {
-                    let _ = write!(out, "#{n}");
-                    return;
-                }
                 out.push('[');
                 for c in l.borrow().iter() {
                     show(c, seen, out);
@@ -1197,10 +1191,6 @@ mod record_tests {
                 out.push(']');
             }
             Value::Dict(d) => {
-                if let Some(n) = id(Rc::as_ptr(d) as *const () as usize, seen) {
-                    let _ = write!(out, "#{n}");
-                    return;
-                }
                 out.push('{');
                 for (k, c) in d.borrow().entries() {
                     show(k, seen, out);
@@ -1211,10 +1201,6 @@ mod record_tests {
                 out.push('}');
             }
             Value::Object(o) => {
-                if let Some(n) = id(Rc::as_ptr(o) as *const () as usize, seen) {
-                    let _ = write!(out, "#{n}");
-                    return;
-                }
                 out.push_str("obj<");
                 show(&o.callable, seen, out);
                 show(&o.args, seen, out);

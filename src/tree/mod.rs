@@ -236,7 +236,7 @@ fn module_children(state: &Value, named: bool) -> Option<Vec<(Option<String>, Va
 }
 
 /// Identity of a container value (shared containers have one identity).
-fn node_id(v: &Value) -> Option<usize> {
+pub(crate) fn node_id(v: &Value) -> Option<usize> {
     Some(match v {
         Value::Dict(d) => Rc::as_ptr(d) as *const () as usize,
         Value::List(l) | Value::Set(l) => Rc::as_ptr(l) as *const () as usize,

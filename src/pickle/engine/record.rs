@@ -13,9 +13,9 @@ use super::{Machine, Mode, Semantics};
 
 /// One tensor as protocol 2 writes it:
 /// `rebuild(persistent_load((tag, class, key, location, numel)), offset, size, stride,
-/// requires_grad, hooks())` (the legacy format adds `None` to the id: no view), where `rebuild`, `tag`, `class`, `location` and `hooks` are memo
-/// reads, `key` a BINUNICODE string or a memo read (a storage met before), and every number an
-/// int literal.
+/// requires_grad, hooks())` (the legacy format adds `None` to the id: no view), where
+/// `rebuild`, `tag`, `class`, `location` and `hooks` are memo reads, `key` a BINUNICODE string
+/// or a memo read (a storage met before), and every number an int literal.
 pub struct TensorRecord<'a, 'p, V> {
     /// The callable of the outer REDUCE.
     pub rebuild: &'a V,
