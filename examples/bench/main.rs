@@ -14,6 +14,13 @@
 //! [`measure`]). Files live under `target/bench` and are deleted after each case unless `--keep`.
 //! Before timing, one conversion per case is spot-checked against the generator.
 //!
+//! The contiguous 1 GB cases (and `big`) are also timed against a floor, a third step of the
+//! same alternation: the converted file's own bytes moved from the checkpoint to the same output
+//! offsets by `copy_file_range` (see [`floor_copy`]), checked once to rebuild the conversion
+//! byte for byte. safetensors packs tensors without gaps, so most land at offsets not congruent
+//! to their source's modulo the page size, which costs more than `cp`'s aligned copy; convert
+//! over floor is what the conversion itself adds.
+//!
 //! Two tree cases follow the table. `scan-tree`: `scan` of 10,000 small checkpoints (warm).
 //! `migrate`: a tree of 40 Hugging Face-like model folders (~1 GB, ~0.25 GB with `--quick`:
 //! single `pytorch_model.bin` files of sizes over two orders of magnitude, four sharded models
@@ -211,6 +218,152 @@ fn helper(argv: &[std::ffi::OsString]) -> ! {
     std::process::exit(0);
 }
 
+/// The hidden first argument that turns this program into the floor copier ([`floor_copy`]).
+const FLOOR: &str = "__floor";
+
+/// Cases timed against a floor as well: contiguous checkpoints of large tensors.
+fn has_floor(id: &str) -> bool {
+    matches!(id, "zip" | "legacy" | "big")
+}
+
+/// Writes the plan of the floor for a contiguous case: the converted file's header, then for
+/// each tensor (in output order) where its bytes start in the checkpoint, where they start in
+/// the output and how many there are, all as u64 LE after the header's length.
+fn write_floor_plan(case: &Case, src: &Path, out: &Path, plan: &Path) -> io::Result<()> {
+    let starts = match case.format {
+        Format::Zip => synth::zip_data_starts(src, case.id, case.tensors.len())?,
+        Format::Legacy => synth::legacy_data_starts(src, &case.tensors)?,
+    };
+    let offsets = safetensors_offsets(out)?;
+    let mut ranges = Vec::with_capacity(case.tensors.len());
+    for (t, from) in case.tensors.iter().zip(starts) {
+        let (_, a, b) = offsets
+            .iter()
+            .find(|(n, _, _)| *n == t.name)
+            .ok_or_else(|| io::Error::other(format!("{} missing", t.name)))?;
+        ranges.push((from, *a, b - a));
+    }
+    ranges.sort_by_key(|r| r.1);
+    let header_end = ranges.first().map_or(0, |r| r.1);
+    let mut header = vec![0u8; header_end as usize];
+    File::open(out)?.read_exact_at(&mut header, 0)?;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    for (from, to, len) in ranges {
+        for w in [from, to, len] {
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    std::fs::write(plan, bytes)
+}
+
+/// The floor copier, `__floor SRC PLAN DST`: writes the plan's header to a new DST, moves each
+/// planned range from SRC to its offset in DST with `copy_file_range` in DST order, 64 MiB per
+/// call, each piece handed to writeback at once (`sync_file_range`), then fsyncs and exits; the
+/// file is sized first, as a conversion does. It is the same bytes landing at the same (mostly page-misaligned) offsets
+/// as a conversion writes them, with nothing parsed or checked: what the filesystem charges for
+/// the output's layout, which a plain `cp` (every offset congruent to its source's) does not
+/// pay. A conversion's time over the floor's is what its own work costs.
+fn floor_copy(argv: &[std::ffi::OsString]) -> ! {
+    use std::os::fd::AsRawFd;
+    let run = || -> io::Result<()> {
+        let [src, plan, dst] = argv else {
+            return Err(io::Error::other("usage: __floor SRC PLAN DST"));
+        };
+        let plan = std::fs::read(plan)?;
+        let word = |at: usize| -> io::Result<u64> {
+            plan.get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| io::Error::other("plan ends early"))
+        };
+        let header_len = word(0)? as usize;
+        let header = plan
+            .get(8..8 + header_len)
+            .ok_or_else(|| io::Error::other("plan ends early"))?;
+        let src = File::open(src)?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dst)?;
+        let mut end = header_len as u64;
+        let mut at = 8 + header_len;
+        while at < plan.len() {
+            end = end.max(word(at + 8)? + word(at + 16)?);
+            at += 24;
+        }
+        out.set_len(end)?;
+        io::Write::write_all(&mut out, header)?;
+        let mut at = 8 + header_len;
+        while at < plan.len() {
+            let (mut from, mut to, mut left) =
+                (word(at)? as i64, word(at + 8)? as i64, word(at + 16)?);
+            at += 24;
+            while left > 0 {
+                let piece_at = to;
+                // SAFETY: both descriptors are open for the call; the offsets are live locals.
+                let n = unsafe {
+                    libc::copy_file_range(
+                        src.as_raw_fd(),
+                        &mut from,
+                        out.as_raw_fd(),
+                        &mut to,
+                        left.min(64 << 20) as usize,
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                if n == 0 {
+                    return Err(io::Error::other("source ended early"));
+                }
+                // SAFETY: a plain system call on an open descriptor; it reads no user memory.
+                unsafe {
+                    libc::sync_file_range(
+                        out.as_raw_fd(),
+                        piece_at,
+                        n as i64,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    )
+                };
+                left -= n as u64;
+            }
+        }
+        out.sync_all()
+    };
+    match run() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("floor: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// True when two files hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
 /// `cp SRC DST && sync DST`, as two children timed together.
 fn durable_copy(src: &Path, dst: &Path) -> io::Result<Sample> {
     let cp = measure(Path::new("cp"), &[src.as_os_str(), dst.as_os_str()])?;
@@ -388,6 +541,8 @@ struct Row {
     data_bytes: u64,
     convert: Duration,
     copy: Duration,
+    /// The floor's median, for [`has_floor`] cases.
+    floor: Option<Duration>,
     rss_mib: f64,
     copy_rss_mib: f64,
     reference: Option<(Duration, f64)>,
@@ -492,36 +647,88 @@ fn run_case(
     // One untimed conversion, checked, so the timed ones are known to be correct.
     convert(&out)?;
     check_output(&out, &case.tensors)?;
+    // The floor, checked once: it must rebuild the converted file byte for byte.
+    let plan = dir.join(format!("{}.floor-plan", case.id));
+    let floor_out = dir.join(format!("{}.floor.safetensors", case.id));
+    let me = std::env::current_exe()?;
+    let floor = || -> io::Result<Sample> {
+        measure(
+            &me,
+            &[
+                FLOOR.as_ref(),
+                src.as_os_str(),
+                plan.as_os_str(),
+                floor_out.as_os_str(),
+            ],
+        )
+    };
+    let with_floor = has_floor(case.id);
+    if with_floor {
+        write_floor_plan(case, &src, &out, &plan)?;
+        let _ = std::fs::remove_file(&floor_out);
+        floor()?;
+        if !same_bytes(&out, &floor_out)? {
+            return Err(io::Error::other(format!(
+                "[{}] the floor copy differs from the conversion",
+                case.id
+            )));
+        }
+    }
     // What the generation, this check and the previous case (its torch reference) wrote is on
     // disk before any run is timed, so that no run shares the disk with that writeback.
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
 
-    let (mut conv, mut copy) = (Vec::new(), Vec::new());
+    // Run r takes the steps in the order rotated by r: convert, copy (, floor); then copy,
+    // (floor,) convert; ...
+    #[derive(Clone, Copy)]
+    enum Step {
+        Convert,
+        Copy,
+        Floor,
+    }
+    let steps: &[Step] = if with_floor {
+        &[Step::Convert, Step::Copy, Step::Floor]
+    } else {
+        &[Step::Convert, Step::Copy]
+    };
+    let (mut conv, mut copy, mut floors) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rss, mut copy_rss) = (0u64, 0u64);
     for r in 0..args.runs {
-        for step in 0..2 {
-            let converting = (r + step) % 2 == 0;
-            let _ = std::fs::remove_file(if converting { &out } else { &dst });
+        for k in 0..steps.len() {
+            let step = steps[(r + k) % steps.len()];
+            let _ = std::fs::remove_file(match step {
+                Step::Convert => &out,
+                Step::Copy => &dst,
+                Step::Floor => &floor_out,
+            });
             if cold {
                 drop_caches();
             }
-            if converting {
-                let s = convert(&out)?;
-                rss = rss.max(s.max_rss_kib);
-                conv.push(s.wall);
-            } else {
-                let s = durable_copy(&src, &dst)?;
-                copy_rss = copy_rss.max(s.max_rss_kib);
-                copy.push(s.wall);
+            match step {
+                Step::Convert => {
+                    let s = convert(&out)?;
+                    rss = rss.max(s.max_rss_kib);
+                    conv.push(s.wall);
+                }
+                Step::Copy => {
+                    let s = durable_copy(&src, &dst)?;
+                    copy_rss = copy_rss.max(s.max_rss_kib);
+                    copy.push(s.wall);
+                }
+                Step::Floor => floors.push(floor()?.wall),
             }
         }
         eprintln!(
-            "[{}] run {}: convert {:.3}s, copy {:.3}s",
+            "[{}] run {}: convert {:.3}s, copy {:.3}s{}",
             case.id,
             r + 1,
             secs(conv[r]),
-            secs(copy[r])
+            secs(copy[r]),
+            floors
+                .get(r)
+                .map(|f| format!(", floor {:.3}s", secs(*f)))
+                .unwrap_or_default()
         );
     }
 
@@ -554,7 +761,7 @@ fn run_case(
     };
 
     if !args.keep {
-        for p in [&src, &out, &dst] {
+        for p in [&src, &out, &dst, &floor_out, &plan] {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -565,6 +772,7 @@ fn run_case(
         data_bytes: synth::total_bytes(&case.tensors),
         convert: median(&conv),
         copy: median(&copy),
+        floor: (!floors.is_empty()).then(|| median(&floors)),
         rss_mib: rss as f64 / 1024.0,
         copy_rss_mib: copy_rss as f64 / 1024.0,
         reference,
@@ -582,17 +790,22 @@ fn print_table(rows: &[Row], cold: bool, runs: usize) {
             "warm"
         }
     );
+    if rows.iter().any(|r| r.floor.is_some()) {
+        println!(
+            "floor = the output's bytes moved with copy_file_range to the same offsets (64 MiB calls, writeback started after each), then fsync, nothing parsed; /floor = convert / floor"
+        );
+    }
     print!(
-        "| {:<30} | {:>8} | {:>9} | {:>9} | {:>6} | {:>9} | {:>8} | {:>7} |",
-        "case", "size", "convert", "copy", "ratio", "MB/s", "RSS MiB", "cp RSS"
+        "| {:<30} | {:>8} | {:>9} | {:>9} | {:>6} | {:>9} | {:>6} | {:>9} | {:>8} | {:>7} |",
+        "case", "size", "convert", "copy", "ratio", "floor", "/floor", "MB/s", "RSS MiB", "cp RSS"
     );
     if has_ref {
         print!(" {:>9} | {:>8} |", "torch+st", "its RSS");
     }
     println!(" targets");
     print!(
-        "|{:-<32}|{:->10}|{:->11}|{:->11}|{:->8}|{:->11}|{:->10}|{:->9}|",
-        "", "", "", "", "", "", "", ""
+        "|{:-<32}|{:->10}|{:->11}|{:->11}|{:->8}|{:->11}|{:->8}|{:->11}|{:->10}|{:->9}|",
+        "", "", "", "", "", "", "", "", "", ""
     );
     if has_ref {
         print!("{:->11}|{:->10}|", "", "");
@@ -629,13 +842,22 @@ fn print_table(rows: &[Row], cold: bool, runs: usize) {
                 mark(r.rss_mib <= MAX_RSS_MIB)
             ));
         }
+        let (floor, over_floor) = match r.floor {
+            Some(f) => (
+                format!("{:.3}s", secs(f)),
+                format!("{:.2}", secs(r.convert) / secs(f)),
+            ),
+            None => ("-".into(), "-".into()),
+        };
         print!(
-            "| {:<30} | {:>8} | {:>8.3}s | {:>8.3}s | {:>6.2} | {:>9.0} | {:>8.1} | {:>7.1} |",
+            "| {:<30} | {:>8} | {:>8.3}s | {:>8.3}s | {:>6.2} | {:>9} | {:>6} | {:>9.0} | {:>8.1} | {:>7.1} |",
             r.label,
             format!("{:.2} GB", r.file_bytes as f64 / GB),
             secs(r.convert),
             secs(r.copy),
             ratio,
+            floor,
+            over_floor,
             mbps,
             r.rss_mib,
             r.copy_rss_mib
@@ -654,6 +876,9 @@ fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if argv.len() >= 2 && argv[0] == HELPER {
         helper(&argv[1..]);
+    }
+    if !argv.is_empty() && argv[0] == FLOOR {
+        floor_copy(&argv[1..]);
     }
     let args = match parse_args() {
         Ok(a) => a,

@@ -516,6 +516,37 @@ pub fn write_zip(path: &Path, root: &str, tensors: &[TensorSpec]) -> io::Result<
     out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
+/// Where each storage's bytes start in an archive written by [`write_zip`] (storage `i` holds
+/// tensor `i`), read back from its zip headers.
+pub fn zip_data_starts(path: &Path, root: &str, n: usize) -> io::Result<Vec<u64>> {
+    let mut zip = zip::ZipArchive::new(File::open(path)?).map_err(io::Error::other)?;
+    (0..n)
+        .map(|i| {
+            let name = format!("{root}/data/{i}");
+            let f = zip.by_name(&name).map_err(io::Error::other)?;
+            f.data_start()
+                .ok_or_else(|| io::Error::other(format!("{name}: no data offset")))
+        })
+        .collect()
+}
+
+/// Where each storage's bytes start in a stream written by [`write_legacy`]: the storages end
+/// the file, each an 8-byte element count and its bytes.
+pub fn legacy_data_starts(path: &Path, tensors: &[TensorSpec]) -> io::Result<Vec<u64>> {
+    let mut end = std::fs::metadata(path)?.len();
+    let mut starts = vec![0; tensors.len()];
+    for (i, t) in tensors.iter().enumerate().rev() {
+        let start = end
+            .checked_sub(t.storage_bytes())
+            .ok_or_else(|| io::Error::other("file shorter than its storages"))?;
+        starts[i] = start;
+        end = start
+            .checked_sub(8)
+            .ok_or_else(|| io::Error::other("file shorter than its storages"))?;
+    }
+    Ok(starts)
+}
+
 /// Storage keys of a legacy stream: decimal "addresses", listed in string order.
 fn legacy_keys(n: usize) -> Vec<String> {
     (0..n)
