@@ -16,7 +16,7 @@
 //!
 //! The contiguous 1 GB cases (and `big`) are also timed against a floor, a third step of the
 //! same alternation: the converted file's own bytes moved from the checkpoint to the same output
-//! offsets by `copy_file_range` (see [`floor_copy`]), checked once to rebuild the conversion
+//! offsets by `copy_file_range` (see [`floor`]), checked once to rebuild the conversion
 //! byte for byte. safetensors packs tensors without gaps, so most land at offsets not congruent
 //! to their source's modulo the page size, which costs more than `cp`'s aligned copy; convert
 //! over floor is what the conversion itself adds.
@@ -29,7 +29,10 @@
 //! `migrate TREE --output-dir OUT --jobs 2` against `cp -r TREE DST && sync -f DST`, alternating,
 //! OUT and DST removed before each run, same cold/warm rule; the first migration's report and
 //! outputs are checked (every checkpoint converted, tensors spot-checked, indexes complete).
+//! Its floor, the third step there: every checkpoint's floor copy and the other files copied
+//! whole, on 2 threads, each file and folder fsynced as a migration makes them durable.
 
+mod floor;
 mod synth;
 
 use std::fs::File;
@@ -218,150 +221,9 @@ fn helper(argv: &[std::ffi::OsString]) -> ! {
     std::process::exit(0);
 }
 
-/// The hidden first argument that turns this program into the floor copier ([`floor_copy`]).
-const FLOOR: &str = "__floor";
-
 /// Cases timed against a floor as well: contiguous checkpoints of large tensors.
 fn has_floor(id: &str) -> bool {
     matches!(id, "zip" | "legacy" | "big")
-}
-
-/// Writes the plan of the floor for a contiguous case: the converted file's header, then for
-/// each tensor (in output order) where its bytes start in the checkpoint, where they start in
-/// the output and how many there are, all as u64 LE after the header's length.
-fn write_floor_plan(case: &Case, src: &Path, out: &Path, plan: &Path) -> io::Result<()> {
-    let starts = match case.format {
-        Format::Zip => synth::zip_data_starts(src, case.id, case.tensors.len())?,
-        Format::Legacy => synth::legacy_data_starts(src, &case.tensors)?,
-    };
-    let offsets = safetensors_offsets(out)?;
-    let mut ranges = Vec::with_capacity(case.tensors.len());
-    for (t, from) in case.tensors.iter().zip(starts) {
-        let (_, a, b) = offsets
-            .iter()
-            .find(|(n, _, _)| *n == t.name)
-            .ok_or_else(|| io::Error::other(format!("{} missing", t.name)))?;
-        ranges.push((from, *a, b - a));
-    }
-    ranges.sort_by_key(|r| r.1);
-    let header_end = ranges.first().map_or(0, |r| r.1);
-    let mut header = vec![0u8; header_end as usize];
-    File::open(out)?.read_exact_at(&mut header, 0)?;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&header);
-    for (from, to, len) in ranges {
-        for w in [from, to, len] {
-            bytes.extend_from_slice(&w.to_le_bytes());
-        }
-    }
-    std::fs::write(plan, bytes)
-}
-
-/// The floor copier, `__floor SRC PLAN DST`: writes the plan's header to a new DST, moves each
-/// planned range from SRC to its offset in DST with `copy_file_range` in DST order, 64 MiB per
-/// call, each piece handed to writeback at once (`sync_file_range`), then fsyncs and exits; the
-/// file is sized first, as a conversion does. It is the same bytes landing at the same (mostly page-misaligned) offsets
-/// as a conversion writes them, with nothing parsed or checked: what the filesystem charges for
-/// the output's layout, which a plain `cp` (every offset congruent to its source's) does not
-/// pay. A conversion's time over the floor's is what its own work costs.
-fn floor_copy(argv: &[std::ffi::OsString]) -> ! {
-    use std::os::fd::AsRawFd;
-    let run = || -> io::Result<()> {
-        let [src, plan, dst] = argv else {
-            return Err(io::Error::other("usage: __floor SRC PLAN DST"));
-        };
-        let plan = std::fs::read(plan)?;
-        let word = |at: usize| -> io::Result<u64> {
-            plan.get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .ok_or_else(|| io::Error::other("plan ends early"))
-        };
-        let header_len = word(0)? as usize;
-        let header = plan
-            .get(8..8 + header_len)
-            .ok_or_else(|| io::Error::other("plan ends early"))?;
-        let src = File::open(src)?;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dst)?;
-        let mut end = header_len as u64;
-        let mut at = 8 + header_len;
-        while at < plan.len() {
-            end = end.max(word(at + 8)? + word(at + 16)?);
-            at += 24;
-        }
-        out.set_len(end)?;
-        io::Write::write_all(&mut out, header)?;
-        let mut at = 8 + header_len;
-        while at < plan.len() {
-            let (mut from, mut to, mut left) =
-                (word(at)? as i64, word(at + 8)? as i64, word(at + 16)?);
-            at += 24;
-            while left > 0 {
-                let piece_at = to;
-                // SAFETY: both descriptors are open for the call; the offsets are live locals.
-                let n = unsafe {
-                    libc::copy_file_range(
-                        src.as_raw_fd(),
-                        &mut from,
-                        out.as_raw_fd(),
-                        &mut to,
-                        left.min(64 << 20) as usize,
-                        0,
-                    )
-                };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                if n == 0 {
-                    return Err(io::Error::other("source ended early"));
-                }
-                // SAFETY: a plain system call on an open descriptor; it reads no user memory.
-                unsafe {
-                    libc::sync_file_range(
-                        out.as_raw_fd(),
-                        piece_at,
-                        n as i64,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    )
-                };
-                left -= n as u64;
-            }
-        }
-        out.sync_all()
-    };
-    match run() {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("floor: {e}");
-            std::process::exit(1);
-        }
-    }
-}
-
-/// True when two files hold the same bytes.
-fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
-    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
-    if fa.metadata()?.len() != fb.metadata()?.len() {
-        return Ok(false);
-    }
-    let (mut ba, mut bb) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
-    loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        fb.read_exact(&mut bb[..n])?;
-        if ba[..n] != bb[..n] {
-            return Ok(false);
-        }
-    }
 }
 
 /// `cp SRC DST && sync DST`, as two children timed together.
@@ -655,7 +517,7 @@ fn run_case(
         measure(
             &me,
             &[
-                FLOOR.as_ref(),
+                floor::FILE.as_ref(),
                 src.as_os_str(),
                 plan.as_os_str(),
                 floor_out.as_os_str(),
@@ -664,10 +526,14 @@ fn run_case(
     };
     let with_floor = has_floor(case.id);
     if with_floor {
-        write_floor_plan(case, &src, &out, &plan)?;
+        let starts = match case.format {
+            Format::Zip => synth::zip_data_starts(&src, case.id, case.tensors.len())?,
+            Format::Legacy => synth::legacy_data_starts(&src, &case.tensors)?,
+        };
+        floor::write_plan(&out, &case.tensors, &starts, &plan)?;
         let _ = std::fs::remove_file(&floor_out);
         floor()?;
-        if !same_bytes(&out, &floor_out)? {
+        if !floor::same_bytes(&out, &floor_out)? {
             return Err(io::Error::other(format!(
                 "[{}] the floor copy differs from the conversion",
                 case.id
@@ -877,8 +743,11 @@ fn main() {
     if argv.len() >= 2 && argv[0] == HELPER {
         helper(&argv[1..]);
     }
-    if !argv.is_empty() && argv[0] == FLOOR {
-        floor_copy(&argv[1..]);
+    if !argv.is_empty() && argv[0] == floor::FILE {
+        floor::main_file(&argv[1..]);
+    }
+    if !argv.is_empty() && argv[0] == floor::TREE {
+        floor::main_tree(&argv[1..]);
     }
     let args = match parse_args() {
         Ok(a) => a,
@@ -982,6 +851,68 @@ const MIN_MIGRATE_THROUGHPUT: f64 = 0.9;
 
 /// Checks a migrated tree against the generator: every model's outputs exist with the right
 /// tensors (spot-checked as [`check_output`] does) and sharded models have their new index.
+/// The name `migrate` gives the conversion of checkpoint `f`.
+fn migrated_name(f: &synth::ModelFile) -> String {
+    let name = f.name.replace(".bin", ".safetensors");
+    name.strip_prefix("pytorch_").unwrap_or(&name).to_string()
+}
+
+/// The floor of a migration of `tree` (converted into `out`, floor written under `floor_out`):
+/// each checkpoint's planned copy, its other files copied whole (a sharded model's index stands
+/// in for the one `migrate` writes). Plans go under `plans`.
+fn tree_floor_entries(
+    models: &[synth::ModelDir],
+    tree: &Path,
+    out: &Path,
+    floor_out: &Path,
+    plans: &Path,
+) -> io::Result<Vec<floor::Entry>> {
+    std::fs::create_dir_all(plans)?;
+    let mut entries = Vec::new();
+    for m in models {
+        let (top, dir) = (tree.join(&m.name), tree.join(&m.name).join(m.sub));
+        for d in [&top, &dir] {
+            for e in std::fs::read_dir(d)? {
+                let e = e?;
+                let name = e.file_name();
+                let checkpoint = m.files.iter().any(|f| *f.name == *name);
+                if e.file_type()?.is_file() && !checkpoint {
+                    let rel = e
+                        .path()
+                        .strip_prefix(tree)
+                        .map_err(io::Error::other)?
+                        .to_owned();
+                    entries.push(floor::Entry {
+                        src: e.path(),
+                        plan: None,
+                        dst: floor_out.join(rel),
+                    });
+                }
+            }
+            if m.sub.is_empty() {
+                break;
+            }
+        }
+        for f in &m.files {
+            let src = dir.join(&f.name);
+            let rel = Path::new(&m.name).join(m.sub).join(migrated_name(f));
+            let starts = if f.legacy {
+                synth::legacy_data_starts(&src, &f.tensors)?
+            } else {
+                synth::zip_data_starts(&src, "archive", f.tensors.len())?
+            };
+            let plan = plans.join(format!("{}.plan", entries.len()));
+            floor::write_plan(&out.join(&rel), &f.tensors, &starts, &plan)?;
+            entries.push(floor::Entry {
+                src,
+                plan: Some(plan),
+                dst: floor_out.join(rel),
+            });
+        }
+    }
+    Ok(entries)
+}
+
 fn check_migrated(out: &Path, models: &[synth::ModelDir]) -> io::Result<()> {
     for m in models {
         let dir = out.join(&m.name).join(m.sub);
@@ -992,9 +923,8 @@ fn check_migrated(out: &Path, models: &[synth::ModelDir]) -> io::Result<()> {
             )));
         }
         for f in &m.files {
-            let name = f.name.replace(".bin", ".safetensors");
-            let name = name.strip_prefix("pytorch_").unwrap_or(&name);
-            check_output(&dir.join(name), &f.tensors)
+            let name = migrated_name(f);
+            check_output(&dir.join(&name), &f.tensors)
                 .map_err(|e| io::Error::other(format!("{}/{name}: {e}", m.name)))?;
         }
         if m.sharded() {
@@ -1090,42 +1020,69 @@ fn migrate(args: &Args, bin: &Path, dir: &Path, cold: bool) -> io::Result<()> {
     }
     check_migrated(&out, &models)?;
     let _ = std::fs::remove_file(&report);
+    // The floor, checked once: it must rebuild every converted checkpoint byte for byte.
+    let floor_out = dir.join("migrate-floor");
+    let plans = dir.join("migrate-plans");
+    let entries = tree_floor_entries(&models, &tree, &out, &floor_out, &plans)?;
+    let list = plans.join("list");
+    floor::write_list(&entries, &list)?;
+    let me = std::env::current_exe()?;
+    let run_floor = || -> io::Result<Sample> {
+        measure(&me, &[floor::TREE.as_ref(), list.as_os_str(), "2".as_ref()])
+    };
+    let _ = std::fs::remove_dir_all(&floor_out);
+    run_floor()?;
+    for e in entries.iter().filter(|e| e.plan.is_some()) {
+        let rel = e.dst.strip_prefix(&floor_out).map_err(io::Error::other)?;
+        if !floor::same_bytes(&out.join(rel), &e.dst)? {
+            return Err(io::Error::other(format!(
+                "[migrate] the floor's {} differs from the migration's",
+                rel.display()
+            )));
+        }
+    }
     // As for the single files: the tree's generation is on disk before any run is timed.
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
 
-    let (mut mig, mut cp) = (Vec::new(), Vec::new());
+    // Run r takes migrate, copy and floor in the order rotated by r, as the single files do.
+    let (mut mig, mut cp, mut floors) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rss, mut cp_rss) = (0u64, 0u64);
     for r in 0..args.runs {
-        for step in 0..2 {
-            let migrating = (r + step) % 2 == 0;
-            let _ = std::fs::remove_dir_all(if migrating { &out } else { &dst });
+        for k in 0..3 {
+            let step = (r + k) % 3;
+            let _ = std::fs::remove_dir_all([&out, &dst, &floor_out][step]);
             if cold {
                 drop_caches();
             }
-            if migrating {
-                let s = run_migrate(None)?;
-                rss = rss.max(s.max_rss_kib);
-                mig.push(s.wall);
-            } else {
-                let s = copy()?;
-                cp_rss = cp_rss.max(s.max_rss_kib);
-                cp.push(s.wall);
+            match step {
+                0 => {
+                    let s = run_migrate(None)?;
+                    rss = rss.max(s.max_rss_kib);
+                    mig.push(s.wall);
+                }
+                1 => {
+                    let s = copy()?;
+                    cp_rss = cp_rss.max(s.max_rss_kib);
+                    cp.push(s.wall);
+                }
+                _ => floors.push(run_floor()?.wall),
             }
         }
         eprintln!(
-            "[migrate] run {}: migrate {:.3}s, copy {:.3}s",
+            "[migrate] run {}: migrate {:.3}s, copy {:.3}s, floor {:.3}s",
             r + 1,
             secs(mig[r]),
-            secs(cp[r])
+            secs(cp[r]),
+            secs(floors[r])
         );
     }
     if !args.keep {
-        for p in [&tree, &out, &dst] {
+        for p in [&tree, &out, &dst, &floor_out, &plans] {
             let _ = std::fs::remove_dir_all(p);
         }
     }
-    let (m, c) = (median(&mig), median(&cp));
+    let (m, c, f) = (median(&mig), median(&cp), median(&floors));
     let share = secs(c) / secs(m);
     println!();
     println!(
@@ -1145,6 +1102,11 @@ fn migrate(args: &Args, bin: &Path, dir: &Path, cold: bool) -> io::Result<()> {
         } else {
             "MISSED"
         }
+    );
+    println!(
+        "migrate floor (each checkpoint's bytes moved by copy_file_range to its output's offsets, other files copied whole, 2 threads, each file fsynced, then each folder): {:.3}s; migrate / floor {:.2}",
+        secs(f),
+        secs(m) / secs(f)
     );
     Ok(())
 }
