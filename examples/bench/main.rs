@@ -62,6 +62,7 @@ struct Args {
     reference: bool,
     keep: bool,
     bin: Option<PathBuf>,
+    python: Option<PathBuf>,
     only: Vec<String>,
 }
 
@@ -74,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
         reference: false,
         keep: false,
         bin: None,
+        python: None,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -95,10 +97,11 @@ fn parse_args() -> Result<Args, String> {
             "--reference" => a.reference = true,
             "--keep" => a.keep = true,
             "--bin" => a.bin = Some(PathBuf::from(value("--bin")?)),
+            "--python" => a.python = Some(PathBuf::from(value("--python")?)),
             "--only" => a.only.push(value("--only")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--size-gb N] [--runs N (>=3)] [--warm] [--reference] [--keep] [--bin PATH] [--only CASE]...\n\
+                    "usage: bench [--quick] [--size-gb N] [--runs N (>=3)] [--warm] [--reference] [--keep] [--bin PATH] [--python PATH] [--only CASE]...\n\
                      cases: zip legacy transposed small moe million big scan-tree migrate (big only with --size-gb N, N != 1)"
                 );
                 std::process::exit(0);
@@ -367,20 +370,17 @@ fn binary(args: &Args) -> io::Result<PathBuf> {
     Ok(dir.join("safetensorize"))
 }
 
-/// A Python with torch and safetensors, if there is one.
-fn python() -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from("/work/venv/bin/python"),
-        PathBuf::from("python3"),
-    ];
-    candidates.into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", "import torch, safetensors.torch"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+/// The Python for `--reference` (`--python PATH`, else `python3`), if it has torch and
+/// safetensors.
+fn python(chosen: Option<&Path>) -> Option<PathBuf> {
+    let p = chosen.map_or_else(|| PathBuf::from("python3"), Path::to_path_buf);
+    Command::new(&p)
+        .args(["-c", "import torch, safetensors.torch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(p)
 }
 
 /// Largest checkpoint the Python reference is run on (it needs a few times its size in RAM).
@@ -773,9 +773,11 @@ fn run(args: &Args) -> io::Result<()> {
         );
     }
     let py = if args.reference {
-        let p = python();
+        let p = python(args.python.as_deref());
         if p.is_none() {
-            eprintln!("bench: --reference: no Python with torch and safetensors found; skipping");
+            eprintln!(
+                "bench: --reference: no Python with torch and safetensors found (--python PATH picks one); skipping"
+            );
         }
         p
     } else {
