@@ -184,3 +184,42 @@ fn migrate_never_replaces_a_source_that_its_output_name_links_to() {
             .is_symlink()
     );
 }
+
+/// Converting, scanning and inspecting a checkpoint leave it as it was: its bytes and its
+/// modification time, and its access time too (the file is read with `O_NOATIME`, which its
+/// owner may set). Both times are set three days back first, so that a `relatime` mount would
+/// update the access time on the first read.
+#[test]
+fn converting_scanning_and_inspecting_leave_the_source_and_its_times_alone() {
+    let (dir, bytes) = setup();
+    let src = dir.path().join("a.pt");
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(past)
+        .set_modified(past);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+    let before = std::fs::metadata(&src).unwrap();
+    let (code, err) = convert(dir.path(), &["a.pt", "-o", "out.safetensors"]);
+    assert_eq!(code, Some(0), "{err}");
+    for cmd in ["scan", "inspect"] {
+        let o = Command::new(BIN)
+            .current_dir(dir.path())
+            .args([cmd, "a.pt"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {o:?}");
+    }
+    let after = std::fs::metadata(&src).unwrap();
+    assert_eq!(std::fs::read(&src).unwrap(), bytes);
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    assert_eq!(
+        after.accessed().unwrap(),
+        before.accessed().unwrap(),
+        "the source's access time changed"
+    );
+}

@@ -314,6 +314,30 @@ pub struct Archive {
     pub zip_audit: Option<ZipAudit>,
 }
 
+/// Opens a checkpoint for reading with `O_NOATIME` where the system allows it (the file's
+/// owner, or a privileged process; elsewhere a plain open): converting, scanning or
+/// inspecting a checkpoint then changes nothing about it, not even its access time, and each
+/// read skips the access-time check. A transposed matrix is read in hundreds of thousands of
+/// short reads, and that check was about 4% of their CPU time. The flag is set on the open
+/// file description, so every clone of the file shares it.
+pub fn open_source(path: &Path) -> std::io::Result<File> {
+    let file = File::open(path)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: plain fcntl calls on an open descriptor; they read no user memory. A refusal
+        // (EPERM for a file of another user) leaves the flags as they were.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_NOATIME == 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NOATIME);
+            }
+        }
+    }
+    Ok(file)
+}
+
 /// The error for a pickle larger than the caller's `--max-pickle-bytes`.
 pub fn pickle_too_large(what: &str, bytes: u64, limits: &Limits) -> ErrorKind {
     ErrorKind::LimitExceeded(format!(
@@ -356,7 +380,7 @@ impl Archive {
         if meta.is_dir() {
             return Err(ErrorKind::NotACheckpoint(sniff::describe_dir(path)));
         }
-        let file = File::open(path).map_err(io("cannot open the file"))?;
+        let file = open_source(path).map_err(io("cannot open the file"))?;
         let file_len = file
             .metadata()
             .map_err(io("cannot read the file's size"))?
@@ -378,7 +402,7 @@ impl Archive {
     /// whole directory. A caller may run these bytes while the archive is opened, and must keep
     /// the result only if they equal the opened archive's [`Archive::pickle`].
     pub fn pickle_guess(path: &Path, limits: &Limits) -> Option<Vec<u8>> {
-        let file = File::open(path).ok()?;
+        let file = open_source(path).ok()?;
         let len = file.metadata().ok()?.len();
         zip::first_pickle_guess(&file, len, limits.max_pickle_bytes)
     }

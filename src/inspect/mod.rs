@@ -227,7 +227,8 @@ pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Inspection> {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.is_file()
     {
-        let file = File::open(path).map_err(|e| err(io("cannot open the file")(e)))?;
+        let file =
+            crate::container::open_source(path).map_err(|e| err(io("cannot open the file")(e)))?;
         let mut head = vec![0u8; meta.len().min(16) as usize];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| err(io("cannot read the start of the file")(e)))?;

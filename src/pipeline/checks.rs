@@ -22,7 +22,7 @@ fn too_large(path: &Path, what: &str, bytes: u64, limits: &Limits) -> Error {
 /// Checks the container against `limits` before anything is unpickled: zip entry count,
 /// inflated sizes (zip bombs), and the main pickle's size.
 pub fn preflight(path: &Path, limits: &Limits) -> Result<()> {
-    let file = std::fs::File::open(path)
+    let file = crate::container::open_source(path)
         .map_err(|e| Error::new(path, crate::error::io("cannot open the file")(e)))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let kind = sniff(&file, len);

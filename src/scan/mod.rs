@@ -188,7 +188,7 @@ pub fn scan_file(path: &Path, opts: &OpenOptions) -> FileReport {
         Err(e) => {
             r.error = Some(format!("{}", e.kind));
             // The converter refuses the file; still say what it holds, from the raw bytes.
-            match std::fs::File::open(path) {
+            match crate::container::open_source(path) {
                 Ok(file) => {
                     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                     // Walks the zip from its raw bytes, its pickles read afresh.
