@@ -102,7 +102,7 @@ impl Job<'_> {
 }
 
 /// Splits large contiguous jobs into pieces of at most [`CHUNK`] bytes, each a whole number of
-/// elements, and strided ones into pieces of at most `PIECE` output bytes, in file order.
+/// elements, and strided ones into their [`layout::Strided::pieces`], in file order.
 pub fn split_jobs(jobs: Vec<Job>) -> Vec<Job> {
     // In file order: with pieces of at most CHUNK bytes the pool stays balanced, and a cold
     // page cache sees sequential reads that its readahead can serve.
@@ -122,9 +122,9 @@ fn sorted_by<K: Ord>(jobs: Vec<Job>, key: impl Fn(&Job) -> K) -> Vec<Job> {
 
 /// [`split_jobs`] without the sort.
 fn split(jobs: Vec<Job>) -> Vec<Job> {
-    let needs_split = |j: &Job| match j.kind {
+    let needs_split = |j: &Job| match &j.kind {
         JobKind::Copy { .. } | JobKind::Transformed { .. } => j.len > CHUNK,
-        JobKind::Strided { .. } => j.len > layout::PIECE,
+        JobKind::Strided { view, .. } => j.len > view.piece_size(),
     };
     if !jobs.iter().any(needs_split) {
         return jobs;
@@ -160,7 +160,7 @@ fn split(jobs: Vec<Job>) -> Vec<Job> {
                 view,
                 dtype,
                 transform,
-            } if j.len > layout::PIECE => {
+            } if j.len > view.piece_size() => {
                 let mut dst = j.dst;
                 for piece in view.pieces() {
                     let len = piece.nbytes();
